@@ -1,0 +1,98 @@
+/**
+ * The broker seam: where a room's messages get their seq and are stored, and
+ * how events reach every node that has members in a room. The hub talks only
+ * to this interface; `MemoryBroker` (one process) and `RedisBroker` (many)
+ * implement it, and `test/broker-contract.ts` holds every broker to it.
+ */
+import type { Member, Message, Presence, TypingEvent, RoomEvent } from './protocol.js'
+
+/** A message as the hub hands it to the broker; the broker adds room, seq, id and ts. */
+export interface MessageDraft {
+  from: Member
+  text: string
+  cid?: string
+}
+
+export interface AppendResult {
+  /** The stored message; for a duplicate `cid`, the one stored first. */
+  message: Message
+  /** True when `cid` was already stored: nothing new was stored or delivered. */
+  duplicate: boolean
+}
+
+/**
+ * Which stored messages to read, oldest first in the answer:
+ * - `after: N`: those with seq > N (at most `limit`);
+ * - otherwise the newest `limit` with seq < `before` (or the newest, without `before`).
+ */
+export interface ReadRange {
+  after?: number
+  before?: number
+  limit: number
+}
+
+export interface ReadResult {
+  /** The incarnation of the room's stream; changes when its seq and history were lost. */
+  epoch: string
+  /** The room's latest seq (0 when nothing was stored in this epoch). */
+  seq: number
+  messages: Message[]
+  /** Whether older messages than the first returned are stored. */
+  more: boolean
+}
+
+export interface RoomInfo {
+  room: string
+  members: number
+  seq: number
+}
+
+/** Minimal logger (pino and Fastify's logger fit). */
+export interface BrokerLogger {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+}
+
+/** What a node (its hub) gives the broker when it opens. */
+export interface BrokerNode {
+  /**
+   * Receives every event of the rooms this node subscribed to, its own
+   * included. Per room, messages arrive in seq order with no gap and no
+   * duplicate while the node stays subscribed. Must not throw.
+   */
+  deliver(room: string, event: RoomEvent): void
+  /** Messages kept per room. */
+  historySize: number
+  log: BrokerLogger
+}
+
+/**
+ * The guarantees every broker keeps (the contract suite checks them):
+ * - `append` gives a room's messages seq 1, 2, 3… with no gap across all nodes,
+ *   stores, and publishes in one atomic step, so publish order is seq order;
+ *   a `cid` already stored in the room (within the kept history, and for at
+ *   least 10 minutes) is not stored again.
+ * - `publish` of a presence event also updates the room's roster (`join` adds,
+ *   `leave` removes, `rename` renames) before it is delivered; typing is only delivered.
+ * - Every call settles in bounded time; when the backing store cannot confirm,
+ *   it rejects with `ChatError('unavailable')` and never half-stores.
+ */
+export interface Broker {
+  open(node: BrokerNode): Promise<void>
+  /** This node has local members in `room` now: deliver its events here. */
+  subscribe(room: string): Promise<void>
+  /** This node has no local members in `room` any more. */
+  unsubscribe(room: string): Promise<void>
+  append(room: string, draft: MessageDraft): Promise<AppendResult>
+  publish(room: string, event: Presence | TypingEvent): Promise<void>
+  read(room: string, range: ReadRange): Promise<ReadResult>
+  /** Members of `room` on every node. */
+  members(room: string): Promise<Member[]>
+  /** Rooms that have members, on every node. */
+  rooms(): Promise<RoomInfo[]>
+  close(): Promise<void>
+}
+
+/** Messages with a `cid` are recognised as retries for at least this long (PROTOCOL.md). */
+export const CID_RETENTION_MS = 10 * 60 * 1000

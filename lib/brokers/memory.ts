@@ -1,0 +1,159 @@
+/**
+ * The default broker: one process, rooms in memory. "Every node" is this one,
+ * so delivery is a direct call, in the same order as append.
+ */
+import { randomUUID } from 'node:crypto'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ReadRange, ReadResult, RoomInfo } from '../broker.js'
+import { CID_RETENTION_MS } from '../broker.js'
+import { HistoryRing } from '../history.js'
+import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+
+export interface MemoryBrokerOptions {
+  /**
+   * A room with no members and no message for this long is forgotten (its
+   * history and seq; a later join starts a new epoch). Bounds the memory that
+   * rooms nobody uses can hold. Default one day.
+   */
+  idleRoomTtl?: number
+}
+
+/** How often idle rooms are looked for: often enough to bound memory, rare enough to cost nothing. */
+const SWEEP_INTERVAL_MS = 60_000
+
+interface RoomState {
+  readonly epoch: string
+  seq: number
+  readonly history: HistoryRing
+  readonly members: Map<string, Member>
+  /** cid → when and as which seq it was stored. */
+  readonly cids: Map<string, { seq: number, ts: number }>
+  lastActive: number
+}
+
+export class MemoryBroker implements Broker {
+  private node: BrokerNode | undefined
+  private readonly rooms_ = new Map<string, RoomState>()
+  private readonly subscribed = new Set<string>()
+  private readonly idleRoomTtl: number
+  private sweeper: NodeJS.Timeout | undefined
+
+  constructor (options: MemoryBrokerOptions = {}) {
+    this.idleRoomTtl = options.idleRoomTtl ?? 24 * 60 * 60 * 1000
+  }
+
+  async open (node: BrokerNode): Promise<void> {
+    if (this.node) throw new Error('MemoryBroker: already open; use one broker per Fastify instance')
+    this.node = node
+    this.sweeper = setInterval(() => this.sweep(Date.now()), Math.min(SWEEP_INTERVAL_MS, this.idleRoomTtl))
+    this.sweeper.unref()
+  }
+
+  async subscribe (room: string): Promise<void> {
+    this.subscribed.add(room)
+  }
+
+  async unsubscribe (room: string): Promise<void> {
+    this.subscribed.delete(room)
+  }
+
+  async append (room: string, draft: MessageDraft): Promise<AppendResult> {
+    const node = this.opened()
+    const state = this.room(room)
+    const now = Date.now()
+    state.lastActive = now
+    if (draft.cid !== undefined) {
+      const seen = state.cids.get(draft.cid)
+      const original = seen && state.history.get(seen.seq)
+      if (original) return { message: original, duplicate: true }
+      if (seen) return { message: this.forgottenMessage(room, draft, seen), duplicate: true }
+    }
+    const message: Message = {
+      type: 'message',
+      room,
+      seq: ++state.seq,
+      id: randomUUID(),
+      from: { id: draft.from.id, name: draft.from.name },
+      text: draft.text,
+      ts: now,
+    }
+    if (draft.cid !== undefined) {
+      message.cid = draft.cid
+      state.cids.set(draft.cid, { seq: message.seq, ts: now })
+    }
+    state.history.push(message)
+    if (this.subscribed.has(room)) node.deliver(room, message)
+    return { message, duplicate: false }
+  }
+
+  async publish (room: string, event: Presence | TypingEvent): Promise<void> {
+    const node = this.opened()
+    if (event.type === 'presence') {
+      const state = this.room(room)
+      state.lastActive = Date.now()
+      if (event.action === 'leave') state.members.delete(event.member.id)
+      else state.members.set(event.member.id, { id: event.member.id, name: event.member.name })
+    }
+    if (this.subscribed.has(room)) node.deliver(room, event)
+  }
+
+  async read (room: string, range: ReadRange): Promise<ReadResult> {
+    const state = this.room(room)
+    return { epoch: state.epoch, seq: state.seq, ...state.history.read(range) }
+  }
+
+  async members (room: string): Promise<Member[]> {
+    return [...(this.rooms_.get(room)?.members.values() ?? [])]
+  }
+
+  async rooms (): Promise<RoomInfo[]> {
+    const rooms: RoomInfo[] = []
+    for (const [room, state] of this.rooms_) {
+      if (state.members.size > 0) rooms.push({ room, members: state.members.size, seq: state.seq })
+    }
+    return rooms
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.sweeper)
+    this.node = undefined
+    this.subscribed.clear()
+  }
+
+  private opened (): BrokerNode {
+    if (!this.node) throw new Error('MemoryBroker: not open')
+    return this.node
+  }
+
+  private room (room: string): RoomState {
+    let state = this.rooms_.get(room)
+    if (!state) {
+      state = {
+        epoch: randomUUID(),
+        seq: 0,
+        history: new HistoryRing(this.opened().historySize),
+        members: new Map(),
+        cids: new Map(),
+        lastActive: Date.now(),
+      }
+      this.rooms_.set(room, state)
+    }
+    return state
+  }
+
+  /** The ack of a retry whose original fell out of the history: its seq is all that is left. */
+  private forgottenMessage (room: string, draft: MessageDraft, seen: { seq: number, ts: number }): Message {
+    return { type: 'message', room, seq: seen.seq, id: '', from: draft.from, text: draft.text, ts: seen.ts, cid: draft.cid as string }
+  }
+
+  private sweep (now: number): void {
+    for (const [room, state] of this.rooms_) {
+      if (state.members.size === 0 && now - state.lastActive > this.idleRoomTtl) {
+        this.rooms_.delete(room)
+        continue
+      }
+      for (const [cid, seen] of state.cids) {
+        if (now - seen.ts > CID_RETENTION_MS && state.history.get(seen.seq) === undefined) state.cids.delete(cid)
+      }
+    }
+  }
+}

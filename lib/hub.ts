@@ -1,0 +1,352 @@
+/**
+ * The hub: rooms, local members, presence and fan-out. It knows no sockets:
+ * a member is anything with an id, a name, `deliver(frame)` and `close(code)`.
+ * Everything that is stored or crosses nodes goes through the broker; events
+ * come back through `deliver` and are encoded once for all local members.
+ */
+import { EventEmitter } from 'node:events'
+import type { Broker, BrokerLogger, ReadResult, RoomInfo } from './broker.js'
+import { ChatError, CloseCodes } from './errors.js'
+import { encodeFrame, characterCount, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
+import type { ResolvedOptions } from './options.js'
+
+/** What the hub needs of a connection. */
+export interface MemberLink {
+  readonly id: string
+  name: string
+  /** Queues an encoded frame; never throws (a slow or closed link drops it and says so in stats). */
+  deliver(frame: Buffer): void
+  close(code: number, reason: string): void
+}
+
+/** The sender of `hub.broadcast` when none is given. */
+export const SERVER_MEMBER: Member = Object.freeze({ id: 'server', name: 'server' })
+
+export interface HubStats {
+  connections: number
+  /** Rooms with members on this node. */
+  rooms: number
+  messagesIn: number
+  messagesOut: number
+  /** Frames not delivered because the connection was closing or too slow. */
+  dropped: number
+  slowConsumerCloses: number
+}
+
+export interface HubEvents {
+  /** A message was stored through this node (by a member here, or `broadcast`). */
+  message: [message: Message]
+  /** A member on this node joined a room. */
+  join: [event: { room: string, member: Member }]
+  /** A member on this node left a room (or disconnected). */
+  leave: [event: { room: string, member: Member }]
+}
+
+type HubOptions = Pick<ResolvedOptions,
+  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength'>
+
+interface RoomMember {
+  readonly link: MemberLink
+  /** Events that arrived while the join was being served; flushed after `joined`. */
+  pending: RoomEvent[] | undefined
+  /** Whether others were told of this member (so a leave must be told too). */
+  announced: boolean
+}
+
+interface LocalRoom {
+  readonly members: Map<string, RoomMember>
+  /** Settles when the broker delivers this room's events here. */
+  readonly subscribed: Promise<void>
+}
+
+type JoinRequest = ClientMessageOf<'join'>
+
+export class Hub extends EventEmitter<HubEvents> {
+  private readonly links = new Map<string, { link: MemberLink, rooms: Set<string> }>()
+  private readonly rooms_ = new Map<string, LocalRoom>()
+  private readonly counters = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerCloses: 0 }
+
+  constructor (
+    private readonly broker: Broker,
+    private readonly options: HubOptions,
+    private readonly log: BrokerLogger,
+  ) {
+    super()
+  }
+
+  /** Opens the broker; events it delivers fan out to local members. */
+  async open (): Promise<void> {
+    await this.broker.open({
+      deliver: (room, event) => this.fanOut(room, event),
+      historySize: this.options.historySize,
+      log: this.log,
+    })
+  }
+
+  async close (): Promise<void> {
+    await this.broker.close()
+  }
+
+  /** Counters a connection updates; kept here so `stats()` has one source. */
+  get count (): { messagesIn: number, messagesOut: number, dropped: number, slowConsumerCloses: number } {
+    return this.counters
+  }
+
+  // ------------------------------------------------------------ connections
+
+  connect (link: MemberLink): void {
+    this.links.set(link.id, { link, rooms: new Set() })
+  }
+
+  /** Removes a link from every room it is in; others are told it left. */
+  async disconnect (link: MemberLink): Promise<void> {
+    const entry = this.links.get(link.id)
+    if (!entry || entry.link !== link) return
+    this.links.delete(link.id)
+    await Promise.all([...entry.rooms].map((room) => this.removeMember(link, room)))
+  }
+
+  isMember (link: MemberLink, room: string): boolean {
+    return this.links.get(link.id)?.rooms.has(room) ?? false
+  }
+
+  // ------------------------------------------------------------ member actions
+
+  /**
+   * Serves a `join`: the member is subscribed before the snapshot is read and
+   * events arriving meanwhile are held, then `joined` is delivered followed by
+   * those held events not already in it: no gap, no duplicate.
+   */
+  async join (link: MemberLink, request: JoinRequest): Promise<void> {
+    const { room } = request
+    const entry = this.linkEntry(link)
+    if (entry.rooms.has(room)) {
+      const [members, snapshot] = await Promise.all([this.broker.members(room), this.snapshot(room, request)])
+      link.deliver(this.joinedFrame(request, members, snapshot))
+      return
+    }
+    if (entry.rooms.size >= this.options.maxRoomsPerConnection) {
+      throw new ChatError('too_many_rooms', `a connection may be in at most ${this.options.maxRoomsPerConnection} rooms`)
+    }
+    const member = { id: link.id, name: link.name }
+    if (this.options.onJoin && (await this.options.onJoin(room, member)) === false) {
+      throw new ChatError('forbidden', `joining ${room} was refused`)
+    }
+    if (!this.links.has(link.id) || entry.rooms.has(room)) return this.join(link, request)
+
+    entry.rooms.add(room)
+    const local = this.localRoom(room)
+    const roomMember: RoomMember = { link, pending: [], announced: false }
+    local.members.set(link.id, roomMember)
+    const stillJoining = (): boolean => local.members.get(link.id) === roomMember
+    try {
+      await local.subscribed
+      if (this.options.maxMembersPerRoom > 0 && stillJoining()) {
+        const members = await this.broker.members(room)
+        if (members.length >= this.options.maxMembersPerRoom) {
+          throw new ChatError('room_full', `${room} is full (${this.options.maxMembersPerRoom} members)`)
+        }
+      }
+      if (!stillJoining()) return
+      roomMember.announced = true
+      await this.broker.publish(room, { type: 'presence', room, action: 'join', member })
+      const [members, snapshot] = await Promise.all([this.broker.members(room), this.snapshot(room, request)])
+      if (!stillJoining()) return
+      link.deliver(this.joinedFrame(request, members, snapshot))
+      const held = roomMember.pending ?? []
+      roomMember.pending = undefined
+      for (const event of held) {
+        if (event.type !== 'message' || event.seq > snapshot.seq) link.deliver(Buffer.from(encodeFrame(event)))
+      }
+      this.emit('join', { room, member })
+    } catch (error) {
+      if (stillJoining()) {
+        entry.rooms.delete(room)
+        await this.removeMember(link, room)
+      }
+      throw error
+    }
+  }
+
+  async leave (link: MemberLink, room: string): Promise<void> {
+    const entry = this.memberEntry(link, room)
+    entry.rooms.delete(room)
+    await this.removeMember(link, room)
+  }
+
+  /** Stores and delivers a member's message; resolves with what was stored (or the original of a retried `cid`). */
+  async send (link: MemberLink, request: ClientMessageOf<'send'>): Promise<Message> {
+    const { room } = request
+    this.memberEntry(link, room)
+    const member = { id: link.id, name: link.name }
+    let text = request.text
+    if (this.options.onMessage) {
+      const verdict = await this.options.onMessage({ room, text }, member)
+      if (verdict === false) throw new ChatError('forbidden', 'the message was refused')
+      if (typeof verdict === 'string') text = verdict
+    }
+    const draft = request.cid === undefined ? { from: member, text } : { from: member, text, cid: request.cid }
+    const { message, duplicate } = await this.broker.append(room, draft)
+    if (!duplicate) this.emit('message', message)
+    return message
+  }
+
+  async typing (link: MemberLink, room: string): Promise<void> {
+    this.memberEntry(link, room)
+    await this.broker.publish(room, { type: 'typing', room, member: { id: link.id, name: link.name } })
+  }
+
+  /** Renames a link; members of each of its rooms are told. */
+  async rename (link: MemberLink, name: string): Promise<void> {
+    const entry = this.linkEntry(link)
+    link.name = name
+    const member = { id: link.id, name }
+    await Promise.all([...entry.rooms].map((room) =>
+      this.broker.publish(room, { type: 'presence', room, action: 'rename', member })))
+  }
+
+  /** A member's `history` request: only members may page a room. */
+  async memberHistory (link: MemberLink, request: ClientMessageOf<'history'>): Promise<{ messages: Message[], more: boolean }> {
+    this.memberEntry(link, request.room)
+    return this.history(request.room, request)
+  }
+
+  // ------------------------------------------------------------ server API
+
+  /**
+   * Sends `text` to `room` as the server (or as `from`): it gets a seq, is
+   * stored and delivered exactly like a member's message.
+   */
+  async broadcast (room: string, text: string, from: Member = SERVER_MEMBER): Promise<Message> {
+    if (!this.options.roomPattern.test(room)) throw new ChatError('invalid', `room: must match ${this.options.roomPattern.source}`)
+    if (text.length === 0 || characterCount(text, this.options.maxTextLength) > this.options.maxTextLength) {
+      throw new ChatError('invalid', `text: must be 1 to ${this.options.maxTextLength} characters`)
+    }
+    const { message } = await this.broker.append(room, { from: { id: from.id, name: from.name }, text })
+    this.emit('message', message)
+    return message
+  }
+
+  /** Rooms with members, across every node. */
+  rooms (): Promise<RoomInfo[]> {
+    return this.broker.rooms()
+  }
+
+  /** Members of a room, across every node. */
+  members (room: string): Promise<Member[]> {
+    return this.broker.members(room)
+  }
+
+  /** Pages backwards through a room's stored messages, oldest first. */
+  async history (room: string, query: { before?: number, limit?: number } = {}): Promise<{ messages: Message[], more: boolean }> {
+    const limit = Math.min(Math.max(query.limit ?? 50, 1), 100)
+    const { messages, more } = await this.broker.read(room, query.before === undefined ? { limit } : { before: query.before, limit })
+    return { messages, more }
+  }
+
+  /** Closes the connection with `id` on this node; false when there is none. */
+  disconnectMember (id: string, code: number = CloseCodes.normal, reason = 'disconnected by the server'): boolean {
+    const entry = this.links.get(id)
+    if (!entry) return false
+    entry.link.close(code, reason)
+    return true
+  }
+
+  /** Local links, for shutdown. */
+  connections (): IterableIterator<MemberLink> {
+    return [...this.links.values()].map((entry) => entry.link)[Symbol.iterator]()
+  }
+
+  stats (): HubStats {
+    return { connections: this.links.size, rooms: this.rooms_.size, ...this.counters }
+  }
+
+  // ------------------------------------------------------------ internals
+
+  /** One event to every local member of `room`: encoded once, the same bytes to each. */
+  private fanOut (room: string, event: RoomEvent): void {
+    const local = this.rooms_.get(room)
+    if (!local) return
+    const skip = event.type === 'message' ? undefined : event.member.id
+    let frame: Buffer | undefined
+    for (const member of local.members.values()) {
+      if (member.link.id === skip) continue
+      if (member.pending) {
+        member.pending.push(event)
+        continue
+      }
+      frame ??= Buffer.from(encodeFrame(event))
+      member.link.deliver(frame)
+    }
+  }
+
+  private localRoom (room: string): LocalRoom {
+    let local = this.rooms_.get(room)
+    if (!local) {
+      const subscribed = this.broker.subscribe(room)
+      // A failed subscription is reported to the joins awaiting it; keep it from being unhandled meanwhile.
+      subscribed.catch(() => {})
+      local = { members: new Map(), subscribed }
+      this.rooms_.set(room, local)
+    }
+    return local
+  }
+
+  private async removeMember (link: MemberLink, room: string): Promise<void> {
+    const local = this.rooms_.get(room)
+    const roomMember = local?.members.get(link.id)
+    if (!local || !roomMember || roomMember.link !== link) return
+    local.members.delete(link.id)
+    const member = { id: link.id, name: link.name }
+    const tasks: Array<Promise<void>> = []
+    if (roomMember.announced) {
+      tasks.push(this.broker.publish(room, { type: 'presence', room, action: 'leave', member }))
+      this.emit('leave', { room, member })
+    }
+    if (local.members.size === 0) {
+      this.rooms_.delete(room)
+      tasks.push(this.broker.unsubscribe(room))
+    }
+    await Promise.all(tasks)
+  }
+
+  private linkEntry (link: MemberLink): { link: MemberLink, rooms: Set<string> } {
+    const entry = this.links.get(link.id)
+    if (!entry || entry.link !== link) throw new ChatError('not_joined', 'the connection is closed')
+    return entry
+  }
+
+  private memberEntry (link: MemberLink, room: string): { link: MemberLink, rooms: Set<string> } {
+    const entry = this.linkEntry(link)
+    if (!entry.rooms.has(room)) throw new ChatError('not_joined', `not a member of ${room}`)
+    return entry
+  }
+
+  /** What `joined` carries: the newest messages, or those after `since` with whether nothing was lost. */
+  private async snapshot (room: string, request: JoinRequest): Promise<ReadResult & { recovered?: boolean }> {
+    const latest = { limit: this.options.historyOnJoin }
+    if (request.since === undefined) return this.broker.read(room, latest)
+    const since = request.since
+    const after = await this.broker.read(room, { after: since, limit: this.options.historySize })
+    const sameStream = request.epoch === undefined || request.epoch === after.epoch
+    if (sameStream && since <= after.seq) {
+      const recovered = since === after.seq || after.messages[0]?.seq === since + 1
+      return { ...after, recovered }
+    }
+    return { ...(await this.broker.read(room, latest)), recovered: false }
+  }
+
+  private joinedFrame (request: JoinRequest, members: Member[], snapshot: ReadResult & { recovered?: boolean }): Buffer {
+    const frame: ServerFrame = {
+      type: 'joined',
+      ...(request.ref === undefined ? {} : { ref: request.ref }),
+      room: request.room,
+      epoch: snapshot.epoch,
+      seq: snapshot.seq,
+      members,
+      history: snapshot.messages,
+      ...(snapshot.recovered === undefined ? {} : { recovered: snapshot.recovered }),
+    }
+    return Buffer.from(encodeFrame(frame))
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The wire protocol (PROTOCOL.md), defined once as TypeBox schemas: the server
+ * validates with them, the client library and the tests take their types and
+ * checks from them.
+ */
+import Type, { type Static, type TSchema } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { ErrorCodes, ChatError, type ErrorCode } from './errors.js'
+
+/** Version sent in `welcome`; changes only with a deliberate change of PROTOCOL.md. */
+export const PROTOCOL_VERSION = 1
+
+/** A `ref` longer than this is invalid: it is an echo token, not a payload. */
+export const MAX_REF_LENGTH = 64
+/** A `cid` longer than this is invalid: a random id fits in far less. */
+export const MAX_CID_LENGTH = 64
+/** Display names are short labels. */
+export const MAX_NAME_LENGTH = 32
+/** A `history` request pages at most this many messages. */
+export const MAX_HISTORY_LIMIT = 100
+export const DEFAULT_HISTORY_LIMIT = 50
+/**
+ * Raw strings longer than this are refused by the schema before any closer
+ * check, so a configurable rule (room pattern, text length) never has to look
+ * at an unbounded string.
+ */
+const MAX_RAW_STRING = 65536
+
+/** The limits of one server instance that shape what a client message may hold. */
+export interface WireLimits {
+  roomPattern: RegExp
+  maxTextLength: number
+}
+
+export const DEFAULT_ROOM_PATTERN = '^[A-Za-z0-9_\\-.:]{1,64}$'
+export const DEFAULT_MAX_TEXT_LENGTH = 2000
+
+// ---------------------------------------------------------------- shared parts
+
+const Ref = Type.String({ maxLength: MAX_REF_LENGTH })
+const Room = Type.String({ minLength: 1, maxLength: MAX_RAW_STRING })
+const Seq = Type.Integer({ minimum: 0 })
+
+export const MemberSchema = Type.Object({ id: Type.String(), name: Type.String() }, { additionalProperties: false })
+export type Member = Static<typeof MemberSchema>
+
+// ---------------------------------------------------------- client → server
+
+function clientMessage<const T extends string, const P extends Record<string, TSchema>> (type: T, fields: P) {
+  return Type.Object({ type: Type.Literal(type), ref: Type.Optional(Ref), ...fields }, { additionalProperties: false })
+}
+
+export const JoinSchema = clientMessage('join', { room: Room, since: Type.Optional(Seq), epoch: Type.Optional(Type.String({ maxLength: 64 })) })
+export const LeaveSchema = clientMessage('leave', { room: Room })
+export const SendSchema = clientMessage('send', {
+  room: Room,
+  text: Type.String({ minLength: 1, maxLength: MAX_RAW_STRING }),
+  cid: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_CID_LENGTH })),
+})
+export const TypingSchema = clientMessage('typing', { room: Room })
+export const NickSchema = clientMessage('nick', { name: Type.String({ maxLength: 256 }) })
+export const HistorySchema = clientMessage('history', {
+  room: Room,
+  before: Type.Optional(Seq),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT })),
+})
+export const PingSchema = clientMessage('ping', {})
+
+export const ClientSchemas = {
+  join: JoinSchema,
+  leave: LeaveSchema,
+  send: SendSchema,
+  typing: TypingSchema,
+  nick: NickSchema,
+  history: HistorySchema,
+  ping: PingSchema,
+} as const
+
+export type ClientMessageType = keyof typeof ClientSchemas
+export type ClientMessageOf<K extends ClientMessageType> = Static<(typeof ClientSchemas)[K]>
+export type ClientMessage = { [K in ClientMessageType]: ClientMessageOf<K> }[ClientMessageType]
+
+// ---------------------------------------------------------- server → client
+
+export const MessageSchema = Type.Object({
+  type: Type.Literal('message'),
+  room: Type.String(),
+  seq: Type.Integer({ minimum: 1 }),
+  id: Type.String(),
+  from: MemberSchema,
+  text: Type.String(),
+  ts: Type.Integer(),
+  cid: Type.Optional(Type.String()),
+}, { additionalProperties: false })
+export type Message = Static<typeof MessageSchema>
+
+function serverFrame<const T extends string, const P extends Record<string, TSchema>> (type: T, fields: P) {
+  return Type.Object({ type: Type.Literal(type), ...fields }, { additionalProperties: false })
+}
+
+export const WelcomeSchema = serverFrame('welcome', { protocol: Type.Literal(PROTOCOL_VERSION), id: Type.String(), name: Type.String() })
+export const JoinedSchema = serverFrame('joined', {
+  ref: Type.Optional(Type.String()),
+  room: Type.String(),
+  epoch: Type.String(),
+  seq: Seq,
+  members: Type.Array(MemberSchema),
+  history: Type.Array(MessageSchema),
+  recovered: Type.Optional(Type.Boolean()),
+})
+export const LeftSchema = serverFrame('left', { ref: Type.Optional(Type.String()), room: Type.String() })
+export const PresenceSchema = serverFrame('presence', {
+  room: Type.String(),
+  action: Type.Union([Type.Literal('join'), Type.Literal('leave'), Type.Literal('rename')]),
+  member: MemberSchema,
+})
+export const TypingEventSchema = serverFrame('typing', { room: Type.String(), member: MemberSchema })
+export const AckSchema = serverFrame('ack', { ref: Type.String(), room: Type.String(), seq: Type.Integer({ minimum: 1 }) })
+export const HistoryPageSchema = serverFrame('history', {
+  ref: Type.Optional(Type.String()),
+  room: Type.String(),
+  messages: Type.Array(MessageSchema),
+  more: Type.Boolean(),
+})
+export const RenamedSchema = serverFrame('renamed', { ref: Type.Optional(Type.String()), name: Type.String() })
+export const PongSchema = serverFrame('pong', { ref: Type.Optional(Type.String()) })
+export const ErrorFrameSchema = serverFrame('error', {
+  ref: Type.Optional(Type.String()),
+  code: Type.Union(ErrorCodes.map((code) => Type.Literal(code))),
+  message: Type.String(),
+})
+
+export const ServerSchemas = {
+  welcome: WelcomeSchema,
+  joined: JoinedSchema,
+  left: LeftSchema,
+  message: MessageSchema,
+  presence: PresenceSchema,
+  typing: TypingEventSchema,
+  ack: AckSchema,
+  history: HistoryPageSchema,
+  renamed: RenamedSchema,
+  pong: PongSchema,
+  error: ErrorFrameSchema,
+} as const
+
+export type ServerFrameType = keyof typeof ServerSchemas
+export type ServerFrameOf<K extends ServerFrameType> = Static<(typeof ServerSchemas)[K]>
+export type ServerFrame = { [K in ServerFrameType]: ServerFrameOf<K> }[ServerFrameType]
+export type Presence = ServerFrameOf<'presence'>
+export type TypingEvent = ServerFrameOf<'typing'>
+/** What a broker carries between nodes for a room: stored messages and ephemeral events. */
+export type RoomEvent = Message | Presence | TypingEvent
+
+const serverValidator = Compile(Type.Union(Object.values(ServerSchemas)))
+
+/** True when `value` is a well-formed server frame (used by tests and tooling). */
+export function isServerFrame (value: unknown): value is ServerFrame {
+  return serverValidator.Check(value)
+}
+
+/** Encodes a server frame once; the same string is sent to every recipient. */
+export function encodeFrame (frame: ServerFrame): string {
+  return JSON.stringify(frame)
+}
+
+// ---------------------------------------------------------- names and text
+
+// Unicode general category Cc: C0 controls, DEL and C1 controls.
+const CONTROL_CHARACTER = /\p{Cc}/u
+
+/** Counts characters as people do (code points), cheaply when no surrogate pairs can matter. */
+export function characterCount (text: string, atMost: number): number {
+  if (text.length <= atMost) return text.length
+  let count = 0
+  for (const _ of text) {
+    if (++count > atMost) break
+  }
+  return count
+}
+
+/**
+ * Applies the name rules of PROTOCOL.md: trimmed, 1–32 characters, no control
+ * characters. Returns the name to use or throws `invalid`.
+ */
+export function normalizeName (raw: string): string {
+  const name = raw.trim()
+  if (name.length === 0) throw new ChatError('invalid', 'name: must not be empty')
+  if (characterCount(name, MAX_NAME_LENGTH) > MAX_NAME_LENGTH) {
+    throw new ChatError('invalid', `name: must be at most ${MAX_NAME_LENGTH} characters`)
+  }
+  if (CONTROL_CHARACTER.test(name)) throw new ChatError('invalid', 'name: must not contain control characters')
+  return name
+}
+
+// ---------------------------------------------------------- decoding
+
+export type Decoded =
+  | { ok: true, message: ClientMessage }
+  | { ok: false, code: ErrorCode, message: string, ref?: string }
+
+type Validators = { [K in ClientMessageType]: ReturnType<typeof Compile<(typeof ClientSchemas)[K]>> }
+
+const validators = Object.fromEntries(
+  Object.entries(ClientSchemas).map(([type, schema]) => [type, Compile(schema)]),
+) as unknown as Validators
+
+const hasOwn = Object.prototype.hasOwnProperty
+
+function describeSchemaError (validator: Validators[ClientMessageType], value: unknown): string {
+  const errors = validator.Errors(value)
+  const unknownField = errors.find((error) => error.keyword === 'additionalProperties')
+  if (unknownField) {
+    const names = (unknownField.params as { additionalProperties?: string[] }).additionalProperties ?? []
+    return `unknown field: ${names.join(', ')}`
+  }
+  const required = errors.find((error) => error.keyword === 'required')
+  if (required) {
+    const names = (required.params as { requiredProperties?: string[] }).requiredProperties ?? []
+    return `missing field: ${names.join(', ')}`
+  }
+  const first = errors.find((error) => error.instancePath !== '') ?? errors[0]
+  if (!first) return 'does not match the schema'
+  return `${first.instancePath.slice(1) || 'message'}: ${first.message}`
+}
+
+/**
+ * Builds the decoder for one server instance: JSON text in, a valid client
+ * message or the protocol error to answer out. Never throws.
+ */
+export function createDecoder (limits: WireLimits): (data: string) => Decoded {
+  const { roomPattern, maxTextLength } = limits
+  return function decode (data) {
+    let value: unknown
+    try {
+      value = JSON.parse(data)
+    } catch {
+      return { ok: false, code: 'bad_json', message: 'the frame is not valid JSON' }
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      return { ok: false, code: 'bad_json', message: 'the frame is not a JSON object' }
+    }
+    const record = value as Record<string, unknown>
+    const ref = typeof record.ref === 'string' && record.ref.length <= MAX_REF_LENGTH ? record.ref : undefined
+    const fail = (code: ErrorCode, message: string): Decoded =>
+      ref === undefined ? { ok: false, code, message } : { ok: false, code, message, ref }
+
+    const type = record.type
+    if (typeof type !== 'string') return fail('invalid', 'type: must be a string')
+    if (!hasOwn.call(validators, type)) return fail('unknown_type', `unknown type: ${type.slice(0, 32)}`)
+    const validator = validators[type as ClientMessageType]
+    if (!validator.Check(value)) return fail('invalid', describeSchemaError(validator, value))
+
+    const message = value as ClientMessage
+    if ('room' in message && !roomPattern.test(message.room)) {
+      return fail('invalid', `room: must match ${roomPattern.source}`)
+    }
+    if (message.type === 'send' && characterCount(message.text, maxTextLength) > maxTextLength) {
+      return fail('invalid', `text: must be at most ${maxTextLength} characters`)
+    }
+    return { ok: true, message }
+  }
+}
