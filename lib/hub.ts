@@ -64,6 +64,8 @@ type JoinRequest = ClientMessageOf<'join'>
 export class Hub extends EventEmitter<HubEvents> {
   private readonly links = new Map<string, { link: MemberLink, rooms: Set<string> }>()
   private readonly rooms_ = new Map<string, LocalRoom>()
+  /** Leaves being told for closed connections; shutdown waits for them. */
+  private readonly departures = new Set<Promise<void>>()
   private readonly counters = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerCloses: 0 }
 
   constructor (
@@ -83,7 +85,9 @@ export class Hub extends EventEmitter<HubEvents> {
     })
   }
 
+  /** Closes the broker once the leaves of closed connections are told. */
   async close (): Promise<void> {
+    await Promise.allSettled(this.departures)
     await this.broker.close()
   }
 
@@ -94,16 +98,22 @@ export class Hub extends EventEmitter<HubEvents> {
 
   // ------------------------------------------------------------ connections
 
-  connect (link: MemberLink): void {
+  attach (link: MemberLink): void {
     this.links.set(link.id, { link, rooms: new Set() })
   }
 
-  /** Removes a link from every room it is in; others are told it left. */
-  async disconnect (link: MemberLink): Promise<void> {
+  /** Removes a closed link from every room it is in; others are told it left. */
+  async detach (link: MemberLink): Promise<void> {
     const entry = this.links.get(link.id)
     if (!entry || entry.link !== link) return
     this.links.delete(link.id)
-    await Promise.all([...entry.rooms].map((room) => this.removeMember(link, room)))
+    const departure = Promise.all([...entry.rooms].map((room) => this.removeMember(link, room))).then(() => {})
+    this.departures.add(departure)
+    try {
+      await departure
+    } finally {
+      this.departures.delete(departure)
+    }
   }
 
   isMember (link: MemberLink, room: string): boolean {
@@ -245,16 +255,11 @@ export class Hub extends EventEmitter<HubEvents> {
   }
 
   /** Closes the connection with `id` on this node; false when there is none. */
-  disconnectMember (id: string, code: number = CloseCodes.normal, reason = 'disconnected by the server'): boolean {
+  disconnect (id: string, code: number = CloseCodes.normal, reason = 'disconnected by the server'): boolean {
     const entry = this.links.get(id)
     if (!entry) return false
     entry.link.close(code, reason)
     return true
-  }
-
-  /** Local links, for shutdown. */
-  connections (): IterableIterator<MemberLink> {
-    return [...this.links.values()].map((entry) => entry.link)[Symbol.iterator]()
   }
 
   stats (): HubStats {

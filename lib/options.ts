@@ -47,7 +47,7 @@ export interface Identity {
 }
 
 /** What `onMessage` sees of a message before it is stored. */
-export interface MessageDraft {
+export interface PendingMessage {
   room: string
   text: string
 }
@@ -59,7 +59,7 @@ export interface ChatRoomsOptions extends DataOptions {
   /** May refuse a join (`false`, answered `forbidden`). */
   onJoin?: (room: string, member: Member) => boolean | undefined | Promise<boolean | undefined>
   /** May refuse a message (`false` → `forbidden`) or rewrite its text (return a string). */
-  onMessage?: (message: MessageDraft, member: Member) => string | boolean | undefined | Promise<string | boolean | undefined>
+  onMessage?: (message: PendingMessage, member: Member) => string | boolean | undefined | Promise<string | boolean | undefined>
   /** Where rooms are stored and shared between nodes; an in-process memory broker by default. */
   broker?: Broker
 }

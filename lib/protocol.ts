@@ -126,7 +126,7 @@ export const RenamedSchema = serverFrame('renamed', { ref: Type.Optional(Type.St
 export const PongSchema = serverFrame('pong', { ref: Type.Optional(Type.String()) })
 export const ErrorFrameSchema = serverFrame('error', {
   ref: Type.Optional(Type.String()),
-  code: Type.Union(ErrorCodes.map((code) => Type.Literal(code))),
+  code: Type.Enum(ErrorCodes),
   message: Type.String(),
 })
 

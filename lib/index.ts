@@ -1,0 +1,15 @@
+/**
+ * fastify-chat-rooms: real-time chat rooms for Fastify over WebSockets.
+ * The default export is the plugin; brokers, types and the wire schemas are named exports.
+ */
+import chatRooms from './plugin.js'
+
+export default chatRooms
+export { chatRooms }
+export { Hub, SERVER_MEMBER, type HubStats, type HubEvents, type MemberLink } from './hub.js'
+export { MemoryBroker, type MemoryBrokerOptions } from './brokers/memory.js'
+export type { Broker, BrokerNode, BrokerLogger, MessageDraft, AppendResult, ReadRange, ReadResult, RoomInfo } from './broker.js'
+export { CID_RETENTION_MS } from './broker.js'
+export { ChatError, CloseCodes, ErrorCodes, type ErrorCode, type CloseCode } from './errors.js'
+export { OptionsSchema, OptionsError, resolveOptions, defaults, type ChatRoomsOptions, type ResolvedOptions, type Identity, type PendingMessage } from './options.js'
+export * from './protocol.js'
