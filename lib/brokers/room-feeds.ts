@@ -1,0 +1,166 @@
+/**
+ * Turns what Redis pub/sub delivers into what `BrokerNode.deliver` promises:
+ * per room, messages in seq order with no gap and no duplicate. Pub/sub loses
+ * whatever is published while a subscriber reconnects, so each subscribed
+ * room remembers the last seq it delivered; a message further ahead, or a
+ * reconnect, fills the gap from the stored history first. Events received
+ * during a fill wait behind it, so presence and messages keep their order.
+ */
+import type { BrokerLogger, ReadRange, ReadResult } from '../broker.js'
+import type { RoomEvent } from '../protocol.js'
+
+/** What travels on a room's channel; stored messages carry the epoch of their stream. */
+export interface Envelope {
+  epoch?: string
+  event: RoomEvent
+}
+
+/** Messages read per history page while filling a gap. */
+const FILL_PAGE = 500
+/** Pause before reading again when a fill could not read (Redis unavailable). */
+const FILL_RETRY_MS = 500
+
+/** Names one `open` of a room's feed, so a late step of an earlier subscription cannot touch a newer one. */
+export type FeedToken = object
+
+interface Feed {
+  epoch: string | undefined
+  lastSeq: number
+  /** Events waiting while the feed starts or fills a gap; undefined when it delivers directly. */
+  held: Envelope[] | undefined
+  /** A reconnect happened during a fill: read once more before delivering the held events. */
+  recheck: boolean
+}
+
+export class RoomFeeds {
+  private readonly feeds = new Map<string, Feed>()
+
+  constructor (
+    private readonly read: (room: string, range: ReadRange) => Promise<ReadResult>,
+    private readonly deliver: (room: string, event: RoomEvent) => void,
+    private readonly log: BrokerLogger,
+  ) {}
+
+  rooms (): IterableIterator<string> {
+    return this.feeds.keys()
+  }
+
+  /**
+   * Starts holding a room's events; `begin` then delivers them from the seq
+   * the room had once the subscription was confirmed.
+   */
+  open (room: string): FeedToken {
+    const feed: Feed = { epoch: undefined, lastSeq: 0, held: [], recheck: false }
+    this.feeds.set(room, feed)
+    return feed
+  }
+
+  begin (room: string, token: FeedToken, epoch: string, seq: number): void {
+    const feed = this.feeds.get(room)
+    if (feed !== token || !feed) return
+    feed.epoch = epoch
+    feed.lastSeq = seq
+    if (feed.recheck) void this.fill(room, feed)
+    else this.release(room, feed)
+  }
+
+  /** Stops a room's feed; `token` limits it to the feed `open` returned. */
+  close (room: string, token?: FeedToken): void {
+    if (token === undefined || this.feeds.get(room) === token) this.feeds.delete(room)
+  }
+
+  clear (): void {
+    this.feeds.clear()
+  }
+
+  receive (room: string, envelope: Envelope): void {
+    const feed = this.feeds.get(room)
+    if (!feed) return
+    if (feed.held) feed.held.push(envelope)
+    else this.apply(room, feed, envelope)
+  }
+
+  /** After a resubscribe: whatever was published meanwhile is read from history. */
+  catchUp (room: string): void {
+    const feed = this.feeds.get(room)
+    if (!feed) return
+    if (feed.held) {
+      feed.recheck = true
+      return
+    }
+    feed.held = []
+    void this.fill(room, feed)
+  }
+
+  private apply (room: string, feed: Feed, { epoch, event }: Envelope): void {
+    if (event.type !== 'message') {
+      this.deliver(room, event)
+      return
+    }
+    if (epoch !== feed.epoch) {
+      // The room's stream was lost and began again at seq 1 (expired, or Redis lost its data).
+      feed.epoch = epoch
+      feed.lastSeq = 0
+    }
+    if (event.seq <= feed.lastSeq) return
+    if (event.seq === feed.lastSeq + 1) {
+      feed.lastSeq = event.seq
+      this.deliver(room, event)
+      return
+    }
+    feed.held = [{ epoch, event }]
+    void this.fill(room, feed)
+  }
+
+  /** Delivers stored messages after `lastSeq` up to the latest, then the held events. */
+  private async fill (room: string, feed: Feed): Promise<void> {
+    do {
+      feed.recheck = false
+      while (this.feeds.get(room) === feed) {
+        let page: ReadResult
+        try {
+          page = await this.read(room, { after: feed.lastSeq, limit: FILL_PAGE })
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, FILL_RETRY_MS))
+          continue
+        }
+        if (this.feeds.get(room) !== feed) return
+        if (page.epoch !== feed.epoch) {
+          feed.epoch = page.epoch
+          feed.lastSeq = 0
+          continue
+        }
+        if (this.deliverPage(room, feed, page)) break
+      }
+    } while (feed.recheck && this.feeds.get(room) === feed)
+    if (this.feeds.get(room) === feed) this.release(room, feed)
+  }
+
+  /** Returns true when the feed has caught up with the room's latest seq. */
+  private deliverPage (room: string, feed: Feed, page: ReadResult): boolean {
+    const first = page.messages[0]
+    if (first === undefined) {
+      // Nothing after lastSeq is stored: what was published meanwhile is gone.
+      if (page.seq > feed.lastSeq) this.lost(room, feed.lastSeq + 1, page.seq)
+      feed.lastSeq = Math.max(feed.lastSeq, page.seq)
+      return true
+    }
+    if (first.seq > feed.lastSeq + 1) this.lost(room, feed.lastSeq + 1, first.seq - 1)
+    for (const message of page.messages) {
+      feed.lastSeq = message.seq
+      this.deliver(room, message)
+    }
+    return feed.lastSeq >= page.seq
+  }
+
+  private release (room: string, feed: Feed): void {
+    const held = feed.held ?? []
+    feed.held = undefined
+    // An event may start another fill; `receive` then holds the rest behind it.
+    for (const envelope of held) this.receive(room, envelope)
+  }
+
+  private lost (room: string, from: number, to: number): void {
+    this.log.warn({ room, from, to }, 'chat: messages were trimmed from the history before this node could deliver them')
+  }
+}
