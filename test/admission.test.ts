@@ -1,0 +1,90 @@
+/** Refusals before the upgrade: plain HTTP statuses with Fastify's error body. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import WebSocket from 'ws'
+import { RawClient } from './helpers/client.js'
+import { startServer } from './helpers/server.js'
+
+interface Refusal {
+  status: number
+  body: { statusCode: number, error: string, message: string }
+}
+
+/** Opens a WebSocket and returns the HTTP refusal, or fails when the upgrade succeeds. */
+async function refusal (url: string, options: WebSocket.ClientOptions = {}): Promise<Refusal> {
+  const socket = new WebSocket(url, options)
+  socket.on('error', () => {})
+  return new Promise((resolve, reject) => {
+    socket.once('open', () => { socket.terminate(); reject(new Error('the upgrade was accepted')) })
+    socket.once('unexpected-response', (_request, response) => {
+      let body = ''
+      response.on('data', (chunk: Buffer) => { body += String(chunk) })
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(body) as Refusal['body'] }))
+    })
+  })
+}
+
+test('403: a browser origin other than the server\'s is refused by default; same origin and no origin are allowed', async (t) => {
+  const { wsUrl, port } = await startServer(t, { home: false })
+  const refused = await refusal(wsUrl, { origin: 'http://evil.example' })
+  assert.equal(refused.status, 403)
+  assert.deepEqual(refused.body, { statusCode: 403, error: 'Forbidden', message: 'origin not allowed' })
+  await RawClient.connect(t, wsUrl, { origin: `http://127.0.0.1:${port}` })
+  await RawClient.connect(t, wsUrl)
+})
+
+test('403: allowedOrigins admits the listed origins only; "*" admits any', async (t) => {
+  const listed = await startServer(t, { home: false, allowedOrigins: ['https://app.example'] })
+  await RawClient.connect(t, listed.wsUrl, { origin: 'https://app.example' })
+  assert.equal((await refusal(listed.wsUrl, { origin: 'https://other.example' })).status, 403)
+  const any = await startServer(t, { home: false, allowedOrigins: '*' })
+  await RawClient.connect(t, any.wsUrl, { origin: 'https://other.example' })
+})
+
+test('401: authenticate returning nothing or throwing refuses; its identity is who the connection is', async (t) => {
+  const { wsUrl } = await startServer(t, {
+    home: false,
+    authenticate: (request) => {
+      const token = request.headers.authorization
+      if (token === 'Bearer boom') throw new Error('token store down')
+      return token === 'Bearer alice' ? { id: 'u1', name: 'Alice' } : undefined
+    },
+  })
+  const attempts: Array<Record<string, string>> = [{}, { authorization: 'Bearer nobody' }, { authorization: 'Bearer boom' }]
+  for (const headers of attempts) {
+    const refused = await refusal(wsUrl, { headers })
+    assert.equal(refused.status, 401)
+    assert.equal(refused.body.error, 'Unauthorized')
+  }
+  const socket = new WebSocket(`${wsUrl}?name=mallory`, { headers: { authorization: 'Bearer alice' } })
+  t.after(() => socket.terminate())
+  const welcome = await new Promise<{ id: string, name: string }>((resolve) => socket.once('message', (data) => resolve(JSON.parse(String(data)) as { id: string, name: string })))
+  assert.equal(welcome.name, 'Alice', 'the authenticated name wins over ?name')
+  assert.match(welcome.id, /^u1\./, 'the application id, made unique per connection')
+})
+
+test('400: a name that breaks the name rules', async (t) => {
+  const { wsUrl } = await startServer(t, { home: false })
+  for (const name of ['%20%20', encodeURIComponent('a\u0000b'), 'x'.repeat(33), 'y'.repeat(300)]) {
+    const refused = await refusal(`${wsUrl}?name=${name}`)
+    assert.equal(refused.status, 400, name.slice(0, 10))
+    assert.equal(refused.body.statusCode, 400)
+  }
+})
+
+test('503 at maxConnections and 429 at maxConnectionsPerIp; a closed connection frees its place', async (t) => {
+  const total = await startServer(t, { home: false, maxConnections: 2 })
+  const first = await RawClient.connect(t, total.wsUrl)
+  await RawClient.connect(t, total.wsUrl)
+  assert.equal((await refusal(total.wsUrl)).status, 503)
+  first.socket.close()
+  await first.closed
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  await RawClient.connect(t, total.wsUrl)
+
+  const perIp = await startServer(t, { home: false, maxConnectionsPerIp: 1 })
+  await RawClient.connect(t, perIp.wsUrl)
+  const refused = await refusal(perIp.wsUrl)
+  assert.equal(refused.status, 429)
+  assert.equal(refused.body.message, 'too many connections from this address')
+})
