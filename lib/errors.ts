@@ -33,16 +33,6 @@ export const CloseCodes = {
 
 export type CloseCode = (typeof CloseCodes)[keyof typeof CloseCodes]
 
-/** Close codes after which a client should not reconnect: the fault is its own, or the close was deliberate. */
-export const FinalCloseCodes: ReadonlySet<number> = new Set([
-  CloseCodes.normal,
-  CloseCodes.protocolError,
-  CloseCodes.unsupportedData,
-  CloseCodes.invalidPayload,
-  CloseCodes.policyViolation,
-  CloseCodes.messageTooBig,
-])
-
 /** An error that is answered to the client as an `error` frame with `code`. */
 export class ChatError extends Error {
   readonly code: ErrorCode

@@ -181,6 +181,8 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     await fastify.register(async (child) => {
       await child.register(fastifyStatic, { root: PUBLIC_DIR, prefix, decorateReply: false, index: 'index.html' })
       await child.register(fastifyStatic, { root: CLIENT_DIR, prefix: `${prefix}client/`, decorateReply: false, allowedPath: (path) => /\.js$/.test(path) })
+      // What the page needs to know of this server's options.
+      child.get(`${prefix}chat-config.json`, async () => ({ path: resolved.path, maxTextLength: resolved.maxTextLength }))
     })
   }
 

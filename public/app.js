@@ -1,0 +1,321 @@
+// The home page: a chat on the shipped client library. Every text that comes
+// from the network is put in the page with textContent, never as HTML.
+import { ChatClient } from './client/index.js'
+
+const NAME_KEY = 'chat-rooms.name'
+const ROOMS_KEY = 'chat-rooms.rooms'
+/** Someone stops being shown as typing when nothing more came for this long. */
+const TYPING_SHOWN_MS = 4000
+/** We tell the others we are typing at most this often. */
+const TYPING_SENT_EVERY_MS = 2000
+const PAGE_SIZE = 50
+
+const $ = (id) => document.getElementById(id)
+const statusLine = $('status')
+const roomList = $('room-list')
+const messageList = $('messages')
+const memberList = $('member-list')
+const typingLine = $('typing')
+const text = $('text')
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
+
+/** room → { messages: Map<seq, message>, members: Map<id, member>, unread, typing: Map<id, {name, timer}>, more, loadingOlder } */
+const rooms = new Map()
+let current
+let client
+let myId
+let lastTypingSent = 0
+
+function el (tag, props = {}, ...children) {
+  const node = document.createElement(tag)
+  Object.assign(node, props)
+  node.append(...children)
+  return node
+}
+
+function remember (key, value) {
+  try { localStorage.setItem(key, JSON.stringify(value)) } catch { /* storage may be off; nothing to remember then */ }
+}
+
+function recall (key, fallback) {
+  try { return JSON.parse(localStorage.getItem(key) ?? 'null') ?? fallback } catch { return fallback }
+}
+
+function roomState (room) {
+  let state = rooms.get(room)
+  if (!state) {
+    state = { messages: new Map(), members: new Map(), unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0 }
+    rooms.set(room, state)
+  }
+  return state
+}
+
+// ------------------------------------------------------------------ rendering
+
+function renderRooms () {
+  roomList.replaceChildren(...[...rooms.keys()].map((room) => {
+    const state = rooms.get(room)
+    const button = el('button', { type: 'button', textContent: room })
+    button.dataset.room = room
+    if (room === current) button.setAttribute('aria-current', 'true')
+    if (state.unread > 0) {
+      const badge = el('span', { className: 'unread', textContent: String(state.unread) })
+      badge.setAttribute('aria-label', `${state.unread} unread`)
+      button.append(badge)
+    }
+    button.addEventListener('click', () => switchTo(room))
+    return el('li', {}, button)
+  }))
+}
+
+function renderMembers () {
+  const state = rooms.get(current)
+  const members = state ? [...state.members.values()].sort((a, b) => a.name.localeCompare(b.name)) : []
+  memberList.replaceChildren(...members.map((member) =>
+    el('li', { textContent: member.id === myId ? `${member.name} (you)` : member.name })))
+}
+
+function messageItem (message) {
+  const when = new Date(message.ts)
+  const time = el('time', { dateTime: when.toISOString(), textContent: timeFormat.format(when), title: dateFormat.format(when) })
+  const item = el('li', {},
+    el('span', { className: 'from', textContent: message.from.name }),
+    el('span', { className: 'text', textContent: message.text }),
+    time)
+  item.dataset.seq = String(message.seq)
+  if (message.from.id === myId) item.classList.add('mine')
+  return item
+}
+
+function noticeItem (textContent) {
+  return el('li', { className: 'notice', textContent })
+}
+
+function nearBottom () {
+  return messageList.scrollHeight - messageList.scrollTop - messageList.clientHeight < 60
+}
+
+function renderMessages () {
+  const state = rooms.get(current)
+  $('room-title').textContent = current ?? ''
+  if (!state) return messageList.replaceChildren()
+  // A notice stands after the message that was newest when it came.
+  const timeline = [
+    ...[...state.messages.values()].map((message) => ({ at: message.seq, order: 0, node: () => messageItem(message) })),
+    ...state.notices.map((entry, order) => ({ at: entry.afterSeq, order: order + 1, node: () => noticeItem(entry.line) })),
+  ].sort((a, b) => a.at - b.at || a.order - b.order)
+  messageList.replaceChildren(...timeline.map((entry) => entry.node()))
+  messageList.scrollTop = messageList.scrollHeight
+}
+
+function renderTyping () {
+  const state = rooms.get(current)
+  const names = state ? [...state.typing.values()].map((entry) => entry.name) : []
+  typingLine.textContent = names.length === 0 ? '' : names.length === 1 ? `${names[0]} is typing…` : `${names.join(', ')} are typing…`
+}
+
+function notice (room, line) {
+  const state = roomState(room)
+  state.notices.push({ afterSeq: state.lastSeq, line })
+  if (room === current) {
+    const stick = nearBottom()
+    messageList.append(noticeItem(line))
+    if (stick) messageList.scrollTop = messageList.scrollHeight
+  }
+}
+
+function setStatus ({ status, retryIn }) {
+  const labels = {
+    connecting: 'Connecting…',
+    open: 'Connected',
+    reconnecting: retryIn === undefined ? 'Reconnecting…' : `Connection lost; retrying in ${Math.ceil(retryIn / 1000)} s`,
+    closed: 'Disconnected',
+  }
+  statusLine.dataset.status = status
+  statusLine.textContent = labels[status]
+}
+
+// ------------------------------------------------------------------ actions
+
+function switchTo (room) {
+  current = room
+  roomState(room).unread = 0
+  renderRooms()
+  renderMessages()
+  renderMembers()
+  renderTyping()
+  text.focus()
+}
+
+async function join (room) {
+  roomState(room)
+  remember(ROOMS_KEY, [...rooms.keys()])
+  switchTo(room)
+  try {
+    await client.join(room)
+  } catch (error) {
+    notice(room, `Could not join ${room}: ${error.message}`)
+  }
+}
+
+async function loadOlder () {
+  const state = rooms.get(current)
+  if (!state || !state.more || state.loadingOlder || state.messages.size === 0) return
+  const room = current
+  const oldest = Math.min(...state.messages.keys())
+  if (oldest <= 1) return
+  state.loadingOlder = true
+  try {
+    const page = await client.history(room, { before: oldest, limit: PAGE_SIZE })
+    for (const message of page.messages) state.messages.set(message.seq, message)
+    state.more = page.more
+    if (room === current) {
+      const fromBottom = messageList.scrollHeight - messageList.scrollTop
+      messageList.prepend(...page.messages.map(messageItem))
+      messageList.scrollTop = messageList.scrollHeight - fromBottom
+    }
+  } catch (error) {
+    notice(room, `Could not load older messages: ${error.message}`)
+  } finally {
+    state.loadingOlder = false
+  }
+}
+
+function start (name) {
+  client = new ChatClient(new URL(window.chatConfig.path, location.href), { name })
+  client.on('status', setStatus)
+  client.on('welcome', (welcome) => {
+    myId = welcome.id
+    $('name-input').value = welcome.name
+    remember(NAME_KEY, welcome.name)
+  })
+  client.on('joined', (joined) => {
+    const state = roomState(joined.room)
+    state.members = new Map(joined.members.map((member) => [member.id, member]))
+    if (joined.room === current) renderMembers()
+  })
+  client.on('message', (message) => {
+    const state = roomState(message.room)
+    if (state.messages.has(message.seq)) return
+    state.messages.set(message.seq, message)
+    state.lastSeq = Math.max(state.lastSeq, message.seq)
+    const typing = state.typing.get(message.from.id)
+    if (typing) {
+      clearTimeout(typing.timer)
+      state.typing.delete(message.from.id)
+    }
+    if (message.room === current) {
+      const stick = nearBottom() || message.from.id === myId
+      messageList.append(messageItem(message))
+      if (stick) messageList.scrollTop = messageList.scrollHeight
+      renderTyping()
+    } else {
+      state.unread++
+      renderRooms()
+    }
+  })
+  client.on('presence', ({ room, action, member }) => {
+    const state = roomState(room)
+    const before = state.members.get(member.id)
+    if (action === 'leave') state.members.delete(member.id)
+    else state.members.set(member.id, member)
+    if (action === 'join') notice(room, `${member.name} joined`)
+    if (action === 'leave') notice(room, `${member.name} left`)
+    if (action === 'rename' && before) notice(room, `${before.name} is now ${member.name}`)
+    if (room === current) renderMembers()
+  })
+  client.on('typing', ({ room, member }) => {
+    const state = roomState(room)
+    clearTimeout(state.typing.get(member.id)?.timer)
+    const timer = setTimeout(() => {
+      state.typing.delete(member.id)
+      if (room === current) renderTyping()
+    }, TYPING_SHOWN_MS)
+    state.typing.set(member.id, { name: member.name, timer })
+    if (room === current) renderTyping()
+  })
+  client.on('gap', ({ room, epoch, previousEpoch }) => {
+    const state = roomState(room)
+    if (epoch !== previousEpoch) state.messages.clear()
+    state.more = true
+    notice(room, epoch === previousEpoch ? 'Some messages may be missing: scroll up to load them.' : 'The server lost this room\'s history; new messages start here.')
+    if (room === current) renderMessages()
+  })
+  client.on('error', (error) => notice(current, `Error: ${error.message}`))
+
+  $('login').hidden = true
+  $('chat').hidden = false
+  const saved = recall(ROOMS_KEY, [])
+  const first = $('login-room').value.trim()
+  for (const room of [...new Set([first, ...saved])]) join(room)
+  switchTo(first)
+}
+
+// ------------------------------------------------------------------ wiring
+
+$('login').addEventListener('submit', (event) => {
+  event.preventDefault()
+  const name = $('login-name').value.trim()
+  remember(NAME_KEY, name)
+  start(name)
+})
+
+$('join-form').addEventListener('submit', (event) => {
+  event.preventDefault()
+  const room = $('join-room').value.trim()
+  $('join-room').value = ''
+  if (rooms.has(room)) switchTo(room)
+  else join(room)
+})
+
+$('name-form').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  try {
+    remember(NAME_KEY, await client.nick($('name-input').value))
+  } catch (error) {
+    notice(current, `Could not rename: ${error.message}`)
+  }
+})
+
+$('composer').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const body = text.value
+  if (body.trim() === '' || !current) return
+  text.value = ''
+  const room = current
+  try {
+    await client.send(room, body)
+  } catch (error) {
+    notice(room, `Not sent (${error.code}): ${body.slice(0, 40)}`)
+  }
+})
+
+text.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+    event.preventDefault()
+    $('composer').requestSubmit()
+  }
+})
+
+text.addEventListener('input', () => {
+  const now = Date.now()
+  if (current && now - lastTypingSent > TYPING_SENT_EVERY_MS) {
+    lastTypingSent = now
+    client.typing(current)
+  }
+})
+
+messageList.addEventListener('scroll', () => {
+  if (messageList.scrollTop < 40) loadOlder()
+})
+
+const config = await fetch('chat-config.json').then((response) => response.json())
+window.chatConfig = config
+text.maxLength = config.maxTextLength
+$('login-name').value = recall(NAME_KEY, '')
+$('login-room').value = recall(ROOMS_KEY, ['lobby'])[0] ?? 'lobby'
+setStatus({ status: 'closed' })
+statusLine.textContent = 'Not connected'
+$('login-name').focus()
