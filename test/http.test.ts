@@ -1,0 +1,80 @@
+/** The HTTP side: the HTTP API of PROTOCOL.md and the home page. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import Fastify from 'fastify'
+import fastifyStatic from '@fastify/static'
+import { fileURLToPath } from 'node:url'
+import { RawClient } from './helpers/client.js'
+import { startServer } from './helpers/server.js'
+
+test('GET {prefix}/rooms lists rooms with members and seq; messages pages like history', async (t) => {
+  const { wsUrl, httpUrl, app } = await startServer(t, { home: false, rest: { prefix: '/api' } })
+  const alice = await RawClient.connect(t, wsUrl)
+  await alice.request('joined', { type: 'join', room: 'lobby' })
+  for (let i = 1; i <= 3; i++) await app.hub.broadcast('lobby', `m${i}`)
+  const rooms = await (await fetch(`${httpUrl}/api/rooms`)).json()
+  assert.deepEqual(rooms, { rooms: [{ room: 'lobby', members: 1, seq: 3 }] })
+  const page = await (await fetch(`${httpUrl}/api/rooms/lobby/messages?before=3&limit=1`)).json() as { room: string, messages: Array<{ seq: number }>, more: boolean }
+  assert.equal(page.room, 'lobby')
+  assert.deepEqual(page.messages.map((m) => m.seq), [2])
+  assert.equal(page.more, true)
+  assert.equal((await fetch(`${httpUrl}/api/rooms/bad%20room/messages`)).status, 400)
+  assert.equal((await fetch(`${httpUrl}/api/rooms/lobby/messages?limit=1000`)).status, 400)
+})
+
+test('the HTTP API runs the same authenticate hook as /ws', async (t) => {
+  const { httpUrl } = await startServer(t, {
+    home: false,
+    rest: { prefix: '/api' },
+    authenticate: (request) => (request.headers.authorization === 'Bearer ok' ? { name: 'ok' } : undefined),
+  })
+  assert.equal((await fetch(`${httpUrl}/api/rooms`)).status, 401)
+  assert.equal((await fetch(`${httpUrl}/api/rooms`, { headers: { authorization: 'Bearer ok' } })).status, 200)
+})
+
+test('without rest there is no HTTP API', async (t) => {
+  const { httpUrl } = await startServer(t, { home: false })
+  assert.equal((await fetch(`${httpUrl}/rooms`)).status, 404)
+})
+
+test('the home page is served at / (or its prefix) with the client library, and not with home: false', async (t) => {
+  const served = await startServer(t)
+  const page = await fetch(`${served.httpUrl}/`)
+  assert.equal(page.status, 200)
+  assert.match(page.headers.get('content-type') ?? '', /text\/html/)
+  assert.match(await page.text(), /<html/i)
+  const client = await fetch(`${served.httpUrl}/client/index.js`)
+  assert.equal(client.status, 200)
+  assert.match(client.headers.get('content-type') ?? '', /javascript/)
+
+  const prefixed = await startServer(t, { home: { prefix: '/chat' } })
+  assert.equal((await fetch(`${prefixed.httpUrl}/chat/`)).status, 200)
+  assert.equal((await fetch(`${prefixed.httpUrl}/`)).status, 404)
+
+  const none = await startServer(t, { home: false })
+  assert.equal((await fetch(`${none.httpUrl}/`)).status, 404)
+})
+
+test('the home page leaves the application\'s own @fastify/static untouched', async (t) => {
+  const root = fileURLToPath(new URL('../../example/', import.meta.url))
+  const { httpUrl, app } = await startServer(t, { home: { prefix: '/chat' } }, async (instance) => {
+    await instance.register(fastifyStatic, { root, prefix: '/files/' })
+    instance.get('/send-file', (_request, reply) => reply.sendFile('config.json'))
+  })
+  assert.equal((await fetch(`${httpUrl}/files/config.json`)).status, 200)
+  assert.equal((await fetch(`${httpUrl}/send-file`)).status, 200, 'reply.sendFile is still the application\'s')
+  assert.equal((await fetch(`${httpUrl}/chat/`)).status, 200)
+  assert.ok(app.hasReplyDecorator('sendFile'))
+})
+
+test('two instances in one process each have their own hub', async () => {
+  const one = Fastify()
+  const two = Fastify()
+  await one.register((await import('../lib/index.js')).default, { home: false })
+  await two.register((await import('../lib/index.js')).default, { home: false })
+  await one.ready()
+  await two.ready()
+  assert.notEqual(one.hub, two.hub)
+  await one.close()
+  await two.close()
+})

@@ -1,0 +1,124 @@
+/** The hub without sockets: fake members, the memory broker, assertions on frames. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Hub, MemoryBroker, resolveOptions, ChatError, type MemberLink, type ServerFrame, type ChatRoomsOptions } from '../lib/index.js'
+
+const silent = { info () {}, warn () {}, error () {} }
+
+class FakeMember implements MemberLink {
+  readonly frames: ServerFrame[] = []
+  readonly raw: Buffer[] = []
+  closedWith: number | undefined
+  constructor (readonly id: string, public name: string) {}
+  deliver (frame: Buffer): void {
+    this.raw.push(frame)
+    this.frames.push(JSON.parse(frame.toString()) as ServerFrame)
+  }
+
+  close (code: number): void {
+    this.closedWith = code
+  }
+
+  of<T extends ServerFrame['type']> (type: T): Array<Extract<ServerFrame, { type: T }>> {
+    return this.frames.filter((frame) => frame.type === type) as Array<Extract<ServerFrame, { type: T }>>
+  }
+}
+
+async function makeHub (t: import('node:test').TestContext, options: ChatRoomsOptions = {}): Promise<Hub> {
+  const hub = new Hub(new MemoryBroker(), resolveOptions(options), silent)
+  await hub.open()
+  t.after(() => hub.close())
+  return hub
+}
+
+async function member (hub: Hub, id: string, ...rooms: string[]): Promise<FakeMember> {
+  const link = new FakeMember(id, id)
+  hub.attach(link)
+  for (const room of rooms) await hub.join(link, { type: 'join', room })
+  return link
+}
+
+test('a fan-out encodes each event once and hands the same bytes to every member', async (t) => {
+  const hub = await makeHub(t)
+  const members = await Promise.all(['a', 'b', 'c'].map((id) => member(hub, id, 'r')))
+  await hub.broadcast('r', 'hello')
+  const frames = members.map((m) => m.raw.at(-1))
+  assert.ok(frames.every((frame) => frame === frames[0]), 'one Buffer shared by all recipients')
+  assert.equal(members[0]?.of('message')[0]?.from.id, 'server')
+})
+
+test('members of other rooms receive nothing', async (t) => {
+  const hub = await makeHub(t)
+  const inside = await member(hub, 'in', 'r')
+  const outside = await member(hub, 'out', 'other')
+  await hub.send(inside, { type: 'send', room: 'r', text: 'x' })
+  assert.equal(inside.of('message').length, 1)
+  assert.equal(outside.of('message').length, 0)
+})
+
+test('room and member maps are not confused by __proto__ or constructor', async (t) => {
+  const hub = await makeHub(t, { roomPattern: '^.{1,64}$' })
+  const proto = await member(hub, '__proto__', '__proto__', 'constructor', 'hasOwnProperty')
+  const other = await member(hub, 'constructor', '__proto__')
+  await hub.send(proto, { type: 'send', room: '__proto__', text: 'x' })
+  assert.equal(other.of('message').length, 1)
+  assert.deepEqual((await hub.members('__proto__')).map((m) => m.id).sort(), ['__proto__', 'constructor'])
+  assert.deepEqual((await hub.rooms()).map((r) => r.room).sort(), ['__proto__', 'constructor', 'hasOwnProperty'])
+  assert.equal(({} as Record<string, unknown>).x, undefined)
+})
+
+test('detach leaves every room, tells the others, and forgets empty rooms', async (t) => {
+  const hub = await makeHub(t)
+  const a = await member(hub, 'a', 'r1', 'r2')
+  const b = await member(hub, 'b', 'r1')
+  await hub.detach(a)
+  assert.deepEqual(b.of('presence').map((p) => `${p.action}:${p.member.id}`), ['leave:a'])
+  assert.equal(hub.stats().rooms, 1, 'r2 had only a')
+  assert.deepEqual(await hub.rooms(), [{ room: 'r1', members: 1, seq: 0 }])
+  assert.equal(hub.stats().connections, 1)
+})
+
+test('events: message, join and leave are emitted for this node', async (t) => {
+  const hub = await makeHub(t)
+  const seen: string[] = []
+  hub.on('join', ({ room, member }) => seen.push(`join ${room} ${member.id}`))
+  hub.on('leave', ({ room, member }) => seen.push(`leave ${room} ${member.id}`))
+  hub.on('message', (message) => seen.push(`message ${message.room} ${message.seq}`))
+  const a = await member(hub, 'a', 'r')
+  await hub.send(a, { type: 'send', room: 'r', text: 'x' })
+  await hub.leave(a, 'r')
+  assert.deepEqual(seen, ['join r a', 'message r 1', 'leave r a'])
+})
+
+test('a join that the broker fails leaves no membership behind', async (t) => {
+  class FailingRead extends MemoryBroker {
+    override async read (): Promise<never> { throw new ChatError('unavailable', 'down') }
+  }
+  const hub = new Hub(new FailingRead(), resolveOptions({}), silent)
+  await hub.open()
+  t.after(() => hub.close())
+  const a = new FakeMember('a', 'a')
+  hub.attach(a)
+  await assert.rejects(hub.join(a, { type: 'join', room: 'r' }), /down/)
+  assert.equal(hub.isMember(a, 'r'), false)
+  assert.equal(hub.stats().rooms, 0)
+  assert.deepEqual(await hub.members('r'), [], 'the announced join was taken back')
+})
+
+test('stats count connections, rooms and messages', async (t) => {
+  const hub = await makeHub(t)
+  await member(hub, 'a', 'r1', 'r2')
+  await member(hub, 'b', 'r1')
+  await hub.broadcast('r1', 'x')
+  const stats = hub.stats()
+  assert.deepEqual({ connections: stats.connections, rooms: stats.rooms }, { connections: 2, rooms: 2 })
+})
+
+test('broadcast validates the room and text like a member message', async (t) => {
+  const hub = await makeHub(t, { maxTextLength: 5 })
+  await assert.rejects(hub.broadcast('bad room', 'x'), /room: must match/)
+  await assert.rejects(hub.broadcast('r', '123456'), /text/)
+  const message = await hub.broadcast('r', 'hi', { id: 'bot', name: 'Bot' })
+  assert.deepEqual([message.seq, message.from.name], [1, 'Bot'])
+  assert.deepEqual((await hub.history('r')).messages.map((m) => m.text), ['hi'])
+})

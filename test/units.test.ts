@@ -1,0 +1,75 @@
+/** Pure pieces: the decoder, name rules, the token bucket and the history ring. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createDecoder, normalizeName, characterCount, DEFAULT_ROOM_PATTERN, type Message } from '../lib/protocol.js'
+import { TokenBucket } from '../lib/rate-limit.js'
+import { HistoryRing } from '../lib/history.js'
+
+const decode = createDecoder({ roomPattern: new RegExp(DEFAULT_ROOM_PATTERN, 'u'), maxTextLength: 5 })
+
+test('the decoder accepts every client message type', () => {
+  for (const message of [
+    { type: 'join', room: 'a', since: 0, epoch: 'e', ref: 'r' },
+    { type: 'leave', room: 'a' },
+    { type: 'send', room: 'a', text: 'hi', cid: 'c' },
+    { type: 'typing', room: 'a' },
+    { type: 'nick', name: 'bob' },
+    { type: 'history', room: 'a', before: 3, limit: 100 },
+    { type: 'ping' },
+  ]) {
+    const decoded = decode(JSON.stringify(message))
+    assert.ok(decoded.ok, JSON.stringify(message))
+  }
+})
+
+test('text length counts characters, not UTF-16 units', () => {
+  assert.ok(decode(JSON.stringify({ type: 'send', room: 'a', text: '😀😀😀😀😀' })).ok)
+  assert.equal(decode(JSON.stringify({ type: 'send', room: 'a', text: '😀😀😀😀😀😀' })).ok, false)
+  assert.equal(characterCount('😀😀', 10), 4, 'short strings are measured cheaply, as an upper bound')
+  assert.equal(characterCount('😀😀😀', 5), 3)
+})
+
+test('deeply nested JSON within the size limit is an error, not a stack overflow', () => {
+  const deep = '{"type":"join","room":"a","x":' + '['.repeat(100000) + ']'.repeat(100000) + '}'
+  const decoded = decode(deep)
+  assert.equal(decoded.ok, false)
+})
+
+test('name rules: trimmed, 1–32 characters, no control characters', () => {
+  assert.equal(normalizeName('  bob  '), 'bob')
+  assert.equal(normalizeName('é'.repeat(32)), 'é'.repeat(32))
+  assert.throws(() => normalizeName('   '), /empty/)
+  assert.throws(() => normalizeName('x'.repeat(33)), /32/)
+  assert.throws(() => normalizeName('a\u0085b'), /control/)
+})
+
+test('the token bucket allows a burst, then the rate', () => {
+  const bucket = new TokenBucket(10, 3, 0)
+  assert.deepEqual([bucket.take(0), bucket.take(0), bucket.take(0), bucket.take(0)], [true, true, true, false])
+  assert.equal(bucket.take(100), true, '100 ms refills one token at 10/s')
+  assert.equal(bucket.take(100), false)
+  assert.equal(bucket.take(10_000), true)
+})
+
+function message (seq: number): Message {
+  return { type: 'message', room: 'r', seq, id: String(seq), from: { id: 'a', name: 'a' }, text: 'x', ts: 0 }
+}
+
+test('the history ring keeps the newest capacity messages and reads ranges', () => {
+  const ring = new HistoryRing(4)
+  assert.deepEqual(ring.read({ limit: 10 }), { messages: [], more: false })
+  for (let seq = 1; seq <= 6; seq++) ring.push(message(seq))
+  const seqs = (range: Parameters<HistoryRing['read']>[0]): number[] => ring.read(range).messages.map((m) => m.seq)
+  assert.equal(ring.firstSeq, 3)
+  assert.deepEqual(seqs({ limit: 10 }), [3, 4, 5, 6])
+  assert.deepEqual(seqs({ limit: 2 }), [5, 6])
+  assert.equal(ring.read({ limit: 2 }).more, true)
+  assert.deepEqual(seqs({ before: 5, limit: 10 }), [3, 4])
+  assert.equal(ring.read({ before: 5, limit: 10 }).more, false)
+  assert.deepEqual(seqs({ before: 3, limit: 10 }), [])
+  assert.deepEqual(seqs({ after: 1, limit: 10 }), [3, 4, 5, 6])
+  assert.deepEqual(seqs({ after: 4, limit: 1 }), [5])
+  assert.deepEqual(seqs({ after: 6, limit: 10 }), [])
+  assert.equal(ring.get(2), undefined)
+  assert.equal(ring.get(6)?.seq, 6)
+})
