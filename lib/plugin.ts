@@ -47,7 +47,7 @@ function refuse (reply: FastifyReply, statusCode: number, message: string): Fast
 function originAllowed (origin: string | undefined, host: string | undefined, allowed: ResolvedOptions['allowedOrigins']): boolean {
   // Browsers always send Origin on a WebSocket handshake; other clients are not subject to same-origin rules.
   if (origin === undefined || allowed === '*') return true
-  let sameOrigin = false
+  let sameOrigin: boolean
   try {
     sameOrigin = new URL(origin).host === host
   } catch {
