@@ -28,6 +28,13 @@ export interface SocketLike {
 const OPEN = 1
 
 /**
+ * Messages received but not yet handled (they are handled one at a time). The
+ * rate limit bounds arrivals; this bounds what piles up behind a slow hook or
+ * broker, at a burst's worth of messages.
+ */
+const MAX_WAITING_MESSAGES = 64
+
+/**
  * After sending a close frame, how long a peer gets to complete the close
  * before its socket is destroyed. A slow consumer's close frame waits behind
  * up to `maxBufferedBytes`; five seconds lets a reader that wakes up see its
@@ -52,6 +59,7 @@ export class Connection implements MemberLink {
   private graceTimer: NodeJS.Timeout | undefined
   /** Messages are handled one at a time so a `send` right after a `join` finds the room joined. */
   private queue: Promise<void> = Promise.resolve()
+  private waiting = 0
   private readonly rate: TokenBucket
   private readonly errorBudget: TokenBucket
 
@@ -121,8 +129,12 @@ export class Connection implements MemberLink {
     }
     const decoded = this.context.decode(bytes.toString('utf8'))
     if (!decoded.ok) return this.refuse(decoded, decoded.ref)
+    if (this.waiting >= MAX_WAITING_MESSAGES) {
+      return this.refuse({ ok: false, code: 'rate_limited', message: 'too many messages waiting to be handled' }, decoded.message.ref)
+    }
     const message = decoded.message
-    this.queue = this.queue.then(() => this.handle(message))
+    this.waiting++
+    this.queue = this.queue.then(() => this.handle(message)).finally(() => { this.waiting-- })
   }
 
   private async handle (message: ClientMessage): Promise<void> {

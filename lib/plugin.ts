@@ -132,6 +132,8 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
   }
 
   async function admit (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply): Promise<void> {
+    // A plain GET of the route is answered 404 by @fastify/websocket; only upgrades are admitted.
+    if (!request.ws) return
     if (!originAllowed(request.headers.origin, request.headers.host, resolved.allowedOrigins)) {
       return void refuse(reply, 403, 'origin not allowed')
     }

@@ -20,6 +20,9 @@ export interface MemoryBrokerOptions {
 /** How often idle rooms are looked for: often enough to bound memory, rare enough to cost nothing. */
 const SWEEP_INTERVAL_MS = 60_000
 
+/** The epoch of a room that was never used; a join creates the room, and its real epoch, first. */
+const NO_STREAM_YET = ''
+
 interface RoomState {
   readonly epoch: string
   seq: number
@@ -97,7 +100,9 @@ export class MemoryBroker implements Broker {
   }
 
   async read (room: string, range: ReadRange): Promise<ReadResult> {
-    const state = this.room(room)
+    // Reading a room nobody used does not create it, so reads of random names hold no memory.
+    const state = this.rooms_.get(room)
+    if (!state) return { epoch: NO_STREAM_YET, seq: 0, messages: [], more: false }
     return { epoch: state.epoch, seq: state.seq, ...state.history.read(range) }
   }
 
