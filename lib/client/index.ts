@@ -1,0 +1,524 @@
+/**
+ * The chat client (`fastify-chat-rooms/client`): typed requests and events over
+ * one WebSocket, reconnect with backoff, and exact resume of every room from the
+ * last seq seen. Only type imports, so the compiled file has no imports at all
+ * and a browser loads it as is with `<script type="module">`.
+ */
+import type { CloseCodes, ErrorCode } from '../errors.js'
+import type { ClientMessage, ClientMessageOf, Member, Message, Presence, ServerFrame, ServerFrameOf, TypingEvent } from '../protocol.js'
+import type {
+  ChatClientEvents, ChatClientOptions, ClientErrorCode, ConnectionStatus, Joined, StatusChange, Welcome, WebSocketConstructor, WebSocketLike,
+} from './types.js'
+
+export type { ErrorCode, Member, Message, Presence, TypingEvent }
+export type * from './types.js'
+
+type Close = typeof CloseCodes
+/** Closes after which reconnecting cannot help (PROTOCOL.md): a deliberate close, or our own bug. */
+const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+  1000 satisfies Close['normal'],
+  1002 satisfies Close['protocolError'],
+  1003 satisfies Close['unsupportedData'],
+  1007 satisfies Close['invalidPayload'],
+  1008 satisfies Close['policyViolation'],
+  1009 satisfies Close['messageTooBig'],
+])
+/** The server dropped us for reading too slowly: nothing is wrong with the server, so come back at once. */
+const SLOW_CONSUMER = 4008 satisfies Close['slowConsumer']
+/** What a close event reports when the connection ended without a close frame. */
+const ABNORMAL_CLOSURE = 1006
+
+const DEFAULTS = {
+  /** Short enough that a blip goes unnoticed, long enough not to hammer a restarting server. */
+  minDelay: 500,
+  /** A long outage is still retried twice a minute. */
+  maxDelay: 30_000,
+  /** Under common proxy idle timeouts (60 s); a dead connection is noticed within two intervals. */
+  pingInterval: 25_000,
+  /** Generous for a round trip, short enough that a stuck request is reported while the user still waits. */
+  requestTimeout: 10_000,
+  /** A person offline does not type more than this; beyond it the app should say so rather than pile up. */
+  maxQueuedSends: 100,
+}
+
+/** A failed request: `code` says why (see `ClientErrorCode`). */
+export class ChatClientError extends Error {
+  readonly code: ClientErrorCode
+  /** For a failed `send`: its cid. Retrying with `send(room, text, { cid })` stores it at most once. */
+  readonly cid: string | undefined
+  constructor (code: ClientErrorCode, message: string, cid?: string) {
+    super(message)
+    this.name = 'ChatClientError'
+    this.code = code
+    this.cid = cid
+  }
+}
+
+// ---------------------------------------------------------------- typed emitter
+
+type Listener<T> = (event: T) => void
+
+/** A small typed event emitter. A listener that throws is reported and does not disturb the others. */
+export class TypedEmitter<Events> {
+  private readonly listeners = new Map<keyof Events, Set<Listener<Events[keyof Events]>>>()
+
+  /** Adds a listener; returns a function that removes it. */
+  on<K extends keyof Events> (type: K, listener: Listener<Events[K]>): () => void {
+    let set = this.listeners.get(type)
+    if (!set) this.listeners.set(type, set = new Set())
+    set.add(listener as Listener<Events[keyof Events]>)
+    return () => this.off(type, listener)
+  }
+
+  off<K extends keyof Events> (type: K, listener: Listener<Events[K]>): void {
+    this.listeners.get(type)?.delete(listener as Listener<Events[keyof Events]>)
+  }
+
+  protected emit<K extends keyof Events> (type: K, event: Events[K]): void {
+    for (const listener of [...this.listeners.get(type) ?? []]) {
+      try {
+        listener(event)
+      } catch (error) {
+        // Thrown where the platform reports uncaught errors, outside the client's bookkeeping.
+        queueMicrotask(() => { throw error })
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- the client
+
+type RequestType = 'join' | 'leave' | 'send' | 'history' | 'nick'
+type Outgoing = { [K in RequestType]: Omit<ClientMessageOf<K>, 'ref'> }[RequestType]
+
+interface Pending {
+  readonly frame: Outgoing
+  readonly resolve: (answer: ServerFrame) => void
+  readonly reject: (error: ChatClientError) => void
+  /**
+   * When the request's `requestTimeout` starts: at the call (waiting offline
+   * counts), at each write (a send may wait offline, bounded by count), or
+   * never (a rejoin: the connection's own deadline covers it).
+   */
+  readonly deadline: 'call' | 'write' | 'none'
+  timer: ReturnType<typeof setTimeout> | undefined
+  /** Whether the frame went out on the current connection, so an answer may come. */
+  written: boolean
+}
+
+/** Where this client is in a room's stream: what a rejoin resumes from. */
+interface RoomPosition {
+  epoch: string | undefined
+  seq: number
+}
+
+/**
+ * A chat connection that survives network loss and server restarts: rooms are
+ * rejoined and resumed from the last seq seen, duplicates dropped, losses
+ * reported as `gap`, and sends made meanwhile delivered exactly once.
+ *
+ * ```ts
+ * const chat = new ChatClient('wss://example.com/ws', { name: 'alice' })
+ * chat.on('message', (m) => console.log(m.room, m.from.name, m.text))
+ * await chat.join('lobby')
+ * const seq = await chat.send('lobby', 'hello')
+ * ```
+ */
+export class ChatClient extends TypedEmitter<ChatClientEvents> {
+  private readonly url: URL
+  private readonly WebSocketImpl: WebSocketConstructor
+  private readonly reconnectDelays: false | { minDelay: number, maxDelay: number }
+  private readonly pingInterval: number
+  private readonly requestTimeout: number
+  private readonly maxQueuedSends: number
+
+  private currentStatus: ConnectionStatus = 'connecting'
+  private currentName: string | undefined
+  private connectionId: string | undefined
+  private socket: WebSocketLike | undefined
+  /** `welcome` arrived on `socket`: joins and leaves may be written. */
+  private live = false
+  /** Every room was rejoined on `socket`: everything may be written. */
+  private ready = false
+  private failedAttempts = 0
+  /** Whether any frame arrived since the last ping. */
+  private heard = false
+  private connectionTimer: ReturnType<typeof setTimeout> | undefined
+  private pingTimer: ReturnType<typeof setInterval> | undefined
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
+
+  private readonly positions = new Map<string, RoomPosition>()
+  /** Requests not answered yet, by ref, in call order (the order they are written). */
+  private readonly pending = new Map<string, Pending>()
+  /** Refs of pending sends by cid: a send is answered by its `ack` or by its own `message`. */
+  private readonly sendRefs = new Map<string, string>()
+  /** Refs of the joins written before `ready`: `ready` comes when none is left. */
+  private readonly rejoining = new Set<string>()
+  private lastRef = 0
+
+  /**
+   * Connects at once (status `connecting`). `url` may be relative to the page
+   * (`'/ws'`) and may use `http(s):`, which becomes `ws(s):`.
+   */
+  constructor (url: string | URL, options: ChatClientOptions = {}) {
+    super()
+    const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+    if (!WebSocketImpl) throw new TypeError('ChatClient: no global WebSocket; pass one as options.WebSocket (e.g. from the ws package)')
+    this.WebSocketImpl = WebSocketImpl
+    this.url = socketUrl(url)
+    this.currentName = options.name
+    this.reconnectDelays = options.reconnect === false
+      ? false
+      : { minDelay: options.reconnect?.minDelay ?? DEFAULTS.minDelay, maxDelay: options.reconnect?.maxDelay ?? DEFAULTS.maxDelay }
+    this.pingInterval = options.pingInterval ?? DEFAULTS.pingInterval
+    this.requestTimeout = options.requestTimeout ?? DEFAULTS.requestTimeout
+    this.maxQueuedSends = options.maxQueuedSends ?? DEFAULTS.maxQueuedSends
+    this.connect()
+  }
+
+  get status (): ConnectionStatus { return this.currentStatus }
+  /** This connection's id from `welcome` (a new one after each reconnect). */
+  get id (): string | undefined { return this.connectionId }
+  /** The display name in use, as the server normalized it. */
+  get name (): string | undefined { return this.currentName }
+  /** The rooms this client is in, or will rejoin once connected. */
+  get rooms (): string[] { return [...this.positions.keys()] }
+
+  /**
+   * Joins `room`, now or as soon as connected, and keeps it joined across
+   * reconnects. Its messages come as `message` events, the newest stored ones first.
+   * Rejects on an `error`, a timeout, or `close()`; a room that was not joined before is then not kept.
+   */
+  async join (room: string): Promise<Joined> {
+    const isNew = !this.positions.has(room)
+    if (isNew) this.positions.set(room, { epoch: undefined, seq: 0 })
+    try {
+      return await this.request({ type: 'join', room }, 'call') as Joined
+    } catch (error) {
+      if (!isNew) throw error
+      this.positions.delete(room)
+      // The join may still be served after its timeout: leave, so the server does not keep us there.
+      if (error instanceof ChatClientError && error.code === 'timeout') this.leave(room).catch(() => {})
+      throw error
+    }
+  }
+
+  /** Leaves `room`; resolves at once when offline, since the server forgot it with the connection. */
+  async leave (room: string): Promise<void> {
+    this.positions.delete(room)
+    if (!this.live) {
+      for (const [ref, pending] of this.pending) {
+        if (pending.frame.type === 'join' && pending.frame.room === room) {
+          this.settle(ref, pending)
+          pending.reject(new ChatClientError('not_joined', `left ${room} before joining it`))
+        }
+      }
+      return
+    }
+    try {
+      await this.request({ type: 'leave', room }, 'call')
+    } catch (error) {
+      if (!(error instanceof ChatClientError && error.code === 'not_joined')) throw error
+    }
+  }
+
+  /**
+   * Sends `text` to `room` and resolves with its seq. Offline, it waits (up to
+   * `maxQueuedSends`) and goes out after the rooms are rejoined; a send cut off
+   * by a lost connection is retried with the same `cid`, so it is stored once.
+   */
+  async send (room: string, text: string, options: { cid?: string } = {}): Promise<number> {
+    const waiting = [...this.pending.values()].filter((pending) => pending.frame.type === 'send' && !pending.written).length
+    if (waiting >= this.maxQueuedSends) throw new ChatClientError('queue_full', `${waiting} sends are already waiting for a connection`)
+    const answer = await this.request({ type: 'send', room, text, cid: options.cid ?? randomCid() }, 'write')
+    return (answer as ServerFrameOf<'ack'> | Message).seq
+  }
+
+  /** Pages backwards through `room`'s stored messages (seq < `before`), oldest first. */
+  async history (room: string, query: { before?: number, limit?: number } = {}): Promise<{ messages: Message[], more: boolean }> {
+    const { messages, more } = await this.request({ type: 'history', room, ...query }, 'call') as ServerFrameOf<'history'>
+    return { messages, more }
+  }
+
+  /** Changes the display name; resolves with the name as the server normalized it. */
+  async nick (name: string): Promise<string> {
+    return (await this.request({ type: 'nick', name }, 'call') as ServerFrameOf<'renamed'>).name
+  }
+
+  /** Tells the room's others that this member is typing; dropped when offline (it is ephemeral). */
+  typing (room: string): void {
+    if (this.ready) this.write({ type: 'typing', room })
+  }
+
+  /** Closes for good: no reconnect, and every pending request rejects with `closed`. */
+  close (): void {
+    if (this.currentStatus === 'closed') return
+    const socket = this.socket
+    this.socket = undefined
+    socket?.close(1000 satisfies Close['normal'], 'client closed')
+    this.shutDown(1000, 'client closed')
+  }
+
+  // ------------------------------------------------------------ connection
+
+  private connect (): void {
+    const url = new URL(this.url)
+    if (this.currentName !== undefined) url.searchParams.set('name', this.currentName)
+    let socket: WebSocketLike
+    try {
+      socket = new this.WebSocketImpl(url.href)
+    } catch (error) {
+      return this.lost(ABNORMAL_CLOSURE, String(error))
+    }
+    this.socket = socket
+    this.connectionTimer = setTimeout(() => this.abandon('no welcome in time'), this.requestTimeout)
+    socket.onmessage = (event) => { if (socket === this.socket) this.receive(event.data) }
+    socket.onclose = (event) => { if (socket === this.socket) this.lost(event.code, event.reason) }
+    // A close event always follows and says what there is to say; without a handler `ws` would throw.
+    socket.onerror = () => {}
+  }
+
+  /** Gives up on a connection that stopped answering and starts over. */
+  private abandon (reason: string): void {
+    const socket = this.socket
+    if (socket?.terminate) socket.terminate()
+    else socket?.close()
+    this.lost(ABNORMAL_CLOSURE, reason)
+  }
+
+  private lost (code: number, reason: string): void {
+    this.socket = undefined
+    this.live = false
+    this.ready = false
+    this.rejoining.clear()
+    clearTimeout(this.connectionTimer)
+    clearInterval(this.pingTimer)
+    for (const [ref, pending] of this.pending) {
+      if (!pending.written) continue
+      pending.written = false
+      if (pending.deadline === 'write') clearTimeout(pending.timer)
+      if (pending.frame.type === 'leave') {
+        this.settle(ref, pending)
+        pending.resolve({ type: 'left', room: pending.frame.room })
+      }
+    }
+    if (this.reconnectDelays === false || FINAL_CLOSE_CODES.has(code)) return this.shutDown(code, reason)
+    const retryIn = code === SLOW_CONSUMER ? 0 : this.backoff(this.reconnectDelays)
+    this.setStatus({ status: 'reconnecting', code, reason, retryIn })
+    this.retryTimer = setTimeout(() => this.connect(), retryIn)
+  }
+
+  /** Exponential, with "equal jitter": clients that lost the same server come back spread out, none at once. */
+  private backoff ({ minDelay, maxDelay }: { minDelay: number, maxDelay: number }): number {
+    const ceiling = Math.min(maxDelay, minDelay * 2 ** this.failedAttempts++)
+    return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
+  }
+
+  private shutDown (code: number, reason: string): void {
+    this.live = false
+    this.ready = false
+    clearTimeout(this.connectionTimer)
+    clearTimeout(this.retryTimer)
+    clearInterval(this.pingTimer)
+    const error = new ChatClientError('closed', `the client is closed (${code} ${reason})`.trim())
+    for (const [ref, pending] of this.pending) {
+      this.settle(ref, pending)
+      pending.reject(error)
+    }
+    this.positions.clear()
+    this.setStatus({ status: 'closed', code, reason })
+  }
+
+  private setStatus (change: StatusChange): void {
+    this.currentStatus = change.status
+    this.emit('status', change)
+  }
+
+  private welcomed (frame: Welcome): void {
+    this.connectionId = frame.id
+    this.currentName = frame.name
+    this.live = true
+    this.heard = true
+    clearTimeout(this.connectionTimer)
+    this.connectionTimer = setTimeout(() => this.abandon('rooms not rejoined in time'), this.requestTimeout)
+    if (this.pingInterval > 0) this.pingTimer = setInterval(() => this.ping(), this.pingInterval)
+    this.emit('welcome', frame)
+    const joining = new Set<string>()
+    for (const pending of this.pending.values()) {
+      if (pending.frame.type === 'join') joining.add(pending.frame.room)
+    }
+    for (const room of this.positions.keys()) {
+      if (!joining.has(room)) this.rejoin(room)
+    }
+    this.flush()
+    if (this.rejoining.size === 0) this.becomeReady()
+  }
+
+  /** A join that no caller waits for: the room was joined on an earlier connection. */
+  private rejoin (room: string): void {
+    this.track({ type: 'join', room }, 'none', () => {}, (error) => {
+      if (this.positions.delete(room)) this.emit('error', error)
+    })
+  }
+
+  private becomeReady (): void {
+    if (!this.live || this.ready) return
+    this.ready = true
+    this.failedAttempts = 0
+    clearTimeout(this.connectionTimer)
+    this.setStatus({ status: 'open' })
+    this.flush()
+  }
+
+  private ping (): void {
+    if (!this.heard) return this.abandon('no answer to ping')
+    this.heard = false
+    this.write({ type: 'ping' })
+  }
+
+  // ------------------------------------------------------------ requests
+
+  private request (frame: Outgoing, deadline: 'call' | 'write'): Promise<ServerFrame> {
+    if (this.currentStatus === 'closed') return Promise.reject(new ChatClientError('closed', 'the client is closed'))
+    return new Promise((resolve, reject) => this.track(frame, deadline, resolve, reject))
+  }
+
+  private track (frame: Outgoing, deadline: Pending['deadline'], resolve: Pending['resolve'], reject: Pending['reject']): void {
+    const ref = String(++this.lastRef)
+    const pending: Pending = { frame, resolve, reject, deadline, timer: undefined, written: false }
+    this.pending.set(ref, pending)
+    if (frame.type === 'send') this.sendRefs.set(frame.cid as string, ref)
+    if (deadline === 'call') pending.timer = setTimeout(() => this.expire(ref), this.requestTimeout)
+    if (this.writable(pending)) this.writeRequest(ref, pending)
+  }
+
+  /** Joins and leaves go out as soon as connected; sends and history need the rooms rejoined first. */
+  private writable (pending: Pending): boolean {
+    const needsRooms = pending.frame.type === 'send' || pending.frame.type === 'history'
+    return this.live && !pending.written && (this.ready || !needsRooms)
+  }
+
+  private flush (): void {
+    for (const [ref, pending] of this.pending) {
+      if (this.writable(pending)) this.writeRequest(ref, pending)
+    }
+  }
+
+  private writeRequest (ref: string, pending: Pending): void {
+    const { frame } = pending
+    const position = frame.type === 'join' ? this.positions.get(frame.room) : undefined
+    // Resume from the last seq seen, in the stream it belongs to; a new room starts from its newest messages.
+    const resume = position?.epoch === undefined ? {} : { since: position.seq, epoch: position.epoch }
+    this.write({ ...frame, ...resume, ref })
+    pending.written = true
+    if (frame.type === 'join' && !this.ready) this.rejoining.add(ref)
+    if (pending.deadline === 'write') pending.timer = setTimeout(() => this.expire(ref), this.requestTimeout)
+  }
+
+  private write (frame: ClientMessage): void {
+    try {
+      this.socket?.send(JSON.stringify(frame))
+    } catch {
+      // The socket is closing: its close event follows, and unanswered requests are written again.
+    }
+  }
+
+  private expire (ref: string): void {
+    const pending = this.pending.get(ref)
+    if (!pending) return
+    this.settle(ref, pending)
+    const cid = pending.frame.type === 'send' ? pending.frame.cid : undefined
+    const mayBeStored = cid === undefined ? '' : ' (it may have been stored: retry with the same cid)'
+    pending.reject(new ChatClientError('timeout', `no answer to ${pending.frame.type} within ${this.requestTimeout} ms${mayBeStored}`, cid))
+  }
+
+  /** Forgets a request that is answered, failed or given up; the caller then resolves or rejects it. */
+  private settle (ref: string, pending: Pending): void {
+    this.pending.delete(ref)
+    clearTimeout(pending.timer)
+    if (pending.frame.type === 'send') this.sendRefs.delete(pending.frame.cid as string)
+    if (this.rejoining.delete(ref) && this.rejoining.size === 0) this.becomeReady()
+  }
+
+  private answer (ref: string | undefined, frame: ServerFrame): void {
+    const pending = ref === undefined ? undefined : this.pending.get(ref)
+    if (!pending || ref === undefined) return
+    this.settle(ref, pending)
+    pending.resolve(frame)
+  }
+
+  // ------------------------------------------------------------ incoming
+
+  private receive (data: unknown): void {
+    let frame: ServerFrame
+    try {
+      frame = JSON.parse(String(data)) as ServerFrame
+    } catch {
+      return
+    }
+    this.heard = true
+    switch (frame.type) {
+      case 'welcome': return this.welcomed(frame)
+      case 'joined': return this.joined(frame)
+      case 'message': return this.deliver(frame)
+      case 'presence': if (this.positions.has(frame.room)) this.emit('presence', frame); return
+      case 'typing': if (this.positions.has(frame.room)) this.emit('typing', frame); return
+      case 'renamed':
+        this.currentName = frame.name
+        return this.answer(frame.ref, frame)
+      case 'error': return this.failed(frame)
+      case 'pong': return
+      default: return this.answer(frame.ref, frame)
+    }
+  }
+
+  private joined (frame: Joined): void {
+    const position = this.positions.get(frame.room)
+    if (position) {
+      const { epoch: previousEpoch, seq: since } = position
+      // Not recovered: seq may have restarted (new epoch), so what was seen says nothing about what comes.
+      if (frame.recovered === false) position.seq = 0
+      position.epoch = frame.epoch
+      this.emit('joined', frame)
+      if (frame.recovered === false && previousEpoch !== undefined) {
+        this.emit('gap', { room: frame.room, since, previousEpoch, epoch: frame.epoch })
+      }
+      for (const message of frame.history) this.deliver(message)
+      position.seq = Math.max(position.seq, frame.seq)
+    }
+    this.answer(frame.ref, frame)
+  }
+
+  private deliver (message: Message): void {
+    // Our own message answers its send even when the ack was lost with a connection.
+    if (message.cid !== undefined) this.answer(this.sendRefs.get(message.cid), message)
+    const position = this.positions.get(message.room)
+    if (!position || message.seq <= position.seq) return
+    position.seq = message.seq
+    this.emit('message', message)
+  }
+
+  private failed (frame: ServerFrameOf<'error'>): void {
+    const pending = frame.ref === undefined ? undefined : this.pending.get(frame.ref)
+    const cid = pending?.frame.type === 'send' ? pending.frame.cid : undefined
+    const error = new ChatClientError(frame.code, frame.message, cid)
+    if (!pending || frame.ref === undefined) return this.emit('error', error)
+    this.settle(frame.ref, pending)
+    pending.reject(error)
+  }
+}
+
+/** Resolves `url` against the page, if any, and maps `http(s):` to `ws(s):`. */
+function socketUrl (url: string | URL): URL {
+  const page = (globalThis as { location?: { href: string } }).location?.href
+  const resolved = new URL(url, page)
+  if (resolved.protocol === 'http:') resolved.protocol = 'ws:'
+  if (resolved.protocol === 'https:') resolved.protocol = 'wss:'
+  return resolved
+}
+
+/** 128 random bits; `getRandomValues` works on plain-http pages too, unlike `randomUUID`. */
+function randomCid (): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('')
+}

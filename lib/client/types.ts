@@ -1,0 +1,90 @@
+/**
+ * The client library's public types. Types only: this file compiles to
+ * nothing, so `index.js` stays one self-contained file for browsers.
+ */
+import type { ErrorCode } from '../errors.js'
+import type { Message, Presence, ServerFrameOf, TypingEvent } from '../protocol.js'
+import type { ChatClientError } from './index.js'
+
+export type Welcome = ServerFrameOf<'welcome'>
+export type Joined = ServerFrameOf<'joined'>
+
+/** A handler type compared bivariantly, so that both the DOM's and `ws`'s event types fit. */
+type Handler<E> = { bivariant (event: E): void }['bivariant']
+
+/** The part of a WebSocket the client uses: the browser's and `ws`'s both fit. */
+export interface WebSocketLike {
+  send (data: string): void
+  close (code?: number, reason?: string): void
+  /** `ws` has it: drops a half-open socket at once instead of waiting for a close handshake. */
+  terminate?: () => void
+  onmessage: Handler<{ data: unknown }> | null
+  onclose: Handler<{ code: number, reason: string }> | null
+  onerror: Handler<unknown> | null
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike
+
+export interface ChatClientOptions {
+  /** Display name asked for with `?name=`. After `welcome` and `nick`, the current name is asked for on reconnect. */
+  name?: string
+  /** The WebSocket implementation. Defaults to the global one (browsers, Node ≥ 22); on Node 20 pass `WebSocket` from `ws`. */
+  WebSocket?: WebSocketConstructor
+  /** Delays between reconnect attempts (ms, doubling from `minDelay` up to `maxDelay`, jittered), or `false` never to reconnect. */
+  reconnect?: false | { minDelay?: number, maxDelay?: number }
+  /** ms between protocol pings; when nothing arrived since the previous one the connection is dead and replaced. `0` disables. Default 25000. */
+  pingInterval?: number
+  /** ms a request waits for its answer, and a connection for its `welcome` and rejoins. Default 10000. */
+  requestTimeout?: number
+  /** How many sends may wait for a connection; more are refused with `queue_full`. Default 100. */
+  maxQueuedSends?: number
+}
+
+/**
+ * - `connecting`: the first connection is being made;
+ * - `open`: connected and every room rejoined;
+ * - `reconnecting`: the connection was lost, another is being made;
+ * - `closed`: for good, after `close()` or a close that must not be retried.
+ */
+export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed'
+
+export interface StatusChange {
+  status: ConnectionStatus
+  /** Close code of the connection that ended (1006 when it was lost without one). */
+  code?: number
+  reason?: string
+  /** With `reconnecting`: ms until the next attempt. */
+  retryIn?: number
+}
+
+/** Messages of `room` after `since` may be missing: fetch them with `history()` if they matter. */
+export interface Gap {
+  room: string
+  /** The last seq this client had seen, in `previousEpoch`. */
+  since: number
+  previousEpoch: string
+  /** When it differs from `previousEpoch`, the old stream is gone and seq started again at 1. */
+  epoch: string
+}
+
+/** Events of a `ChatClient`, by name, with what the listener receives. */
+export interface ChatClientEvents {
+  /** A connection was accepted: `id` is this connection's, `name` the one in use. */
+  welcome: Welcome
+  status: StatusChange
+  /** A room was (re)joined: members and the raw history (whose new messages also come as `message`). */
+  joined: Joined
+  /** Every message of a joined room, from live delivery or a join's history, once each and in seq order. */
+  message: Message
+  presence: Presence
+  typing: TypingEvent
+  gap: Gap
+  /** An `error` the server sent that answers no request (e.g. for `typing`), or a room that could not be rejoined. */
+  error: ChatClientError
+}
+
+/**
+ * Why a request failed: a wire `ErrorCode`, or `timeout` (no answer in time; a
+ * send may have been stored), `closed` (the client closed), `queue_full`.
+ */
+export type ClientErrorCode = ErrorCode | 'timeout' | 'closed' | 'queue_full'

@@ -1,0 +1,310 @@
+/**
+ * The client library against a real server on 127.0.0.1: requests and their
+ * rejections, resume across server restarts and network loss, queued sends
+ * stored exactly once, gap reporting, dead-connection detection, close codes.
+ */
+import { test, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import net, { type AddressInfo } from 'node:net'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { WebSocket, WebSocketServer } from 'ws'
+import chatRooms, { MemoryBroker, type ChatRoomsOptions } from '../lib/index.js'
+import { ChatClient, ChatClientError, type ChatClientEvents, type ChatClientOptions } from '../lib/client/index.js'
+
+const WAIT_MS = 5000
+
+const cleanups = new WeakMap<TestContext, Array<() => unknown>>()
+
+/** Cleans up in reverse order, so clients close before the servers and relays they would reconnect to. */
+function onCleanup (t: TestContext, cleanup: () => unknown): void {
+  let list = cleanups.get(t)
+  if (!list) {
+    const created: Array<() => unknown> = list = []
+    cleanups.set(t, created)
+    t.after(async () => { for (const step of created.reverse()) await step() })
+  }
+  list.push(cleanup)
+}
+
+interface Server {
+  app: FastifyInstance
+  port: number
+  url: string
+}
+
+/** A server on `port` (0: any free one); `beforeListen` runs once the hub exists but no client can connect. */
+async function serve (t: TestContext, options: ChatRoomsOptions & { port?: number } = {}, beforeListen?: (app: FastifyInstance) => Promise<unknown>): Promise<Server> {
+  const { port = 0, ...chatOptions } = options
+  const app = Fastify({ logger: false })
+  await app.register(chatRooms, { home: false, ...chatOptions })
+  await app.ready()
+  await beforeListen?.(app)
+  await app.listen({ host: '127.0.0.1', port })
+  onCleanup(t, () => app.close())
+  const bound = (app.server.address() as AddressInfo).port
+  return { app, port: bound, url: `ws://127.0.0.1:${bound}/ws` }
+}
+
+/** A client with test-sized timings; closed after the test. */
+function connect (t: TestContext, url: string, options: ChatClientOptions = {}): ChatClient {
+  const client = new ChatClient(url, { WebSocket, reconnect: { minDelay: 50, maxDelay: 200 }, requestTimeout: 2000, ...options })
+  onCleanup(t, () => client.close())
+  return client
+}
+
+/** Everything a client emits, by event name, in order. */
+function record (client: ChatClient): { [K in keyof ChatClientEvents]: Array<ChatClientEvents[K]> } {
+  const events = { welcome: [], status: [], joined: [], message: [], presence: [], typing: [], gap: [], error: [] }
+  for (const type of Object.keys(events) as Array<keyof ChatClientEvents>) {
+    client.on(type, (event) => { (events[type] as unknown[]).push(event) })
+  }
+  return events
+}
+
+async function until (condition: () => boolean, what: string, waitMs = WAIT_MS): Promise<void> {
+  const deadline = Date.now() + waitMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+const opened = (client: ChatClient): Promise<void> => until(() => client.status === 'open', 'status open')
+const texts = (messages: Array<{ text: string }>): string[] => messages.map((message) => message.text)
+
+/** A TCP relay in front of a server, to lose the network in ways a socket close cannot show. */
+async function relay (t: TestContext, targetPort: number): Promise<{ url: string, mute: (direction: 'to-client' | 'both') => void, cut: () => void }> {
+  const pipes = new Set<{ client: net.Socket, upstream: net.Socket, toClient: boolean, toServer: boolean }>()
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1')
+    const pipe = { client, upstream, toClient: true, toServer: true }
+    pipes.add(pipe)
+    client.on('data', (data) => { if (pipe.toServer) upstream.write(data) })
+    upstream.on('data', (data) => { if (pipe.toClient) client.write(data) })
+    const end = (): void => { pipes.delete(pipe); client.destroy(); upstream.destroy() }
+    for (const socket of [client, upstream]) socket.on('close', end).on('error', end)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  onCleanup(t, () => { for (const pipe of pipes) pipe.client.destroy(); server.close() })
+  return {
+    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/ws`,
+    /** Silently drops what flows on the current connections, as a dead network does; new connections flow. */
+    mute (direction) {
+      for (const pipe of pipes) {
+        pipe.toClient = false
+        if (direction === 'both') pipe.toServer = false
+      }
+    },
+    /** Resets the current connections. */
+    cut () {
+      for (const pipe of pipes) pipe.client.destroy()
+    },
+  }
+}
+
+test('requests resolve with their answers and room events reach the other members', async (t) => {
+  const { url } = await serve(t)
+  const alice = connect(t, url, { name: 'alice' })
+  const bob = connect(t, url, { name: 'bob' })
+  const bobSaw = record(bob)
+  assert.equal(alice.status, 'connecting')
+
+  const joined = await alice.join('lobby')
+  assert.deepEqual(joined.members.map((member) => member.name), ['alice'])
+  await bob.join('lobby')
+  assert.equal(await alice.send('lobby', 'one'), 1)
+  assert.equal(await alice.send('lobby', 'two'), 2)
+  await until(() => bobSaw.message.length === 2, 'bob gets both messages')
+  assert.deepEqual(texts(bobSaw.message), ['one', 'two'])
+
+  assert.deepEqual(texts((await bob.history('lobby', { before: 2, limit: 1 })).messages), ['one'])
+  assert.equal(await alice.nick('  carol '), 'carol')
+  assert.equal(alice.name, 'carol')
+  alice.typing('lobby')
+  await until(() => bobSaw.typing.length === 1 && bobSaw.presence.length === 1, 'typing and rename reach bob')
+  assert.equal(bobSaw.presence[0]?.action, 'rename')
+  assert.equal(bobSaw.typing[0]?.member.name, 'carol')
+
+  await alice.leave('lobby')
+  assert.deepEqual(alice.rooms, [])
+  await until(() => bobSaw.presence.length === 2, 'bob sees alice leave')
+  assert.equal(bobSaw.presence[1]?.action, 'leave')
+})
+
+test('a request answered by an error rejects with its code; an unanswerable error is an error event', async (t) => {
+  const { url } = await serve(t)
+  const client = connect(t, url)
+  const saw = record(client)
+  const rejectsWith = (promise: Promise<unknown>, code: string): Promise<void> =>
+    assert.rejects(promise, (error: unknown) => error instanceof ChatClientError && error.code === code)
+
+  await rejectsWith(client.send('nowhere', 'hi'), 'not_joined')
+  await rejectsWith(client.join('not a room!'), 'invalid')
+  assert.deepEqual(client.rooms, [], 'a refused join is not kept')
+  await client.join('lobby')
+  await rejectsWith(client.history('lobby', { limit: 1000 }), 'invalid')
+  await rejectsWith(client.nick(' '), 'invalid')
+  client.typing('nowhere')
+  await until(() => saw.error.length === 1, 'the error event')
+  assert.equal(saw.error[0]?.code, 'not_joined')
+})
+
+test('after a server restart with the same broker, every room resumes: missed messages once, offline sends stored once, no gap', async (t) => {
+  const broker = new MemoryBroker()
+  const first = await serve(t, { broker })
+  const alice = connect(t, first.url, { name: 'alice' })
+  const saw = record(alice)
+  await Promise.all([alice.join('a'), alice.join('b')])
+  await alice.send('a', 'before')
+
+  await first.app.close()
+  await until(() => alice.status === 'reconnecting', 'reconnecting')
+  const offline = [alice.send('a', 'offline a'), alice.send('b', 'offline b')]
+  await serve(t, { broker, port: first.port }, (app) => app.hub.broadcast('a', 'while away'))
+
+  assert.deepEqual(await Promise.all(offline), [3, 1])
+  await opened(alice)
+  assert.deepEqual(texts(saw.message.filter((m) => m.room === 'a')), ['before', 'while away', 'offline a'])
+  assert.deepEqual(texts(saw.message.filter((m) => m.room === 'b')), ['offline b'])
+  assert.deepEqual(saw.gap, [])
+  assert.deepEqual(texts((await alice.history('a')).messages), ['before', 'while away', 'offline a'])
+  assert.deepEqual(saw.status.map((change) => change.status).filter((status, i, all) => status !== all[i - 1]), ['open', 'reconnecting', 'open'])
+  assert.equal(saw.status.find((change) => change.status === 'reconnecting')?.code, 1001)
+})
+
+test('a fresh broker after a restart is a new epoch: gap is reported and the new stream is delivered from seq 1', async (t) => {
+  const first = await serve(t, { broker: new MemoryBroker() })
+  const alice = connect(t, first.url)
+  const saw = record(alice)
+  const { epoch: oldEpoch } = await alice.join('a')
+  await alice.send('a', 'old 1')
+  await alice.send('a', 'old 2')
+
+  await first.app.close()
+  await serve(t, { broker: new MemoryBroker(), port: first.port }, (app) => app.hub.broadcast('a', 'new 1'))
+  await until(() => saw.gap.length === 1, 'the gap event')
+  const [gap] = saw.gap
+  assert.equal(gap?.room, 'a')
+  assert.equal(gap?.since, 2)
+  assert.equal(gap?.previousEpoch, oldEpoch)
+  assert.notEqual(gap?.epoch, oldEpoch)
+  await until(() => saw.message.length === 3, 'the new stream')
+  assert.deepEqual(saw.message.map((m) => [m.seq, m.text]), [[1, 'old 1'], [2, 'old 2'], [1, 'new 1']])
+  assert.equal(await alice.send('a', 'new 2'), 2)
+})
+
+test('a gap in the same epoch is reported when the history no longer reaches back to the last seq seen', async (t) => {
+  const broker = new MemoryBroker()
+  const first = await serve(t, { broker, historySize: 3 })
+  const alice = connect(t, first.url)
+  const saw = record(alice)
+  const { epoch } = await alice.join('a')
+  await alice.send('a', 'seen')
+
+  await first.app.close()
+  await serve(t, { broker, historySize: 3, port: first.port }, async (app) => {
+    for (const text of ['m2', 'm3', 'm4', 'm5', 'm6']) await app.hub.broadcast('a', text)
+  })
+  await until(() => saw.message.length === 4, 'what the history still has')
+  assert.deepEqual(saw.gap, [{ room: 'a', since: 1, previousEpoch: epoch, epoch }])
+  assert.deepEqual(texts(saw.message), ['seen', 'm4', 'm5', 'm6'])
+})
+
+test('a send cut off by a network drop after the server stored it resolves once, from the rejoin', async (t) => {
+  const { url, port } = await serve(t)
+  const network = await relay(t, port)
+  const alice = connect(t, network.url)
+  const bob = connect(t, url)
+  const aliceSaw = record(alice)
+  const bobSaw = record(bob)
+  await alice.join('a')
+  await bob.join('a')
+
+  network.mute('to-client')
+  const sent = alice.send('a', 'cut off')
+  await until(() => bobSaw.message.length === 1, 'the server stored it')
+  network.cut()
+  assert.equal(await sent, 1)
+  await opened(alice)
+  assert.deepEqual(texts(aliceSaw.message), ['cut off'])
+  assert.equal(await alice.send('a', 'next'), 2, 'stored once')
+})
+
+test('a send whose stored copy fell out of the history is retried with the same cid and stored once', async (t) => {
+  const { url, port } = await serve(t, { historySize: 0 })
+  const network = await relay(t, port)
+  const alice = connect(t, network.url)
+  const bob = connect(t, url)
+  const bobSaw = record(bob)
+  await alice.join('a')
+  await bob.join('a')
+
+  network.mute('to-client')
+  const sent = alice.send('a', 'retried')
+  await until(() => bobSaw.message.length === 1, 'the server stored it')
+  network.cut()
+  assert.equal(await sent, 1, 'the retry is answered with the first seq')
+  assert.equal(await alice.send('a', 'next'), 2)
+  await until(() => bobSaw.message.length === 2, 'the next message')
+  assert.deepEqual(texts(bobSaw.message), ['retried', 'next'])
+})
+
+test('a silent dead connection is found by protocol ping and replaced', async (t) => {
+  const { port } = await serve(t)
+  const network = await relay(t, port)
+  const alice = connect(t, network.url, { pingInterval: 100 })
+  const saw = record(alice)
+  await alice.join('a')
+
+  network.mute('both')
+  await until(() => alice.status === 'reconnecting', 'the dead connection is noticed', 1000)
+  assert.equal(saw.status.at(-1)?.reason, 'no answer to ping')
+  await opened(alice)
+  assert.equal(await alice.send('a', 'alive again'), 1)
+})
+
+test('close code 4008 reconnects at once; 1008 closes for good', async (t) => {
+  const { url, app } = await serve(t)
+  const alice = connect(t, url, { reconnect: { minDelay: 60_000, maxDelay: 60_000 } })
+  const saw = record(alice)
+  await alice.join('a')
+
+  app.hub.disconnect(alice.id as string, 4008, 'slow consumer')
+  await until(() => saw.status.some((change) => change.status === 'reconnecting'), 'reconnecting')
+  assert.equal(saw.status.find((change) => change.status === 'reconnecting')?.retryIn, 0)
+  await opened(alice)
+
+  const pending = assert.rejects(alice.history('a'), (error: unknown) => error instanceof ChatClientError && error.code === 'closed')
+  app.hub.disconnect(alice.id as string, 1008, 'policy')
+  await until(() => alice.status === 'closed', 'closed')
+  assert.equal(saw.status.at(-1)?.code, 1008)
+  await pending
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  assert.equal(app.hub.stats().connections, 0, 'no reconnect')
+})
+
+test('offline sends are bounded, and close() rejects what waits and stops reconnecting', async (t) => {
+  const { port, app } = await serve(t)
+  await app.close()
+  const client = connect(t, `ws://127.0.0.1:${port}/ws`, { maxQueuedSends: 2 })
+  const rejectsWith = (code: string) => (error: unknown) => error instanceof ChatClientError && error.code === code
+  const queued = [client.join('a'), client.send('a', 'one'), client.send('a', 'two')].map((request) => assert.rejects(request, rejectsWith('closed')))
+  await assert.rejects(client.send('a', 'three'), rejectsWith('queue_full'))
+  await until(() => client.status === 'reconnecting', 'reconnecting')
+
+  client.close()
+  assert.equal(client.status, 'closed')
+  await Promise.all(queued)
+  await assert.rejects(client.send('a', 'after'), rejectsWith('closed'))
+})
+
+test('a request without an answer times out with its cid', async (t) => {
+  const silent = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  onCleanup(t, () => silent.close())
+  silent.on('connection', (socket) => socket.send(JSON.stringify({ type: 'welcome', protocol: 1, id: 'x', name: 'x' })))
+  await new Promise((resolve) => silent.once('listening', resolve))
+  const client = connect(t, `ws://127.0.0.1:${(silent.address() as AddressInfo).port}`, { requestTimeout: 200 })
+  await opened(client)
+  await assert.rejects(client.send('a', 'hello', { cid: 'my-cid' }), (error: unknown) =>
+    error instanceof ChatClientError && error.code === 'timeout' && error.cid === 'my-cid')
+})
