@@ -100,42 +100,42 @@ return { 'new', message }
 
 /**
  * Reads a room's epoch, latest seq and a range of its history, the way
- * `HistoryRing.read` does. Gives the room an epoch when it has none, so the
- * first message keeps the epoch an earlier join saw.
- * KEYS: members, meta, log, cids, cidq.
- * ARGV: epoch (used if none), after ('' for none), before ('' for none), limit, idle ttl.
+ * `HistoryRing.read` does. Writes nothing: reading a room nobody used leaves
+ * no key behind, and its epoch is '' until a join or a message creates it.
+ * KEYS: meta, log.
+ * ARGV: after ('' for none), before ('' for none), limit.
  * Returns { epoch, seq, more (0|1), { json… } }.
  */
-export const READ = TOUCH + `
-if redis.call('HSETNX', KEYS[2], 'epoch', ARGV[1]) == 1 then touch(ARGV[5]) end
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-local last = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
-local length = redis.call('LLEN', KEYS[3])
-local limit = tonumber(ARGV[4])
+export const READ = `
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
+local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local length = redis.call('LLEN', KEYS[2])
+local limit = tonumber(ARGV[3])
 if length == 0 or limit <= 0 then return { epoch, last, length > 0 and 1 or 0, {} } end
 local first = last - length + 1
 local from, to
-if ARGV[2] ~= '' then
-  from = math.max(first, tonumber(ARGV[2]) + 1)
+if ARGV[1] ~= '' then
+  from = math.max(first, tonumber(ARGV[1]) + 1)
   to = math.min(last, from + limit - 1)
 else
-  local before = ARGV[3] ~= '' and tonumber(ARGV[3]) or last + 1
+  local before = ARGV[2] ~= '' and tonumber(ARGV[2]) or last + 1
   to = math.min(last, before - 1)
   from = math.max(first, to - limit + 1)
 end
 local messages = {}
-if from <= to then messages = redis.call('LRANGE', KEYS[3], from - first, to - first) end
+if from <= to then messages = redis.call('LRANGE', KEYS[2], from - first, to - first) end
 local more
 if #messages > 0 then more = from > first else more = to >= first end
 return { epoch, last, more and 1 or 0, messages }
 `
 
 /**
- * Updates the roster for a presence event and publishes it. A `leave` of a
- * member who is not in the roster (already removed with its dead node) is not
- * published again.
+ * Updates the roster for a presence event and publishes it. A join gives the
+ * room its epoch if it has none, so the `joined` that follows shows the epoch
+ * the first message will keep. A `leave` of a member who is not in the roster
+ * (already removed with its dead node) is not published again.
  * KEYS: members, meta, log, cids, cidq, node-rooms of this node, rooms.
- * ARGV: action, member id, roster value, room, channel, payload, idle ttl.
+ * ARGV: action, member id, roster value, room, channel, payload, idle ttl, epoch (used if none).
  * Returns 1 when published.
  */
 export const PRESENCE = TOUCH + `
@@ -144,9 +144,12 @@ local changed = true
 if action == 'leave' then
   changed = redis.call('HDEL', KEYS[1], id) == 1
   if changed and redis.call('HINCRBY', KEYS[6], room, -1) <= 0 then redis.call('HDEL', KEYS[6], room) end
-elseif redis.call('HSET', KEYS[1], id, value) == 1 then
-  redis.call('HINCRBY', KEYS[6], room, 1)
-  redis.call('SADD', KEYS[7], room)
+else
+  redis.call('HSETNX', KEYS[2], 'epoch', ARGV[8])
+  if redis.call('HSET', KEYS[1], id, value) == 1 then
+    redis.call('HINCRBY', KEYS[6], room, 1)
+    redis.call('SADD', KEYS[7], room)
+  end
 end
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[7], room) end
 touch(ARGV[7])
@@ -240,7 +243,7 @@ return out
 /** The scripts by the name of the command ioredis defines for each (EVALSHA, EVAL on a script cache miss). */
 export const SCRIPTS = {
   chatAppend: { lua: APPEND, numberOfKeys: 5 },
-  chatRead: { lua: READ, numberOfKeys: 5 },
+  chatRead: { lua: READ, numberOfKeys: 2 },
   chatPresence: { lua: PRESENCE, numberOfKeys: 7 },
   chatEvict: { lua: EVICT, numberOfKeys: 8 },
   chatForgetNode: { lua: FORGET_NODE, numberOfKeys: 3 },

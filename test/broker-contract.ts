@@ -1,0 +1,184 @@
+/**
+ * The guarantees every broker keeps (lib/broker.ts). Each broker's test file
+ * runs this suite with a factory; a new broker passes it before anything else.
+ */
+import assert from 'node:assert/strict'
+import { describe, it, type TestContext } from 'node:test'
+import type { Broker } from '../lib/broker.js'
+import type { Member, Message } from '../lib/protocol.js'
+import { RecordingNode } from './helpers/recording-node.js'
+
+/** Makes a fresh, unopened broker with a store of its own; registers its cleanup on `t`. */
+export type BrokerFactory = (t: TestContext) => Broker
+
+const alice: Member = { id: 'a1', name: 'alice' }
+const bob: Member = { id: 'b1', name: 'bob' }
+
+export function brokerContract (name: string, makeBroker: BrokerFactory, options: { skip?: string | false } = {}): void {
+  async function open (t: TestContext, historySize = 100): Promise<{ broker: Broker, node: RecordingNode }> {
+    const broker = makeBroker(t)
+    const node = new RecordingNode(historySize)
+    await broker.open(node)
+    return { broker, node }
+  }
+
+  describe(`${name} keeps the broker contract`, { skip: options.skip ?? false }, () => {
+    it('gives a room seq 1, 2, 3… and stores each message as given', async (t) => {
+      const { broker } = await open(t)
+      const first = await broker.append('r', { from: alice, text: 'hello' })
+      const second = await broker.append('r', { from: bob, text: 'hi', cid: 'c-2' })
+      assert.equal(first.duplicate, false)
+      assert.equal(first.message.seq, 1)
+      assert.equal(second.message.seq, 2)
+      assert.deepEqual(second.message.from, bob)
+      assert.equal(second.message.text, 'hi')
+      assert.equal(second.message.cid, 'c-2')
+      assert.equal(second.message.room, 'r')
+      assert.notEqual(first.message.id, second.message.id)
+      assert.ok(Math.abs(second.message.ts - Date.now()) < 60_000)
+      const stored = await broker.read('r', { limit: 10 })
+      assert.deepEqual(stored.messages, [first.message, second.message])
+      assert.equal((await broker.append('other', { from: alice, text: 'x' })).message.seq, 1, 'each room has its own seq')
+    })
+
+    it('keeps text of any Unicode and JSON-looking content intact', async (t) => {
+      const { broker } = await open(t)
+      const text = '"},{"seq":99 ünïcødé 🎉 \\ / \u2028 <b>'
+      const { message } = await broker.append('r', { from: { id: 'x', name: 'Zoë "q"' }, text })
+      assert.equal(message.text, text)
+      assert.deepEqual((await broker.read('r', { limit: 1 })).messages[0], message)
+    })
+
+    it('does not store or deliver again a message whose cid the room already stored', async (t) => {
+      const { broker, node } = await open(t)
+      await broker.subscribe('r')
+      const original = await broker.append('r', { from: alice, text: 'once', cid: 'same' })
+      const retry = await broker.append('r', { from: alice, text: 'once', cid: 'same' })
+      assert.equal(retry.duplicate, true)
+      assert.deepEqual(retry.message, original.message)
+      const next = await broker.append('r', { from: alice, text: 'two', cid: 'other' })
+      assert.equal(next.message.seq, 2)
+      assert.equal((await broker.append('elsewhere', { from: alice, text: 'once', cid: 'same' })).duplicate, false, 'cids are per room')
+      await node.until('two deliveries', () => node.messages('r').length >= 2)
+      assert.deepEqual(node.messages('r').map((m) => m.seq), [1, 2])
+    })
+
+    it('recognises a cid whose message was trimmed from the history by its seq', async (t) => {
+      const { broker } = await open(t, 3)
+      await broker.append('r', { from: alice, text: 'first', cid: 'early' })
+      for (let i = 0; i < 5; i++) await broker.append('r', { from: alice, text: `m${i}` })
+      const retry = await broker.append('r', { from: alice, text: 'first', cid: 'early' })
+      assert.equal(retry.duplicate, true)
+      assert.equal(retry.message.seq, 1)
+      assert.equal((await broker.read('r', { limit: 10 })).seq, 6)
+    })
+
+    it('reads forward after a seq and backward before one, oldest first, telling whether older ones are stored', async (t) => {
+      const { broker } = await open(t)
+      for (let i = 1; i <= 10; i++) await broker.append('r', { from: alice, text: `m${i}` })
+      const seqs = (messages: Message[]): number[] => messages.map((m) => m.seq)
+      const newest = await broker.read('r', { limit: 3 })
+      assert.deepEqual([seqs(newest.messages), newest.more, newest.seq], [[8, 9, 10], true, 10])
+      const before = await broker.read('r', { before: 8, limit: 3 })
+      assert.deepEqual([seqs(before.messages), before.more], [[5, 6, 7], true])
+      const oldest = await broker.read('r', { before: 3, limit: 5 })
+      assert.deepEqual([seqs(oldest.messages), oldest.more], [[1, 2], false])
+      const after = await broker.read('r', { after: 4, limit: 3 })
+      assert.deepEqual(seqs(after.messages), [5, 6, 7])
+      assert.deepEqual(seqs((await broker.read('r', { after: 8, limit: 50 })).messages), [9, 10])
+      assert.deepEqual(seqs((await broker.read('r', { after: 10, limit: 50 })).messages), [])
+      const none = await broker.read('r', { limit: 0 })
+      assert.deepEqual([none.messages, none.seq], [[], 10])
+    })
+
+    it('keeps the newest historySize messages of a room', async (t) => {
+      const { broker } = await open(t, 5)
+      for (let i = 1; i <= 12; i++) await broker.append('r', { from: alice, text: `m${i}` })
+      const all = await broker.read('r', { limit: 100 })
+      assert.deepEqual(all.messages.map((m) => m.seq), [8, 9, 10, 11, 12])
+      assert.equal(all.more, false)
+      assert.deepEqual((await broker.read('r', { after: 2, limit: 2 })).messages.map((m) => m.seq), [8, 9])
+    })
+
+    it('gives a room an epoch at its first join or message, and keeps it while its stream lives', async (t) => {
+      const { broker } = await open(t)
+      const unused = await broker.read('r', { limit: 10 })
+      assert.deepEqual([unused.seq, unused.messages, unused.more], [0, [], false])
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+      const joined = await broker.read('r', { limit: 10 })
+      assert.equal(joined.seq, 0)
+      assert.ok(joined.epoch.length > 0, 'a join gives the room its epoch')
+      await broker.append('r', { from: alice, text: 'x' })
+      await broker.append('r', { from: alice, text: 'y' })
+      assert.equal((await broker.read('r', { limit: 1 })).epoch, joined.epoch, 'the first message keeps it')
+      await broker.append('other', { from: alice, text: 'x' })
+      const other = (await broker.read('other', { limit: 1 })).epoch
+      assert.ok(other.length > 0, 'a message gives the room its epoch')
+      assert.notEqual(other, joined.epoch, 'each room has its own stream')
+    })
+
+    it('updates the roster with presence: join adds, rename renames, leave removes; typing changes nothing', async (t) => {
+      const { broker } = await open(t)
+      assert.deepEqual(await broker.members('r'), [])
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: bob })
+      await broker.publish('r', { type: 'typing', room: 'r', member: bob })
+      const byId = (members: Member[]): Member[] => [...members].sort((x, y) => x.id.localeCompare(y.id))
+      assert.deepEqual(byId(await broker.members('r')), [alice, bob])
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'rename', member: { id: alice.id, name: 'alicia' } })
+      assert.deepEqual(byId(await broker.members('r')), [{ id: alice.id, name: 'alicia' }, bob])
+      await broker.append('r', { from: bob, text: 'x' })
+      assert.deepEqual(await broker.rooms(), [{ room: 'r', members: 2, seq: 1 }])
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'leave', member: bob })
+      assert.deepEqual(await broker.members('r'), [{ id: alice.id, name: 'alicia' }])
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'leave', member: alice })
+      assert.deepEqual(await broker.members('r'), [])
+      assert.deepEqual(await broker.rooms(), [], 'a room without members is not listed')
+    })
+
+    it('delivers a room\'s events only while the node is subscribed to it', async (t) => {
+      const { broker, node } = await open(t)
+      await broker.append('r', { from: alice, text: 'before' })
+      await broker.subscribe('r')
+      await broker.append('r', { from: alice, text: 'during' })
+      await node.until('the message sent while subscribed', () => node.messages('r').length >= 1)
+      await broker.unsubscribe('r')
+      await broker.append('r', { from: alice, text: 'after' })
+      await broker.publish('r', { type: 'typing', room: 'r', member: alice })
+      // Events reach a node in the order they were published: once a later
+      // one from another room arrived, nothing more from `r` is on its way.
+      await broker.subscribe('probe')
+      await broker.append('probe', { from: alice, text: 'probe' })
+      await node.until('the probe', () => node.messages('probe').length === 1)
+      assert.deepEqual(node.events('r').map((event) => event.type === 'message' && event.text), ['during'])
+    })
+
+    it('delivers concurrent appends and presence in seq order, with no gap and no duplicate', async (t) => {
+      const { broker, node } = await open(t)
+      await broker.subscribe('r')
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+      const sends = Array.from({ length: 60 }, (_, i) => broker.append('r', { from: alice, text: `m${i}`, cid: `c${i % 40}` }))
+      const results = await Promise.all(sends)
+      assert.equal(results.filter((r) => !r.duplicate).length, 40)
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'leave', member: alice })
+      await node.until('the leave', () => node.events('r').some((e) => e.type === 'presence' && e.action === 'leave'))
+      const events = node.events('r')
+      assert.deepEqual(events.map((e) => e.type === 'message' ? e.seq : e.type), [
+        'presence', ...Array.from({ length: 40 }, (_, i) => i + 1), 'presence',
+      ])
+      assert.deepEqual(node.messages('r'), (await broker.read('r', { limit: 100 })).messages)
+    })
+
+    it('delivers presence and typing to the subscribed node, its own included', async (t) => {
+      const { broker, node } = await open(t)
+      await broker.subscribe('r')
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+      await broker.publish('r', { type: 'typing', room: 'r', member: alice })
+      await node.until('the typing event', () => node.events('r').length === 2)
+      assert.deepEqual(node.events('r'), [
+        { type: 'presence', room: 'r', action: 'join', member: alice },
+        { type: 'typing', room: 'r', member: alice },
+      ])
+    })
+  })
+}

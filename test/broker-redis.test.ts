@@ -1,0 +1,145 @@
+/**
+ * RedisBroker: the broker contract, then what only many nodes on one Redis
+ * can show. Needs the Redis at REDIS_URL (default 127.0.0.1:6379).
+ */
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { describe, it, type TestContext } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
+import { RedisBroker, type RedisBrokerOptions } from '../lib/redis.js'
+import type { Member, Presence } from '../lib/protocol.js'
+import { brokerContract } from './broker-contract.js'
+import { RecordingNode } from './helpers/recording-node.js'
+import { REDIS_URL, deleteKeys, keysUnder, skipUnlessRedis, uniquePrefix } from './helpers/redis.js'
+
+const skip = await skipUnlessRedis()
+
+brokerContract('RedisBroker', (t) => {
+  const prefix = uniquePrefix()
+  const broker = new RedisBroker({ url: REDIS_URL, prefix })
+  t.after(async () => {
+    await broker.close()
+    await deleteKeys(prefix)
+  })
+  return broker
+}, { skip })
+
+/** Opens `count` nodes sharing one prefix (one chat); all are closed and the keys deleted after the test. */
+async function cluster (t: TestContext, count: number, options: RedisBrokerOptions = {}): Promise<Array<{ broker: RedisBroker, node: RecordingNode }>> {
+  const prefix = options.prefix ?? uniquePrefix()
+  const nodes = Array.from({ length: count }, () => ({ broker: new RedisBroker({ url: REDIS_URL, ...options, prefix }), node: new RecordingNode(1000) }))
+  t.after(async () => {
+    await Promise.all(nodes.map(({ broker }) => broker.close()))
+    await deleteKeys(prefix)
+  })
+  await Promise.all(nodes.map(({ broker, node }) => broker.open(node)))
+  return nodes
+}
+
+const alice: Member = { id: 'a1', name: 'alice' }
+const ghost: Member = { id: 'g1', name: 'ghost' }
+const isLeaveOf = (member: Member) => (event: { type: string }): boolean =>
+  event.type === 'presence' && (event as Presence).action === 'leave' && (event as Presence).member.id === member.id
+
+describe('RedisBroker across nodes', { skip }, () => {
+  it('gives one contiguous seq per room across nodes, and every node delivers the identical sequence', async (t) => {
+    const nodes = await cluster(t, 3)
+    await Promise.all(nodes.map(({ broker }) => broker.subscribe('r')))
+    await Promise.all(nodes.flatMap(({ broker }, n) =>
+      Array.from({ length: 40 }, (_, i) => broker.append('r', { from: alice, text: `n${n}-${i}` }))))
+    const stored = (await nodes[0]!.broker.read('r', { limit: 200 })).messages
+    assert.deepEqual(stored.map((m) => m.seq), Array.from({ length: 120 }, (_, i) => i + 1))
+    for (const { node } of nodes) {
+      await node.until('all 120 messages', () => node.messages('r').length >= 120)
+      assert.deepEqual(node.messages('r'), stored)
+    }
+  })
+
+  it('lists members of every node and tells every node of presence', async (t) => {
+    const [a, b] = await cluster(t, 2)
+    await b!.broker.subscribe('r')
+    await a!.broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+    assert.deepEqual(await b!.broker.members('r'), [alice])
+    assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 1, seq: 0 }])
+    await b!.node.until('the join', () => b!.node.events('r').length === 1)
+    await a!.broker.publish('r', { type: 'typing', room: 'r', member: alice })
+    await b!.node.until('the typing event', () => b!.node.events('r').length === 2)
+  })
+
+  it('fills from history what pub/sub lost while a node\'s subscriber reconnected', async (t) => {
+    const [sender, receiver] = await cluster(t, 2)
+    await receiver!.broker.subscribe('r')
+    await sender!.broker.append('r', { from: alice, text: 'before' })
+    await receiver!.node.until('the first message', () => receiver!.node.messages('r').length === 1)
+    const admin = new Redis(REDIS_URL)
+    t.after(() => admin.disconnect())
+    const clients = await admin.client('LIST') as string
+    const line = clients.split('\n').find((entry) => entry.includes(`name=fastify-chat-rooms-subscriber-${receiver!.broker.nodeId}`))
+    const id = /\bid=(\d+)/.exec(line ?? '')?.[1]
+    assert.ok(id, 'the receiver\'s subscriber connection is listed')
+    await admin.client('KILL', 'ID', id)
+    for (let i = 0; i < 30; i++) await sender!.broker.append('r', { from: alice, text: `m${i}` })
+    await receiver!.node.until('all 31 messages', () => receiver!.node.messages('r').length >= 31)
+    assert.deepEqual(receiver!.node.messages('r').map((m) => m.seq), Array.from({ length: 31 }, (_, i) => i + 1))
+  })
+
+  it('removes the members of a node killed without closing, with one leave each, within the lease', async (t) => {
+    const leaseMs = 1500
+    const prefix = uniquePrefix()
+    const survivors = await cluster(t, 2, { prefix, leaseMs })
+    await Promise.all(survivors.map(({ broker }) => broker.subscribe('r')))
+    const script = fileURLToPath(new URL('./helpers/redis-broker-process.js', import.meta.url))
+    const child = spawn(process.execPath, [script, REDIS_URL, prefix, String(leaseMs), 'r', ghost.id, ghost.name], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.after(() => child.kill('SIGKILL'))
+    const [chunk] = await once(child.stdout, 'data') as [Buffer]
+    assert.equal(chunk.toString().trim(), 'ready')
+    assert.deepEqual(await survivors[0]!.broker.members('r'), [ghost])
+
+    const killedAt = Date.now()
+    child.kill('SIGKILL')
+    for (const { node } of survivors) await node.until('the ghost\'s leave', () => node.events('r').some(isLeaveOf(ghost)))
+    const elapsed = Date.now() - killedAt
+    assert.ok(elapsed <= leaseMs * 4 / 3 + 500, `leave after ${elapsed} ms, lease ${leaseMs} ms`)
+    assert.deepEqual(await survivors[1]!.broker.members('r'), [])
+    assert.deepEqual(await survivors[1]!.broker.rooms(), [])
+    await new Promise((resolve) => setTimeout(resolve, leaseMs))
+    for (const { node } of survivors) assert.equal(node.events('r').filter(isLeaveOf(ghost)).length, 1, 'one leave, whichever node swept')
+  })
+
+  it('announces its members again when its lease lapsed and others removed them', async (t) => {
+    const prefix = uniquePrefix()
+    // A renews its lease every second; B sweeps every 100 ms, so B finds A's lease gone first.
+    const [a] = await cluster(t, 1, { prefix, leaseMs: 3000 })
+    const [b] = await cluster(t, 1, { prefix, leaseMs: 300 })
+    await b!.broker.subscribe('r')
+    await a!.broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+    const admin = new Redis(REDIS_URL)
+    t.after(() => admin.disconnect())
+    const actions = (): string => b!.node.events('r').map((e) => e.type === 'presence' && e.action).join()
+    for (let tries = 0; !actions().includes('leave'); tries++) {
+      assert.ok(tries < 50, 'B removes the members of a node whose lease is gone')
+      await admin.del(`${prefix}node:${a!.broker.nodeId}`)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    await b!.node.until('the member announced again', () => actions().endsWith('leave,join'))
+    assert.deepEqual(await b!.broker.members('r'), [alice])
+  })
+
+  it('forgets an idle room without members after idleRoomTtl, keeps one with members, and stores nothing for a read', async (t) => {
+    const prefix = uniquePrefix()
+    const broker = (await cluster(t, 1, { prefix, idleRoomTtl: 300 }))[0]!.broker
+    await broker.append('idle', { from: alice, text: 'x', cid: 'c' })
+    const { epoch } = await broker.read('idle', { limit: 1 })
+    await broker.publish('busy', { type: 'presence', room: 'busy', action: 'join', member: alice })
+    await broker.append('busy', { from: alice, text: 'x' })
+    await broker.read('never-used', { limit: 10 })
+    await new Promise((resolve) => setTimeout(resolve, 700))
+    const roomKeys = (await keysUnder(prefix)).filter((key) => /^(members|meta|log|cids|cidq):/.test(key.slice(prefix.length)))
+    assert.deepEqual(roomKeys.sort(), [`${prefix}log:busy`, `${prefix}members:busy`, `${prefix}meta:busy`])
+    const { message } = await broker.append('idle', { from: alice, text: 'again', cid: 'c' })
+    assert.equal(message.seq, 1, 'a forgotten room starts again at seq 1')
+    assert.notEqual((await broker.read('idle', { limit: 1 })).epoch, epoch, 'under a new epoch')
+  })
+})

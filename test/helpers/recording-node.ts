@@ -1,0 +1,66 @@
+/**
+ * A `BrokerNode` that records what a broker delivers and logs, so broker
+ * tests can run without a hub or sockets.
+ */
+import { EventEmitter } from 'node:events'
+import type { BrokerNode } from '../../lib/broker.js'
+import type { Message, RoomEvent } from '../../lib/protocol.js'
+
+/** Long enough for a delivery through Redis on a busy machine. */
+const WAIT_TIMEOUT_MS = 10_000
+
+export class RecordingNode implements BrokerNode {
+  readonly delivered: Array<{ room: string, event: RoomEvent }> = []
+  readonly logs: Array<{ level: 'info' | 'warn' | 'error', msg: string | undefined }> = []
+  private readonly changed = new EventEmitter()
+
+  readonly log = {
+    info: (_obj: object, msg?: string) => this.record('info', msg),
+    warn: (_obj: object, msg?: string) => this.record('warn', msg),
+    error: (_obj: object, msg?: string) => this.record('error', msg),
+  }
+
+  constructor (readonly historySize = 100) {}
+
+  deliver (room: string, event: RoomEvent): void {
+    this.delivered.push({ room, event })
+    this.changed.emit('change')
+  }
+
+  events (room: string): RoomEvent[] {
+    return this.delivered.filter((entry) => entry.room === room).map((entry) => entry.event)
+  }
+
+  messages (room: string): Message[] {
+    return this.events(room).filter((event): event is Message => event.type === 'message')
+  }
+
+  /** Resolves once `done()` holds; rejects naming `what` after a timeout. */
+  async until (what: string, done: () => boolean, timeoutMs = WAIT_TIMEOUT_MS): Promise<void> {
+    if (done()) return
+    await new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (!done()) return
+        cleanup()
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        cleanup()
+        reject(new Error(`timed out waiting for ${what}`))
+      }, timeoutMs)
+      // Some conditions change without a delivery (a log line): look now and then too.
+      const poll = setInterval(check, 50)
+      const cleanup = (): void => {
+        clearTimeout(timer)
+        clearInterval(poll)
+        this.changed.off('change', check)
+      }
+      this.changed.on('change', check)
+    })
+  }
+
+  private record (level: 'info' | 'warn' | 'error', msg: string | undefined): void {
+    this.logs.push({ level, msg })
+    this.changed.emit('change')
+  }
+}
