@@ -54,6 +54,12 @@ export interface BrokerLogger {
   error(obj: object, msg?: string): void
 }
 
+/** Limits a presence `join` is checked against, atomically with the roster update. */
+export interface PublishOptions {
+  /** Refuse the join with `room_full` when the roster already holds this many others (0: no limit). */
+  maxMembers?: number
+}
+
 /** What a node (its hub) gives the broker when it opens. */
 export interface BrokerNode {
   /**
@@ -75,6 +81,8 @@ export interface BrokerNode {
  *   least 10 minutes) is not stored again.
  * - `publish` of a presence event also updates the room's roster (`join` adds,
  *   `leave` removes, `rename` renames) before it is delivered; typing is only delivered.
+ *   A `join` over `maxMembers` is refused with `ChatError('room_full')` and changes
+ *   nothing; a `leave` of a member not in the roster is not delivered.
  * - Every call settles in bounded time; when the backing store cannot confirm,
  *   it rejects with `ChatError('unavailable')` and never half-stores.
  */
@@ -85,7 +93,7 @@ export interface Broker {
   /** This node has no local members in `room` any more. */
   unsubscribe(room: string): Promise<void>
   append(room: string, draft: MessageDraft): Promise<AppendResult>
-  publish(room: string, event: Presence | TypingEvent): Promise<void>
+  publish(room: string, event: Presence | TypingEvent, options?: PublishOptions): Promise<void>
   read(room: string, range: ReadRange): Promise<ReadResult>
   /** Members of `room` on every node. */
   members(room: string): Promise<Member[]>

@@ -151,15 +151,9 @@ export class Hub extends EventEmitter<HubEvents> {
     const stillJoining = (): boolean => local.members.get(link.id) === roomMember
     try {
       await local.subscribed
-      if (this.options.maxMembersPerRoom > 0 && stillJoining()) {
-        const members = await this.broker.members(room)
-        if (members.length >= this.options.maxMembersPerRoom) {
-          throw new ChatError('room_full', `${room} is full (${this.options.maxMembersPerRoom} members)`)
-        }
-      }
       if (!stillJoining()) return
       roomMember.announced = true
-      await this.broker.publish(room, { type: 'presence', room, action: 'join', member })
+      await this.broker.publish(room, { type: 'presence', room, action: 'join', member }, { maxMembers: this.options.maxMembersPerRoom })
       const [members, snapshot] = await Promise.all([this.broker.members(room), this.snapshot(room, request)])
       if (!stillJoining()) return
       link.deliver(this.joinedFrame(request, members, snapshot))

@@ -136,6 +136,26 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       assert.deepEqual(await broker.rooms(), [], 'a room without members is not listed')
     })
 
+    it('refuses a join over maxMembers atomically, even when joins race, and does not deliver a leave of a non-member', async (t) => {
+      const { broker, node } = await open(t)
+      await broker.subscribe('r')
+      const joins = Array.from({ length: 8 }, (_, i) =>
+        broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: { id: `m${i}`, name: `m${i}` } }, { maxMembers: 3 }))
+      const outcomes = await Promise.allSettled(joins)
+      assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 3)
+      for (const outcome of outcomes) {
+        if (outcome.status === 'rejected') assert.equal((outcome.reason as { code?: string }).code, 'room_full')
+      }
+      assert.equal((await broker.members('r')).length, 3)
+      const inside = (await broker.members('r'))[0] as Member
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'rename', member: { ...inside, name: 'renamed' } }, { maxMembers: 3 })
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'leave', member: { id: 'm-none', name: 'ghost' } })
+      await broker.publish('r', { type: 'typing', room: 'r', member: inside })
+      await node.until('the typing event', () => node.events('r').some((e) => e.type === 'typing'))
+      const presence = node.events('r').filter((e) => e.type === 'presence')
+      assert.deepEqual(presence.map((e) => e.type === 'presence' ? e.action : ''), ['join', 'join', 'join', 'rename'], 'no refused join and no ghost leave was delivered')
+    })
+
     it('delivers a room\'s events only while the node is subscribed to it', async (t) => {
       const { broker, node } = await open(t)
       await broker.append('r', { from: alice, text: 'before' })

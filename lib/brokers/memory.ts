@@ -3,8 +3,9 @@
  * so delivery is a direct call, in the same order as append.
  */
 import { randomUUID } from 'node:crypto'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, ReadRange, ReadResult, RoomInfo } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { CID_RETENTION_MS } from '../broker.js'
+import { ChatError } from '../errors.js'
 import { HistoryRing } from '../history.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 
@@ -88,13 +89,21 @@ export class MemoryBroker implements Broker {
     return { message, duplicate: false }
   }
 
-  async publish (room: string, event: Presence | TypingEvent): Promise<void> {
+  async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
     const node = this.opened()
     if (event.type === 'presence') {
       const state = this.room(room)
+      const { id, name } = event.member
       state.lastActive = Date.now()
-      if (event.action === 'leave') state.members.delete(event.member.id)
-      else state.members.set(event.member.id, { id: event.member.id, name: event.member.name })
+      if (event.action === 'leave') {
+        if (!state.members.delete(id)) return
+      } else {
+        const max = options.maxMembers ?? 0
+        if (event.action === 'join' && max > 0 && !state.members.has(id) && state.members.size >= max) {
+          throw new ChatError('room_full', `${room} is full (${max} members)`)
+        }
+        state.members.set(id, { id, name })
+      }
     }
     if (this.subscribed.has(room)) node.deliver(room, event)
   }

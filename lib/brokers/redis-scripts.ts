@@ -135,8 +135,8 @@ return { epoch, last, more and 1 or 0, messages }
  * the first message will keep. A `leave` of a member who is not in the roster
  * (already removed with its dead node) is not published again.
  * KEYS: members, meta, log, cids, cidq, node-rooms of this node, rooms.
- * ARGV: action, member id, roster value, room, channel, payload, idle ttl, epoch (used if none).
- * Returns 1 when published.
+ * ARGV: action, member id, roster value, room, channel, payload, idle ttl, epoch (used if none), max members (0: none).
+ * Returns 1 when published, 0 when not (a leave of a member not there), -1 when a join finds the room full.
  */
 export const PRESENCE = TOUCH + `
 local action, id, value, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -145,6 +145,8 @@ if action == 'leave' then
   changed = redis.call('HDEL', KEYS[1], id) == 1
   if changed and redis.call('HINCRBY', KEYS[6], room, -1) <= 0 then redis.call('HDEL', KEYS[6], room) end
 else
+  local max = tonumber(ARGV[9])
+  if action == 'join' and max > 0 and redis.call('HEXISTS', KEYS[1], id) == 0 and redis.call('HLEN', KEYS[1]) >= max then return -1 end
   redis.call('HSETNX', KEYS[2], 'epoch', ARGV[8])
   if redis.call('HSET', KEYS[1], id, value) == 1 then
     redis.call('HINCRBY', KEYS[6], room, 1)

@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, ReadRange, ReadResult, RoomInfo } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { CID_RETENTION_MS } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
@@ -151,14 +151,20 @@ export class RedisBroker implements Broker {
     return { message, duplicate: true }
   }
 
-  async publish (room: string, event: Presence | TypingEvent): Promise<void> {
+  async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
     const { commands } = this.opened()
     if (event.type === 'typing') {
       await this.run(() => commands.publish(this.channel(room), JSON.stringify({ event })))
       return
     }
+    const member = { id: event.member.id, name: event.member.name }
     this.remember(room, event)
-    await this.runPresence(room, event.action, { id: event.member.id, name: event.member.name })
+    try {
+      await this.runPresence(room, event.action, member, options.maxMembers ?? 0)
+    } catch (error) {
+      if (error instanceof ChatError && error.code === 'room_full') this.remember(room, { ...event, action: 'leave' })
+      throw error
+    }
   }
 
   async read (room: string, range: ReadRange): Promise<ReadResult> {
@@ -292,14 +298,15 @@ export class RedisBroker implements Broker {
     }
   }
 
-  private async runPresence (room: string, action: Presence['action'], member: Member): Promise<void> {
+  private async runPresence (room: string, action: Presence['action'], member: Member, maxMembers = 0): Promise<void> {
     const { commands } = this.opened()
     const event: Presence = { type: 'presence', room, action, member }
-    await this.run(() => commands.chatPresence(
+    const published = await this.run(() => commands.chatPresence(
       ...this.roomKeys(room), this.nodeRoomsKey(this.nodeId), `${this.prefix}rooms`,
       action, member.id, JSON.stringify({ ...member, node: this.nodeId }), room, this.channel(room),
-      JSON.stringify({ event }), this.idleRoomTtl, randomUUID(),
+      JSON.stringify({ event }), this.idleRoomTtl, randomUUID(), maxMembers,
     ))
+    if (published === -1) throw new ChatError('room_full', `${room} is full (${maxMembers} members)`)
   }
 
   /** Runs `job` unless one of that name is in flight (then waits for that one); never rejects. */
