@@ -18,7 +18,9 @@ const jsApp = `
 import Fastify from 'fastify'
 import chatRooms from 'fastify-chat-rooms'
 import { ChatClient } from 'fastify-chat-rooms/client'
+import { RedisBroker } from 'fastify-chat-rooms/redis'
 import WebSocket from 'ws'
+if (typeof RedisBroker !== 'function') throw new Error('no RedisBroker export')
 const app = Fastify()
 await app.register(chatRooms, { maxTextLength: 100 })
 await app.listen({ host: '127.0.0.1', port: 0 })
@@ -55,7 +57,7 @@ test('the packed package installs and registers from JavaScript and TypeScript',
   const devVersions = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }
   await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
   await run('npm', ['install', '--no-audit', '--no-fund', join(dir, filename), `fastify@${devVersions.devDependencies.fastify}`, 'ws',
-    `typescript@${devVersions.devDependencies.typescript}`, `@types/node@${devVersions.devDependencies['@types/node']}`], { cwd: dir, maxBuffer: 1 << 24 })
+    `typescript@${devVersions.devDependencies.typescript}`, `ioredis@${devVersions.devDependencies.ioredis}`, `@types/node@${devVersions.devDependencies['@types/node']}`], { cwd: dir, maxBuffer: 1 << 24 })
 
   await writeFile(join(dir, 'app.mjs'), jsApp)
   const js = JSON.parse((await run('node', ['app.mjs'], { cwd: dir })).stdout) as { home: number, seq: number, rooms: number }
