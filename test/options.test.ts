@@ -87,7 +87,9 @@ test('the example config is validated, names a bad field, and HOST/PORT override
   await assert.rejects(loadConfig(file, {}), /cannot be read as JSON/)
 })
 
-test('the shipped example config is valid', async () => {
+test('the shipped example configs are valid', async () => {
   const config = await loadConfig(new URL('../../example/config.json', import.meta.url), {})
   assert.equal(config.port, 9999)
+  const redis = await loadConfig(new URL('../../example/config.redis.json', import.meta.url), {})
+  assert.equal(redis.redis, 'redis://127.0.0.1:6379')
 })
