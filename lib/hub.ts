@@ -43,7 +43,7 @@ export interface HubEvents {
 }
 
 type HubOptions = Pick<ResolvedOptions,
-  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength'>
+  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
 
 interface RoomMember {
   readonly link: MemberLink
@@ -61,6 +61,18 @@ interface LocalRoom {
 
 type JoinRequest = ClientMessageOf<'join'>
 
+/** The newest of `messages` (oldest first) whose encoded size adds up to at most `budget` bytes. */
+function newestThatFit (messages: Message[], budget: number): Message[] {
+  let used = 0
+  let first = messages.length
+  while (first > 0) {
+    used += Buffer.byteLength(JSON.stringify(messages[first - 1])) + 1
+    if (used > budget) break
+    first--
+  }
+  return first === 0 ? messages : messages.slice(first)
+}
+
 export class Hub extends EventEmitter<HubEvents> {
   private readonly links = new Map<string, { link: MemberLink, rooms: Set<string> }>()
   private readonly rooms_ = new Map<string, LocalRoom>()
@@ -68,12 +80,20 @@ export class Hub extends EventEmitter<HubEvents> {
   private readonly departures = new Set<Promise<void>>()
   private readonly counters = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerCloses: 0 }
 
+  /**
+   * A `joined` or `history` reply carries at most this many bytes of messages:
+   * half of what may be queued for a reader, so that a reply never makes its
+   * own reader a slow consumer (which would close it with 4008 on every resume).
+   */
+  private readonly replyBudget: number
+
   constructor (
     private readonly broker: Broker,
     private readonly options: HubOptions,
     private readonly log: BrokerLogger,
   ) {
     super()
+    this.replyBudget = Math.floor(options.maxBufferedBytes / 2)
   }
 
   /** Opens the broker; events it delivers fan out to local members. */
@@ -164,6 +184,8 @@ export class Hub extends EventEmitter<HubEvents> {
       }
       this.emit('join', { room, member })
     } catch (error) {
+      // A refused join changed no roster: there is no leave to tell.
+      if (error instanceof ChatError && error.code === 'room_full') roomMember.announced = false
       if (stillJoining()) {
         entry.rooms.delete(room)
         await this.removeMember(link, room)
@@ -212,7 +234,9 @@ export class Hub extends EventEmitter<HubEvents> {
   /** A member's `history` request: only members may page a room. */
   async memberHistory (link: MemberLink, request: ClientMessageOf<'history'>): Promise<{ messages: Message[], more: boolean }> {
     this.memberEntry(link, request.room)
-    return this.history(request.room, request)
+    const page = await this.history(request.room, request)
+    const messages = newestThatFit(page.messages, this.replyBudget)
+    return { messages, more: page.more || messages.length < page.messages.length }
   }
 
   // ------------------------------------------------------------ server API
@@ -271,7 +295,9 @@ export class Hub extends EventEmitter<HubEvents> {
     for (const member of local.members.values()) {
       if (member.link.id === skip) continue
       if (member.pending) {
-        member.pending.push(event)
+        // More than a history's worth arriving during one join: the reader cannot catch up.
+        if (member.pending.length >= this.options.historySize) member.link.close(CloseCodes.slowConsumer, 'too far behind while joining')
+        else member.pending.push(event)
         continue
       }
       frame ??= Buffer.from(encodeFrame(event))
@@ -324,15 +350,19 @@ export class Hub extends EventEmitter<HubEvents> {
   /** What `joined` carries: the newest messages, or those after `since` with whether nothing was lost. */
   private async snapshot (room: string, request: JoinRequest): Promise<ReadResult & { recovered?: boolean }> {
     const latest = { limit: this.options.historyOnJoin }
-    if (request.since === undefined) return this.broker.read(room, latest)
+    const fitting = (read: ReadResult): ReadResult => ({ ...read, messages: newestThatFit(read.messages, this.replyBudget) })
+    if (request.since === undefined) return fitting(await this.broker.read(room, latest))
     const since = request.since
     const after = await this.broker.read(room, { after: since, limit: this.options.historySize })
     const sameStream = request.epoch === undefined || request.epoch === after.epoch
     if (sameStream && since <= after.seq) {
       const recovered = since === after.seq || after.messages[0]?.seq === since + 1
-      return { ...after, recovered }
+      const fit = fitting(after)
+      // What was missed is stored but too much for one reply: the client pages back with `history`.
+      if (fit.messages.length === after.messages.length) return { ...fit, recovered }
+      return { ...fitting({ ...after, messages: after.messages.slice(-this.options.historyOnJoin) }), recovered: false }
     }
-    return { ...(await this.broker.read(room, latest)), recovered: false }
+    return { ...fitting(await this.broker.read(room, latest)), recovered: false }
   }
 
   private joinedFrame (request: JoinRequest, members: Member[], snapshot: ReadResult & { recovered?: boolean }): Buffer {

@@ -242,3 +242,22 @@ test('no gap and no duplicate between joined.history and the live messages that 
     assert.deepEqual(seen, expected, `joiner ${i} saw every seq exactly once, in order`)
   }
 })
+
+test('a resume or history page too large for one reply is cut to what fits, never closing its reader as slow', async (t) => {
+  const { wsUrl, app } = await startServer(t, { home: false, maxBufferedBytes: 100_000, historySize: 200, historyOnJoin: 20 })
+  const text = 'x'.repeat(2000)
+  for (let i = 0; i < 120; i++) await app.hub.broadcast('big', text)
+  const client = await RawClient.connect(t, wsUrl)
+  const resumed = await client.request('joined', { type: 'join', room: 'big', since: 0 })
+  assert.equal(resumed.recovered, false, 'what was missed does not fit in one reply')
+  assert.ok(resumed.history.length > 0 && resumed.history.length <= 20)
+  assert.equal(resumed.history.at(-1)?.seq, 120, 'the newest messages are the ones carried')
+  const page = await client.request('history', { type: 'history', room: 'big', limit: 100 })
+  assert.ok(page.messages.length < 100 && page.messages.length > 0)
+  assert.equal(page.more, true)
+  assert.equal(page.messages.at(-1)?.seq, 120)
+  const small = await client.request('joined', { type: 'join', room: 'big', since: 115 })
+  assert.equal(small.recovered, true, 'a resume that fits is exact')
+  assert.deepEqual(small.history.map((m) => m.seq), [116, 117, 118, 119, 120])
+  assert.equal(app.hub.stats().slowConsumerCloses, 0)
+})
