@@ -1,44 +1,46 @@
 /**
  * A bounded per-room log in memory. Seqs in it are contiguous, so a seq maps
- * to a slot by arithmetic; the oldest message is overwritten when it is full.
+ * to a slot by arithmetic. The array grows with the messages (an idle room
+ * holds no empty slots) and, once full, the oldest message is overwritten.
  */
 import type { Message } from './protocol.js'
 import type { ReadRange } from './broker.js'
 
 export class HistoryRing {
-  private readonly slots: Array<Message | undefined>
+  private readonly slots: Message[] = []
+  /** Index of the oldest message once the array is full; 0 until then. */
   private start = 0
-  private length = 0
 
-  constructor (readonly capacity: number) {
-    this.slots = new Array<Message | undefined>(capacity)
-  }
+  constructor (readonly capacity: number) {}
 
   /** Seq of the oldest kept message (0 when empty). */
   get firstSeq (): number {
-    return this.length === 0 ? 0 : (this.slots[this.start] as Message).seq
+    return this.slots.length === 0 ? 0 : (this.slots[this.start] as Message).seq
   }
 
   push (message: Message): void {
     if (this.capacity === 0) return
-    const end = (this.start + this.length) % this.capacity
-    this.slots[end] = message
-    if (this.length < this.capacity) this.length++
-    else this.start = (this.start + 1) % this.capacity
+    if (this.slots.length < this.capacity) {
+      this.slots.push(message)
+      return
+    }
+    this.slots[this.start] = message
+    this.start = (this.start + 1) % this.capacity
   }
 
   /** The kept message with `seq`, if any. */
   get (seq: number): Message | undefined {
     const index = seq - this.firstSeq
-    if (this.length === 0 || index < 0 || index >= this.length) return undefined
+    if (this.slots.length === 0 || index < 0 || index >= this.slots.length) return undefined
     return this.slots[(this.start + index) % this.capacity]
   }
 
   /** Reads per `ReadRange`, oldest first; `more` tells whether older messages are kept. */
   read (range: ReadRange): { messages: Message[], more: boolean } {
-    if (this.length === 0 || range.limit <= 0) return { messages: [], more: this.length > 0 }
+    const length = this.slots.length
+    if (length === 0 || range.limit <= 0) return { messages: [], more: length > 0 }
     const first = this.firstSeq
-    const last = first + this.length - 1
+    const last = first + length - 1
     let from: number
     let to: number
     if (range.after !== undefined) {

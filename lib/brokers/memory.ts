@@ -16,6 +16,12 @@ export interface MemoryBrokerOptions {
    * rooms nobody uses can hold. Default one day.
    */
   idleRoomTtl?: number
+  /**
+   * At most this many rooms are kept; making one more forgets the room without
+   * members that was active longest ago. Bounds what clients creating rooms
+   * can make the process hold, whatever the TTL. Default 100000.
+   */
+  maxRooms?: number
 }
 
 /** How often idle rooms are looked for: often enough to bound memory, rare enough to cost nothing. */
@@ -39,10 +45,12 @@ export class MemoryBroker implements Broker {
   private readonly rooms_ = new Map<string, RoomState>()
   private readonly subscribed = new Set<string>()
   private readonly idleRoomTtl: number
+  private readonly maxRooms: number
   private sweeper: NodeJS.Timeout | undefined
 
   constructor (options: MemoryBrokerOptions = {}) {
     this.idleRoomTtl = options.idleRoomTtl ?? 24 * 60 * 60 * 1000
+    this.maxRooms = options.maxRooms ?? 100_000
   }
 
   async open (node: BrokerNode): Promise<void> {
@@ -62,9 +70,8 @@ export class MemoryBroker implements Broker {
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
     const node = this.opened()
-    const state = this.room(room)
     const now = Date.now()
-    state.lastActive = now
+    const state = this.touch(room, now)
     if (draft.cid !== undefined) {
       const seen = state.cids.get(draft.cid)
       const original = seen && state.history.get(seen.seq)
@@ -92,9 +99,8 @@ export class MemoryBroker implements Broker {
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
     const node = this.opened()
     if (event.type === 'presence') {
-      const state = this.room(room)
+      const state = this.touch(room, Date.now())
       const { id, name } = event.member
-      state.lastActive = Date.now()
       if (event.action === 'leave') {
         if (!state.members.delete(id)) return
       } else {
@@ -138,20 +144,38 @@ export class MemoryBroker implements Broker {
     return this.node
   }
 
-  private room (room: string): RoomState {
+  /**
+   * The room, made if needed, marked active now. Rooms are kept in the order
+   * they were last active, so the first room without members is the one to
+   * forget when there are too many.
+   */
+  private touch (room: string, now: number): RoomState {
     let state = this.rooms_.get(room)
-    if (!state) {
+    if (state) {
+      this.rooms_.delete(room)
+    } else {
+      if (this.rooms_.size >= this.maxRooms) this.forgetLeastActive()
       state = {
         epoch: randomUUID(),
         seq: 0,
         history: new HistoryRing(this.opened().historySize),
         members: new Map(),
         cids: new Map(),
-        lastActive: Date.now(),
+        lastActive: now,
       }
-      this.rooms_.set(room, state)
     }
+    state.lastActive = now
+    this.rooms_.set(room, state)
     return state
+  }
+
+  private forgetLeastActive (): void {
+    for (const [room, state] of this.rooms_) {
+      if (state.members.size === 0) {
+        this.rooms_.delete(room)
+        return
+      }
+    }
   }
 
   /** The ack of a retry whose original fell out of the history: its seq is all that is left. */
