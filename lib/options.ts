@@ -33,6 +33,7 @@ export const OptionsSchema = Type.Object({
   errorLimit: Type.Optional(Type.Object({ count: Positive, windowMs: Positive }, { additionalProperties: false })),
   maxBufferedBytes: Type.Optional(Positive),
   heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100 })),
+  authenticateTimeout: Type.Optional(Positive),
   historySize: Type.Optional(Count),
   historyOnJoin: Type.Optional(Count),
   roomPattern: Type.Optional(Type.String({ minLength: 1 })),
@@ -83,6 +84,7 @@ export interface ResolvedOptions {
   readonly errorLimit: { readonly count: number, readonly windowMs: number }
   readonly maxBufferedBytes: number
   readonly heartbeatInterval: number
+  readonly authenticateTimeout: number
   readonly historySize: number
   readonly historyOnJoin: number
   readonly roomPattern: RegExp
@@ -103,6 +105,8 @@ export const defaults = Object.freeze({
   errorLimit: Object.freeze({ count: 50, windowMs: 60000 }),
   maxBufferedBytes: 1048576,
   heartbeatInterval: 30000,
+  // An upgrade waiting on `authenticate` holds a socket: a hook that never answers must not hold it forever.
+  authenticateTimeout: 10000,
   historySize: 1000,
   historyOnJoin: 50,
   roomPattern: DEFAULT_ROOM_PATTERN,

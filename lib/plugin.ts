@@ -117,10 +117,19 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
   async function authenticate (request: FastifyRequest, reply: FastifyReply): Promise<Admitted | undefined> {
     if (!resolved.authenticate) return undefined
     let identity
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(resolve, resolved.authenticateTimeout, 'timeout') })
     try {
-      identity = await resolved.authenticate(request)
+      identity = await Promise.race([resolved.authenticate(request), timeout])
     } catch (error) {
       request.log.info({ err: error }, 'chat authenticate hook threw; refusing with 401')
+    } finally {
+      clearTimeout(timer)
+    }
+    if (identity === 'timeout') {
+      request.log.warn('chat authenticate hook did not answer in time; refusing with 503')
+      refuse(reply, 503, 'authentication did not answer in time')
+      return undefined
     }
     if (!identity || typeof identity.name !== 'string') {
       refuse(reply, 401, 'authentication required')

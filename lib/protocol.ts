@@ -241,7 +241,7 @@ export function createDecoder (limits: WireLimits): (data: string) => Decoded {
       return { ok: false, code: 'bad_json', message: 'the frame is not a JSON object' }
     }
     const record = value as Record<string, unknown>
-    const ref = typeof record.ref === 'string' && record.ref.length <= MAX_REF_LENGTH ? record.ref : undefined
+    const ref = typeof record.ref === 'string' && characterCount(record.ref, MAX_REF_LENGTH) <= MAX_REF_LENGTH ? record.ref : undefined
     const fail = (code: ErrorCode, message: string): Decoded =>
       ref === undefined ? { ok: false, code, message } : { ok: false, code, message, ref }
 

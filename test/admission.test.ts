@@ -88,3 +88,17 @@ test('503 at maxConnections and 429 at maxConnectionsPerIp; a closed connection 
   assert.equal(refused.status, 429)
   assert.equal(refused.body.message, 'too many connections from this address')
 })
+
+test('503: an authenticate hook that does not answer in time refuses the upgrade and frees its place', async (t) => {
+  const { wsUrl } = await startServer(t, {
+    home: false,
+    maxConnections: 1,
+    authenticateTimeout: 200,
+    authenticate: (request) => (request.headers.authorization === 'hang' ? new Promise(() => {}) : { name: 'ok' }),
+  })
+  const refused = await refusal(wsUrl, { headers: { authorization: 'hang' } })
+  assert.equal(refused.status, 503)
+  assert.equal(refused.body.message, 'authentication did not answer in time')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  await RawClient.connect(t, wsUrl)
+})

@@ -22,6 +22,7 @@ test('defaults match the documented table', () => {
   assert.deepEqual(resolved.errorLimit, { count: 50, windowMs: 60000 })
   assert.equal(resolved.maxBufferedBytes, 1048576)
   assert.equal(resolved.heartbeatInterval, 30000)
+  assert.equal(resolved.authenticateTimeout, 10000)
   assert.equal(resolved.historySize, 1000)
   assert.equal(resolved.historyOnJoin, 50)
   assert.equal(resolved.roomPattern.source, defaults.roomPattern)
