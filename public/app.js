@@ -9,6 +9,8 @@ const TYPING_SHOWN_MS = 4000
 /** We tell the others we are typing at most this often. */
 const TYPING_SENT_EVERY_MS = 2000
 const PAGE_SIZE = 50
+/** A send still unanswered after this long is shown as "sending…"; a quick one never flickers. */
+const PENDING_SHOWN_AFTER_MS = 300
 
 const $ = (id) => document.getElementById(id)
 const statusLine = $('status')
@@ -21,11 +23,16 @@ const text = $('text')
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
 
-/** room → { messages: Map<seq, message>, members: Map<id, member>, unread, typing: Map<id, {name, timer}>, more, loadingOlder } */
+/**
+ * room → { messages: Map<seq, message>, members: Map<id, member>, unread, typing: Map<id, {name, timer}>,
+ * more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>, readUpTo }
+ */
 const rooms = new Map()
 let current
 let client
 let myId
+/** Every connection id this page had: our messages from before a reconnect are still ours. */
+const myIds = new Set()
 let lastTypingSent = 0
 
 function el (tag, props = {}, ...children) {
@@ -46,7 +53,7 @@ function recall (key, fallback) {
 function roomState (room) {
   let state = rooms.get(room)
   if (!state) {
-    state = { messages: new Map(), members: new Map(), unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0 }
+    state = { messages: new Map(), members: new Map(), unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), readUpTo: 0 }
     rooms.set(room, state)
   }
   return state
@@ -85,8 +92,22 @@ function messageItem (message) {
     el('span', { className: 'text', textContent: message.text }),
     time)
   item.dataset.seq = String(message.seq)
-  if (message.from.id === myId) item.classList.add('mine')
+  if (myIds.has(message.from.id)) item.classList.add('mine')
   return item
+}
+
+/** A send waiting for the server (e.g. while reconnecting): shown until its message arrives. */
+function pendingItem (body) {
+  const item = el('li', { className: 'mine pending' },
+    el('span', { className: 'from', textContent: client.name ?? '' }),
+    el('span', { className: 'text', textContent: body }),
+    el('span', { className: 'sending', textContent: 'sending…' }))
+  return item
+}
+
+function dropPending (state, cid) {
+  state.pending.get(cid)?.node.remove()
+  state.pending.delete(cid)
 }
 
 function noticeItem (textContent) {
@@ -106,8 +127,10 @@ function renderMessages () {
     ...[...state.messages.values()].map((message) => ({ at: message.seq, order: 0, node: () => messageItem(message) })),
     ...state.notices.map((entry, order) => ({ at: entry.afterSeq, order: order + 1, node: () => noticeItem(entry.line) })),
   ].sort((a, b) => a.at - b.at || a.order - b.order)
-  messageList.replaceChildren(...timeline.map((entry) => entry.node()))
+  for (const entry of state.pending.values()) entry.node = pendingItem(entry.text)
+  messageList.replaceChildren(...timeline.map((entry) => entry.node()), ...[...state.pending.values()].map((entry) => entry.node))
   messageList.scrollTop = messageList.scrollHeight
+  fillScreen()
 }
 
 function renderTyping () {
@@ -149,6 +172,13 @@ function switchTo (room) {
   text.focus()
 }
 
+/** Older history loads on scrolling up; a list too short to scroll loads it right away instead. */
+function fillScreen () {
+  setTimeout(() => {
+    if (messageList.scrollHeight <= messageList.clientHeight) loadOlder()
+  })
+}
+
 async function join (room) {
   roomState(room)
   remember(ROOMS_KEY, [...rooms.keys()])
@@ -175,6 +205,7 @@ async function loadOlder () {
       const fromBottom = messageList.scrollHeight - messageList.scrollTop
       messageList.prepend(...page.messages.map(messageItem))
       messageList.scrollTop = messageList.scrollHeight - fromBottom
+      fillScreen()
     }
   } catch (error) {
     notice(room, `Could not load older messages: ${error.message}`)
@@ -188,19 +219,26 @@ function start (name) {
   client.on('status', setStatus)
   client.on('welcome', (welcome) => {
     myId = welcome.id
+    myIds.add(welcome.id)
     $('name-input').value = welcome.name
     remember(NAME_KEY, welcome.name)
   })
   client.on('joined', (joined) => {
     const state = roomState(joined.room)
     state.members = new Map(joined.members.map((member) => [member.id, member]))
-    if (joined.room === current) renderMembers()
+    // What was said before we first came is history, not unread; what we missed while away is unread.
+    if (state.lastSeq === 0) state.readUpTo = joined.seq
+    if (joined.room === current) {
+      renderMembers()
+      fillScreen()
+    }
   })
   client.on('message', (message) => {
     const state = roomState(message.room)
     if (state.messages.has(message.seq)) return
     state.messages.set(message.seq, message)
     state.lastSeq = Math.max(state.lastSeq, message.seq)
+    if (message.cid !== undefined) dropPending(state, message.cid)
     const typing = state.typing.get(message.from.id)
     if (typing) {
       clearTimeout(typing.timer)
@@ -211,7 +249,7 @@ function start (name) {
       messageList.append(messageItem(message))
       if (stick) messageList.scrollTop = messageList.scrollHeight
       renderTyping()
-    } else {
+    } else if (message.seq > state.readUpTo) {
       state.unread++
       renderRooms()
     }
@@ -238,7 +276,13 @@ function start (name) {
   })
   client.on('gap', ({ room, epoch, previousEpoch }) => {
     const state = roomState(room)
-    if (epoch !== previousEpoch) state.messages.clear()
+    if (epoch !== previousEpoch) {
+      // A new stream: seq starts again at 1, so nothing of the old one can be placed among it.
+      state.messages.clear()
+      state.notices = []
+      state.lastSeq = 0
+      state.readUpTo = 0
+    }
     state.more = true
     notice(room, epoch === previousEpoch ? 'Some messages may be missing: scroll up to load them.' : 'The server lost this room\'s history; new messages start here.')
     if (room === current) renderMessages()
@@ -251,6 +295,11 @@ function start (name) {
   const first = $('login-room').value.trim()
   for (const room of [...new Set([first, ...saved])]) join(room)
   switchTo(first)
+}
+
+/** The send's id, kept across retries so that it is stored once; also finds its "sending…" item. */
+function newCid () {
+  return Array.from(window.crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('')
 }
 
 // ------------------------------------------------------------------ wiring
@@ -284,11 +333,29 @@ $('composer').addEventListener('submit', async (event) => {
   const body = text.value
   if (body.trim() === '' || !current) return
   text.value = ''
+  // The others stop showing us as typing when this message arrives; typing again must tell them at once.
+  lastTypingSent = 0
   const room = current
+  const state = roomState(room)
+  const cid = newCid()
+  const entry = { text: body, node: pendingItem(body) }
+  state.pending.set(cid, entry)
+  // Shown at once when the message will not come back right away (offline: the client queues it).
+  const shown = setTimeout(() => {
+    if (room === current && state.pending.has(cid)) {
+      messageList.append(entry.node)
+      messageList.scrollTop = messageList.scrollHeight
+    }
+  }, client.status === 'open' ? PENDING_SHOWN_AFTER_MS : 0)
   try {
-    await client.send(room, body)
+    await client.send(room, body, { cid })
   } catch (error) {
     notice(room, `Not sent (${error.code}): ${body.slice(0, 40)}`)
+    // Back in the composer to try again, unless something else is being written there.
+    if (room === current && text.value === '') text.value = body
+  } finally {
+    clearTimeout(shown)
+    dropPending(state, cid)
   }
 })
 
