@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
-import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type HubStats } from '../lib/index.js'
+import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type HubStats, type HubEvents } from '../lib/index.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_: T): void {}
@@ -18,13 +18,9 @@ test('fastify.hub is typed through declaration merging, and options are checked'
   expectType<Equal<Awaited<ReturnType<Hub['broadcast']>>, Message>>(true)
   expectType<Equal<Awaited<ReturnType<Hub['rooms']>>, RoomInfo[]>>(true)
   expectType<Equal<ReturnType<Hub['stats']>, HubStats>>(true)
-  app.hub.on('message', (message) => {
-    expectType<Equal<typeof message.seq, number>>(true)
-  })
-  app.hub.on('join', ({ room, member }) => {
-    expectType<Equal<typeof room, string>>(true)
-    expectType<Equal<typeof member.name, string>>(true)
-  })
+  expectType<Equal<HubEvents['message'], [message: Message]>>(true)
+  expectType<Equal<HubEvents['join'][0]['room'], string>>(true)
+  expectType<Equal<HubEvents['leave'][0]['member']['name'], string>>(true)
 
   // @ts-expect-error maxPayload is a number
   const badPayload: ChatRoomsOptions = { maxPayload: 'big' }
