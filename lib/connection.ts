@@ -1,9 +1,11 @@
 /**
  * One WebSocket connection, in the shape of gorilla's client: a read pump
  * (parse → validate → rate and error budget → hub, one message at a time, in
- * order) and a write pump (`deliver`: bounded by `maxBufferedBytes`, past
- * which the reader is too slow and is closed with 4008 rather than buffered
- * for). The only module that touches a socket, through `SocketLike`.
+ * order) and a write pump (`deliver`: frames a broadcast once, batches what a
+ * connection gets in one event-loop turn into one write, and is bounded by
+ * `maxBufferedBytes`, past which the reader is too slow and is closed with
+ * 4008 rather than buffered for). The only module that touches a socket,
+ * through `SocketLike`.
  */
 import { ChatError, CloseCodes, type ErrorCode } from './errors.js'
 import type { BrokerLogger } from './broker.js'
@@ -16,6 +18,8 @@ import { TokenBucket } from './rate-limit.js'
 export interface SocketLike {
   readonly readyState: number
   readonly bufferedAmount: number
+  /** Negotiated extensions; '' when frames go uncompressed, as they do by default. */
+  readonly extensions: string
   send(data: Buffer, options: { binary: boolean }): void
   ping(): void
   close(code: number, reason: string): void
@@ -26,6 +30,52 @@ export interface SocketLike {
 }
 
 const OPEN = 1
+
+/** The TCP socket under a `ws` WebSocket (its `_socket`: not in ws's types, but what engine.io and others rely on). */
+interface Transport {
+  cork(): void
+  uncork(): void
+  write(data: Buffer): boolean
+}
+
+/**
+ * Frames a text message as a server does (FIN, opcode 1, unmasked; RFC 6455
+ * §5.2), header and payload in one buffer, so one `write` queues it.
+ */
+function textFrame (payload: Buffer): Buffer {
+  const length = payload.length
+  const header = length < 126 ? 2 : length < 0x10000 ? 4 : 10
+  const frame = Buffer.allocUnsafe(header + length)
+  frame[0] = 0x81
+  if (header === 2) {
+    frame[1] = length
+  } else if (header === 4) {
+    frame[1] = 126
+    frame.writeUInt16BE(length, 2)
+  } else {
+    frame[1] = 127
+    frame.writeUInt32BE(0, 2)
+    frame.writeUInt32BE(length, 6)
+  }
+  payload.copy(frame, header)
+  return frame
+}
+
+/**
+ * The last payload framed, and its frame. The hub hands the same payload to
+ * every member of a room in a row, so it is framed once per broadcast, not
+ * once per member.
+ */
+let lastPayload: Buffer | undefined
+let lastFrame: Buffer = Buffer.alloc(0)
+
+function framed (payload: Buffer): Buffer {
+  if (payload !== lastPayload) {
+    lastPayload = payload
+    lastFrame = textFrame(payload)
+  }
+  return lastFrame
+}
 
 /**
  * Messages received but not yet handled (they are handled one at a time). The
@@ -42,6 +92,20 @@ const MAX_WAITING_MESSAGES = 64
  */
 const CLOSE_GRACE_MS = 5000
 
+/**
+ * Connections that were handed frames during this turn of the event loop.
+ * Their sockets stay corked until the turn's input has all been handled, then
+ * each writes everything it got in one system call: gorilla's write pump
+ * batching. A `write()` costs several µs; a frame added to a batch, far less.
+ */
+let corked: Connection[] = []
+
+function uncorkAll (): void {
+  const batch = corked
+  corked = []
+  for (const connection of batch) connection.uncork()
+}
+
 type ConnectionOptions = Pick<ResolvedOptions, 'maxPayload' | 'rateLimit' | 'errorLimit' | 'maxBufferedBytes'>
 
 export interface ConnectionContext {
@@ -56,6 +120,10 @@ export class Connection implements MemberLink {
   /** Set by a pong; the heartbeat terminates a connection that stays silent for a whole interval. */
   alive = true
   private closing = false
+  private isCorked = false
+  private readonly transport: Transport
+  /** Without compression every member gets the same bytes, so they are framed here once and written as they are. */
+  private readonly framesOnce: boolean
   private graceTimer: NodeJS.Timeout | undefined
   /** Messages are handled one at a time so a `send` right after a `join` finds the room joined. */
   private queue: Promise<void> = Promise.resolve()
@@ -65,6 +133,8 @@ export class Connection implements MemberLink {
 
   constructor (private readonly socket: SocketLike, readonly id: string, name: string, private readonly context: ConnectionContext) {
     this.name = name
+    this.transport = (socket as unknown as { _socket: Transport })._socket
+    this.framesOnce = socket.extensions === ''
     const { rateLimit, errorLimit } = context.options
     const now = Date.now()
     this.rate = new TokenBucket(rateLimit.perSecond, rateLimit.burst, now)
@@ -79,20 +149,42 @@ export class Connection implements MemberLink {
 
   // ------------------------------------------------------------ write pump
 
-  deliver (frame: Buffer): void {
+  deliver (payload: Buffer): void {
     const count = this.context.hub.count
     if (this.closing || this.socket.readyState !== OPEN) {
       count.dropped++
       return
     }
-    if (this.socket.bufferedAmount + frame.length > this.context.options.maxBufferedBytes) {
+    const frame = this.framesOnce ? framed(payload) : payload
+    const max = this.context.options.maxBufferedBytes
+    if (this.isCorked && this.socket.bufferedAmount + frame.length > max) {
+      // This turn's batch counts in bufferedAmount but was never offered to the reader: offer it now, so
+      // only bytes the kernel refused count against the bound, exactly as without batching.
+      this.transport.uncork()
+      this.transport.cork()
+    }
+    if (this.socket.bufferedAmount + frame.length > max) {
       count.dropped++
       count.slowConsumerCloses++
       this.close(CloseCodes.slowConsumer, 'slow consumer')
       return
     }
-    this.socket.send(frame, { binary: false })
+    if (!this.isCorked) {
+      this.isCorked = true
+      this.transport.cork()
+      // setImmediate runs once the poll phase has handled every socket that had input this turn.
+      if (corked.push(this) === 1) setImmediate(uncorkAll)
+    }
+    // Written past ws, which holds nothing back without compression, so order with its own frames (ping, close) is kept.
+    if (this.framesOnce) this.transport.write(frame)
+    else this.socket.send(payload, { binary: false })
     count.messagesOut++
+  }
+
+  /** Ends this turn's batch: what `deliver` queued goes out in one write. */
+  uncork (): void {
+    this.isCorked = false
+    this.transport.uncork()
   }
 
   close (code: number, reason: string): void {
