@@ -1,0 +1,249 @@
+/**
+ * The load generator: one process, pinned by the runner to its own core. It
+ * runs one workload against one server and prints one JSON line of results.
+ * Usage: node generator.js '{"workload":"fanout-100","port":1234,"serverPid":56,"quick":false}'
+ */
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Client, clientFrame, newTally, nowUs } from './client.js'
+
+export type Workload = 'fanout-100' | 'fanout-1000' | 'rooms' | 'idle'
+
+interface Args {
+  workload: Workload
+  port: number
+  serverPid: number
+  quick: boolean
+}
+
+/** One offered rate, held for a while: what arrived, how late, and at what CPU cost. */
+export interface Step {
+  offered: number
+  /** Deliveries per second that arrived, over the sending window. */
+  delivered: number
+  arrived: number
+  p50: number
+  p99: number
+  max: number
+  serverUsPerDelivery: number
+  generatorCpu: number
+  pass: boolean
+  /** False when the generator's own core was saturated: the step says nothing about the server. */
+  valid: boolean
+  why?: string
+}
+
+const args = JSON.parse(process.argv[2] ?? '{}') as Args
+const tally = newTally()
+const CLOCK_TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }))
+
+/** A step passes when at least this share of the deliveries arrive… */
+const MIN_ARRIVED = 0.99
+/** …and 99% of them within this many ms. */
+const MAX_P99_MS = 100
+/** Above this share of its core, the generator may be what limits the step. */
+const GENERATOR_SATURATED = 0.9
+/** Each ramp step offers this many times the previous one; then two bisections narrow the answer. */
+const RAMP_FACTOR = 1.5
+const MAX_STEPS = 14
+const BISECTIONS = 2
+const STEP_MS = args.quick ? 1000 : 2000
+/** After the sending stops, how long stragglers may take to arrive (they count, with their latency). */
+const DRAIN_MS = 2000
+/** Publishers send every this many ms, as many messages as the rate says are due. */
+const TICK_MS = 2
+const CONNECT_CONCURRENCY = 200
+const CONNECT_TIMEOUT_MS = 60_000
+/** The fixed moderate load at which latency and CPU per delivery are compared. */
+const FIXED_RATE = 50_000
+/** Where ramps start: low enough that every server passes a first step even on a busy machine. */
+const RAMP_START = 12_500
+
+function serverCpuUs (): number {
+  const stat = readFileSync(`/proc/${args.serverPid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_US
+}
+
+async function serverRss (): Promise<number> {
+  // The servers collect garbage on SIGUSR2 (they run with --expose-gc), so this is what they retain.
+  process.kill(args.serverPid, 'SIGUSR2')
+  await sleep(500)
+  const status = readFileSync(`/proc/${args.serverPid}/status`, 'utf8')
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]) * 1024
+}
+
+function closedCount (): number {
+  let count = 0
+  for (const n of tally.closes.values()) count += n
+  return count
+}
+
+/** Opens one client per room name, a bounded number at a time, and resolves once all have joined. */
+async function connectAll (rooms: string[]): Promise<Client[]> {
+  const clients: Client[] = []
+  let next = 0
+  let joined = 0
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${joined} of ${rooms.length} joined in time`)), CONNECT_TIMEOUT_MS)
+    const open = (): void => {
+      const room = rooms[next++]
+      if (room !== undefined) clients.push(new Client(args.port, room, tally, onJoined))
+    }
+    const onJoined = (): void => {
+      if (++joined === rooms.length) {
+        clearTimeout(timer)
+        resolve()
+      } else {
+        open()
+      }
+    }
+    for (let i = 0; i < Math.min(CONNECT_CONCURRENCY, rooms.length); i++) open()
+  })
+  return clients
+}
+
+/** Waits until the server has sent nothing for a moment (presence after joins, a backlog after a failed step). */
+async function quiet (): Promise<void> {
+  const deadline = Date.now() + 10_000
+  while (Date.now() < deadline && nowUs() - tally.lastFrameAt < 300_000) await sleep(50)
+}
+
+interface Publisher {
+  client: Client
+  room: string
+  queued: Buffer[]
+}
+
+async function step (publishers: Publisher[], roomSize: number, offered: number, durationMs: number): Promise<Step> {
+  const perSecond = offered / roomSize
+  const messages0 = tally.messages
+  const gaps0 = tally.gaps + tally.orderViolations
+  const closed0 = closedCount()
+  const errors0 = tally.errors
+  tally.latency.reset()
+  const cpu0 = process.cpuUsage()
+  const server0 = serverCpuUs()
+  const t0 = performance.now()
+  let sent = 0
+  let turn = 0
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      const elapsed = Math.min(performance.now() - t0, durationMs)
+      const due = Math.floor((perSecond * elapsed) / 1000)
+      for (; sent < due; sent++) {
+        const publisher = publishers[turn++ % publishers.length]!
+        publisher.queued.push(clientFrame(Buffer.from(`{"type":"send","room":"${publisher.room}","text":"t${nowUs()}"}`)))
+      }
+      for (const publisher of publishers) {
+        if (publisher.queued.length === 0) continue
+        publisher.client.write(publisher.queued.length === 1 ? publisher.queued[0]! : Buffer.concat(publisher.queued))
+        publisher.queued.length = 0
+      }
+      if (elapsed >= durationMs) {
+        clearInterval(timer)
+        resolve()
+      }
+    }, TICK_MS)
+  })
+  const expected = sent * roomSize
+  const drainUntil = performance.now() + DRAIN_MS
+  while (tally.messages - messages0 < expected && performance.now() < drainUntil) await sleep(10)
+  const wallUs = (performance.now() - t0) * 1000
+  const cpu = process.cpuUsage(cpu0)
+  const arrivedCount = tally.messages - messages0
+  const arrived = expected === 0 ? 1 : arrivedCount / expected
+  const p99 = tally.latency.quantile(0.99)
+  const generatorCpu = (cpu.user + cpu.system) / wallUs
+  const why = [
+    arrived < MIN_ARRIVED && `${(arrived * 100).toFixed(1)}% arrived`,
+    p99 > MAX_P99_MS && `p99 ${p99} ms`,
+    closedCount() > closed0 && `${closedCount() - closed0} connections closed (${JSON.stringify([...tally.closes])})`,
+    tally.gaps + tally.orderViolations > gaps0 && 'seq gaps or disorder',
+    tally.errors > errors0 && `${tally.errors - errors0} error frames`,
+  ].filter(Boolean).join('; ')
+  return {
+    offered: Math.round(offered),
+    delivered: Math.round(arrivedCount / (durationMs / 1000)),
+    arrived,
+    p50: tally.latency.quantile(0.5),
+    p99,
+    max: tally.latency.max / 1000,
+    serverUsPerDelivery: arrivedCount === 0 ? 0 : (serverCpuUs() - server0) / arrivedCount,
+    generatorCpu,
+    pass: why === '',
+    valid: generatorCpu < GENERATOR_SATURATED,
+    ...(why === '' ? {} : { why }),
+  }
+}
+
+/** Raises the offered rate until a step fails, then bisects; the best passing step is the answer. */
+async function ramp (publishers: Publisher[], roomSize: number, start: number): Promise<{ best: Step | undefined, steps: Step[], generatorBound: boolean }> {
+  const steps: Step[] = []
+  let best: Step | undefined
+  let failed: Step | undefined
+  for (let i = 0, rate = start; i < MAX_STEPS && !failed; i++, rate *= RAMP_FACTOR) {
+    const result = await step(publishers, roomSize, rate, STEP_MS)
+    steps.push(result)
+    if (!result.valid) return { best, steps, generatorBound: true }
+    if (result.pass) best = result
+    else failed = result
+  }
+  for (let i = 0; i < BISECTIONS && best && failed && closedCount() === 0; i++) {
+    await quiet()
+    const result = await step(publishers, roomSize, Math.sqrt(best.offered * failed.offered), STEP_MS)
+    steps.push(result)
+    if (!result.valid) return { best, steps, generatorBound: true }
+    if (result.pass) best = result
+    else failed = result
+  }
+  return { best, steps, generatorBound: false }
+}
+
+/** `rooms` rooms of `size` clients each; the first `publishersPerRoom` of each room publish. */
+async function setUp (rooms: number, size: number, publishersPerRoom: number): Promise<Publisher[]> {
+  const names = Array.from({ length: rooms * size }, (_, i) => `room-${i % rooms}`)
+  const clients = await connectAll(names)
+  await quiet()
+  return clients.slice(0, rooms * publishersPerRoom).map((client, i) => ({ client, room: names[i]!, queued: [] }))
+}
+
+function print (workload: string, result: object): void {
+  process.stdout.write(`${JSON.stringify({ workload, ...result, orderViolations: tally.orderViolations, gaps: tally.gaps })}\n`)
+}
+
+switch (args.workload) {
+  case 'fanout-100': {
+    const publishers = await setUp(1, 100, 10)
+    await step(publishers, 100, FIXED_RATE, 1000) // warm-up: the servers' JIT
+    const fixed = await step(publishers, 100, FIXED_RATE, args.quick ? 2000 : 3000)
+    print('fixed-50k', { fixed })
+    print(args.workload, await ramp(publishers, 100, RAMP_START))
+    break
+  }
+  case 'fanout-1000': {
+    const publishers = await setUp(1, 1000, 10)
+    print(args.workload, await ramp(publishers, 1000, RAMP_START))
+    break
+  }
+  case 'rooms': {
+    const publishers = await setUp(200, 10, 1)
+    print(args.workload, await ramp(publishers, 10, RAMP_START))
+    break
+  }
+  case 'idle': {
+    const count = args.quick ? 5000 : 10_000
+    const before = await serverRss()
+    const t0 = performance.now()
+    const names = Array.from({ length: count }, (_, i) => `room-${i % (count / 10)}`)
+    const clients = await connectAll(names)
+    const seconds = (performance.now() - t0) / 1000
+    await quiet()
+    const after = await serverRss()
+    print(args.workload, { connections: count, connectionsPerSec: Math.round(count / seconds), rssPerConnection: Math.round((after - before) / count), rssBefore: before, rssAfter: after })
+    for (const client of clients) client.destroy()
+    break
+  }
+}
+process.exit(0)
