@@ -1,0 +1,66 @@
+/** The example server as a newcomer runs it: its own process, a config file, signals. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { RawClient } from './helpers/client.js'
+
+const SERVER = fileURLToPath(new URL('../example/server.js', import.meta.url))
+
+async function freePort (): Promise<number> {
+  const probe = createServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as { port: number }
+  probe.close()
+  return port
+}
+
+function start (env: NodeJS.ProcessEnv) {
+  const child = spawn(process.execPath, [SERVER], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout.on('data', (chunk: Buffer) => { output += String(chunk) })
+  child.stderr.on('data', (chunk: Buffer) => { output += String(chunk) })
+  const exited = once(child, 'exit') as Promise<[number | null, string | null]>
+  return { child, exited, output: () => output }
+}
+
+test('the example server serves the chat from a config file and closes gracefully on SIGTERM', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  const config = join(dir, 'config.json')
+  await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', chat: { rest: { prefix: '/api' } } }))
+  const port = await freePort()
+  const server = start({ CHAT_CONFIG: config, PORT: String(port) })
+  t.after(() => server.child.kill('SIGKILL'))
+  const deadline = Date.now() + 10_000
+  let page: Response | undefined
+  while (!page && Date.now() < deadline) {
+    page = await fetch(`http://127.0.0.1:${port}/`).catch(() => undefined)
+    if (!page) await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  assert.equal(page?.status, 200, server.output())
+  assert.deepEqual(await (await fetch(`http://127.0.0.1:${port}/api/rooms`)).json(), { rooms: [] })
+  const client = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=newcomer`)
+  await client.request('joined', { type: 'join', room: 'lobby' })
+  server.child.kill('SIGTERM')
+  assert.equal((await client.closed).code, 1001)
+  const [code] = await server.exited
+  assert.equal(code, 0)
+})
+
+test('a bad config stops the example server with a message naming the field', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  const config = join(dir, 'config.json')
+  await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 9999, logLevel: 'info', chat: { maxPayload: 0 } }))
+  const server = start({ CHAT_CONFIG: config })
+  t.after(() => server.child.kill('SIGKILL'))
+  const [code] = await server.exited
+  assert.equal(code, 1)
+  assert.match(server.output(), /chat\.maxPayload:/)
+})
