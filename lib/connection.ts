@@ -33,8 +33,6 @@ const OPEN = 1
 
 /** The TCP socket under a `ws` WebSocket (its `_socket`: not in ws's types, but what engine.io and others rely on). */
 interface Transport {
-  cork(): void
-  uncork(): void
   write(data: Buffer): boolean
 }
 
@@ -94,17 +92,22 @@ const CLOSE_GRACE_MS = 5000
 
 /**
  * Connections that were handed frames during this turn of the event loop.
- * Their sockets stay corked until the turn's input has all been handled, then
- * each writes everything it got in one system call: gorilla's write pump
- * batching. A `write()` costs several µs; a frame added to a batch, far less.
+ * They hold the frames until the turn's input has all been handled, then each
+ * writes everything it got in one system call: gorilla's write pump batching.
+ * A `write()` costs several µs; a frame added to a batch, far less. Holding
+ * them here rather than corking the socket spares a stream buffer entry per
+ * frame, and most batches in rooms of a few members are a single frame.
  */
-let corked: Connection[] = []
+let batched: Connection[] = []
 
-function uncorkAll (): void {
-  const batch = corked
-  corked = []
-  for (const connection of batch) connection.uncork()
+function flushAll (): void {
+  const batch = batched
+  batched = []
+  for (const connection of batch) connection.flush()
 }
+
+/** The queue of a connection with nothing to handle. */
+const IDLE: Promise<void> = Promise.resolve()
 
 type ConnectionOptions = Pick<ResolvedOptions, 'maxPayload' | 'rateLimit' | 'errorLimit' | 'maxBufferedBytes'>
 
@@ -113,6 +116,8 @@ export interface ConnectionContext {
   options: ConnectionOptions
   decode: (data: string) => Decoded
   log: BrokerLogger
+  /** Called once when the socket has closed (one function for every connection, rather than a listener each). */
+  closed: (connection: Connection) => void
 }
 
 export class Connection implements MemberLink {
@@ -120,25 +125,28 @@ export class Connection implements MemberLink {
   /** Set by a pong; the heartbeat terminates a connection that stays silent for a whole interval. */
   alive = true
   private closing = false
-  private isCorked = false
+  /** This turn's frames (payloads when compressing), not yet given to the socket, and their size. */
+  private pending: Buffer[] | undefined
+  private pendingBytes = 0
+  private inBatch = false
   private readonly transport: Transport
   /** Without compression every member gets the same bytes, so they are framed here once and written as they are. */
   private readonly framesOnce: boolean
   private graceTimer: NodeJS.Timeout | undefined
   /** Messages are handled one at a time so a `send` right after a `join` finds the room joined. */
-  private queue: Promise<void> = Promise.resolve()
+  private queue = IDLE
+  /** Messages received and not yet handled, the one being handled included. */
   private waiting = 0
   private readonly rate: TokenBucket
-  private readonly errorBudget: TokenBucket
+  /** Made at the first refusal: most connections never err, and a bucket made full later is the same bucket. */
+  private errorBudget: TokenBucket | undefined
 
   constructor (private readonly socket: SocketLike, readonly id: string, name: string, private readonly context: ConnectionContext) {
     this.name = name
     this.transport = (socket as unknown as { _socket: Transport })._socket
     this.framesOnce = socket.extensions === ''
-    const { rateLimit, errorLimit } = context.options
-    const now = Date.now()
-    this.rate = new TokenBucket(rateLimit.perSecond, rateLimit.burst, now)
-    this.errorBudget = new TokenBucket((errorLimit.count * 1000) / errorLimit.windowMs, errorLimit.count, now)
+    const { rateLimit } = context.options
+    this.rate = new TokenBucket(rateLimit.perSecond, rateLimit.burst, Date.now())
     // Listeners are attached before anything awaits, so no early frame is lost.
     socket.on('message', (data, isBinary) => this.receive(data, isBinary))
     socket.on('pong', () => { this.alive = true })
@@ -157,39 +165,56 @@ export class Connection implements MemberLink {
     }
     const frame = this.framesOnce ? framed(payload) : payload
     const max = this.context.options.maxBufferedBytes
-    if (this.isCorked && this.socket.bufferedAmount + frame.length > max) {
-      // This turn's batch counts in bufferedAmount but was never offered to the reader: offer it now, so
-      // only bytes the kernel refused count against the bound, exactly as without batching.
-      this.transport.uncork()
-      this.transport.cork()
+    if (this.socket.bufferedAmount + this.pendingBytes + frame.length > max) {
+      // This turn's frames were never offered to the reader: offer them now, so only bytes the kernel
+      // refused count against the bound, exactly as without batching.
+      this.writePending()
+      if (this.socket.bufferedAmount + frame.length > max) {
+        count.dropped++
+        count.slowConsumerCloses++
+        this.close(CloseCodes.slowConsumer, 'slow consumer')
+        return
+      }
     }
-    if (this.socket.bufferedAmount + frame.length > max) {
-      count.dropped++
-      count.slowConsumerCloses++
-      this.close(CloseCodes.slowConsumer, 'slow consumer')
-      return
-    }
-    if (!this.isCorked) {
-      this.isCorked = true
-      this.transport.cork()
+    if (this.pending === undefined) this.pending = [frame]
+    else this.pending.push(frame)
+    this.pendingBytes += frame.length
+    if (!this.inBatch) {
+      this.inBatch = true
       // setImmediate runs once the poll phase has handled every socket that had input this turn.
-      if (corked.push(this) === 1) setImmediate(uncorkAll)
+      if (batched.push(this) === 1) setImmediate(flushAll)
     }
-    // Written past ws, which holds nothing back without compression, so order with its own frames (ping, close) is kept.
-    if (this.framesOnce) this.transport.write(frame)
-    else this.socket.send(payload, { binary: false })
-    count.messagesOut++
   }
 
-  /** Ends this turn's batch: what `deliver` queued goes out in one write. */
-  uncork (): void {
-    this.isCorked = false
-    this.transport.uncork()
+  /** Ends this turn's batch. */
+  flush (): void {
+    this.inBatch = false
+    this.writePending()
+  }
+
+  /** Gives the frames held so far to the socket: one write when framed here. */
+  private writePending (): void {
+    const frames = this.pending
+    if (frames === undefined) return
+    this.pending = undefined
+    const bytes = this.pendingBytes
+    this.pendingBytes = 0
+    const count = this.context.hub.count
+    if (this.socket.readyState !== OPEN) {
+      count.dropped += frames.length
+      return
+    }
+    count.messagesOut += frames.length
+    // Written past ws, which holds nothing back without compression; `close` writes what is held before its close frame.
+    if (this.framesOnce) this.transport.write(frames.length === 1 ? frames[0] as Buffer : Buffer.concat(frames, bytes))
+    else for (const payload of frames) this.socket.send(payload, { binary: false })
   }
 
   close (code: number, reason: string): void {
     if (this.closing) return
     this.closing = true
+    // What this turn queued goes before the close frame.
+    this.writePending()
     if (this.socket.readyState === OPEN) this.socket.close(code, reason)
     this.graceTimer = setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS)
     this.graceTimer.unref()
@@ -225,15 +250,18 @@ export class Connection implements MemberLink {
       return this.refuse({ ok: false, code: 'rate_limited', message: 'too many messages waiting to be handled' }, decoded.message.ref)
     }
     const message = decoded.message
-    this.waiting++
-    this.queue = this.queue.then(() => this.handle(message)).finally(() => { this.waiting-- })
+    // With nothing waiting, every earlier message is handled: this one starts now, without a link in the chain.
+    const handled = this.waiting++ === 0 ? this.handle(message) : this.queue.then(() => this.handle(message))
+    // One handled at once has left the queue idle already.
+    if (this.waiting > 0) this.queue = handled
   }
 
+  /** Handles one message and never rejects: a refusal is answered, a failure closes the connection. */
   private async handle (message: ClientMessage): Promise<void> {
-    if (this.closing) return
     const { hub } = this.context
     const ref = message.ref === undefined ? {} : { ref: message.ref }
     try {
+      if (this.closing) return
       switch (message.type) {
         case 'join':
           await hub.join(this, message)
@@ -272,6 +300,9 @@ export class Connection implements MemberLink {
         this.context.log.error({ err: error, id: this.id, type: message.type }, 'chat message handler failed')
         this.close(CloseCodes.internalError, 'internal error')
       }
+    } finally {
+      // An idle connection holds no settled promise.
+      if (--this.waiting === 0) this.queue = IDLE
     }
   }
 
@@ -279,7 +310,10 @@ export class Connection implements MemberLink {
   private refuse (error: { ok: false, code: ErrorCode, message: string }, ref: string | undefined): void {
     this.reply({ type: 'error', ...(ref === undefined ? {} : { ref }), code: error.code, message: error.message })
     // An outage is not the client's fault; everything else counts against its budget.
-    if (error.code !== 'unavailable' && !this.errorBudget.take(Date.now())) {
+    if (error.code === 'unavailable') return
+    const { count, windowMs } = this.context.options.errorLimit
+    this.errorBudget ??= new TokenBucket((count * 1000) / windowMs, count, Date.now())
+    if (!this.errorBudget.take(Date.now())) {
       this.close(CloseCodes.policyViolation, 'too many protocol errors')
     }
   }
@@ -291,6 +325,7 @@ export class Connection implements MemberLink {
   private closed (): void {
     this.closing = true
     clearTimeout(this.graceTimer)
+    this.context.closed(this)
     this.context.hub.detach(this).catch((error: unknown) => {
       this.context.log.warn({ err: error, id: this.id }, 'chat connection left its rooms with an error')
     })
