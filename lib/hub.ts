@@ -92,7 +92,7 @@ export class Hub extends EventEmitter<HubEvents> {
     private readonly options: HubOptions,
     private readonly log: BrokerLogger,
   ) {
-    super()
+    super({ captureRejections: true })
     this.replyBudget = Math.floor(options.maxBufferedBytes / 2)
   }
 
@@ -182,7 +182,7 @@ export class Hub extends EventEmitter<HubEvents> {
       for (const event of held) {
         if (event.type !== 'message' || event.seq > snapshot.seq) link.deliver(Buffer.from(encodeFrame(event)))
       }
-      this.emit('join', { room, member })
+      this.tell('join', { room, member })
     } catch (error) {
       // A refused join changed no roster: there is no leave to tell.
       if (error instanceof ChatError && error.code === 'room_full') roomMember.announced = false
@@ -213,7 +213,7 @@ export class Hub extends EventEmitter<HubEvents> {
     }
     const draft = request.cid === undefined ? { from: member, text } : { from: member, text, cid: request.cid }
     const { message, duplicate } = await this.broker.append(room, draft)
-    if (!duplicate) this.emit('message', message)
+    if (!duplicate) this.tell('message', message)
     return message
   }
 
@@ -251,7 +251,7 @@ export class Hub extends EventEmitter<HubEvents> {
       throw new ChatError('invalid', `text: must be 1 to ${this.options.maxTextLength} characters`)
     }
     const { message } = await this.broker.append(room, { from: { id: from.id, name: from.name }, text })
-    this.emit('message', message)
+    this.tell('message', message)
     return message
   }
 
@@ -285,6 +285,20 @@ export class Hub extends EventEmitter<HubEvents> {
   }
 
   // ------------------------------------------------------------ internals
+
+  /** Emits to the application's listeners; one that throws is logged and never fails the member's request. */
+  private tell<K extends keyof HubEvents> (event: K, ...args: HubEvents[K]): void {
+    try {
+      this.emit(event, ...(args as never))
+    } catch (error) {
+      this.log.error({ err: error, event }, 'a chat hub listener threw')
+    }
+  }
+
+  /** A listener's rejected promise (with `captureRejections`): logged, never an unhandled rejection. */
+  override [EventEmitter.captureRejectionSymbol] (error: Error, event: unknown, ..._args: unknown[]): void {
+    this.log.error({ err: error, event }, 'a chat hub listener failed')
+  }
 
   /** One event to every local member of `room`: encoded once, the same bytes to each. */
   private fanOut (room: string, event: RoomEvent): void {
@@ -326,7 +340,7 @@ export class Hub extends EventEmitter<HubEvents> {
     const tasks: Array<Promise<void>> = []
     if (roomMember.announced) {
       tasks.push(this.broker.publish(room, { type: 'presence', room, action: 'leave', member }))
-      this.emit('leave', { room, member })
+      this.tell('leave', { room, member })
     }
     if (local.members.size === 0) {
       this.rooms_.delete(room)

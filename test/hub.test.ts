@@ -122,3 +122,19 @@ test('broadcast validates the room and text like a member message', async (t) =>
   assert.deepEqual([message.seq, message.from.name], [1, 'Bot'])
   assert.deepEqual((await hub.history('r')).messages.map((m) => m.text), ['hi'])
 })
+
+test('an event listener that throws or rejects is logged and never fails the member\'s request', async (t) => {
+  const logged: string[] = []
+  const log = { info () {}, warn () {}, error (_obj: object, msg?: string) { logged.push(msg ?? '') } }
+  const hub = new Hub(new MemoryBroker(), resolveOptions({}), log)
+  await hub.open()
+  t.after(() => hub.close())
+  hub.on('message', () => { throw new Error('listener bug') })
+  hub.on('join', async () => { throw new Error('async listener bug') })
+  const a = await member(hub, 'a', 'r')
+  const stored = await hub.send(a, { type: 'send', room: 'r', text: 'still stored' })
+  assert.equal(stored.seq, 1)
+  assert.equal(a.of('message').length, 1)
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.deepEqual(logged.sort(), ['a chat hub listener failed', 'a chat hub listener threw'])
+})
