@@ -1,19 +1,21 @@
 /**
  * The load generator: one process, pinned by the runner to its own core. It
- * runs one workload against one server and prints one JSON line of results.
- * Usage: node generator.js '{"workload":"fanout-100","port":1234,"serverPid":56,"quick":false}'
+ * runs one workload against one server, or against the nodes of one chat
+ * (clients spread round-robin over `ports`), and prints JSON lines of results.
+ * Usage: node generator.js '{"workload":"fanout-100","ports":[1234],"serverPids":[56],"quick":false}'
  */
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Client, clientFrame, newTally, nowUs } from './client.js'
 
-export type Workload = 'fanout-100' | 'fanout-1000' | 'rooms' | 'idle'
+export type Workload = 'fanout-100' | 'fanout-1000' | 'rooms' | 'idle' | 'redis-2node'
 
 interface Args {
   workload: Workload
-  port: number
-  serverPid: number
+  ports: number[]
+  /** Every node's CPU counts: a delivery across nodes costs on both. */
+  serverPids: number[]
   quick: boolean
 }
 
@@ -61,17 +63,22 @@ const FIXED_RATE = 50_000
 const RAMP_START = 12_500
 
 function serverCpuUs (): number {
-  const stat = readFileSync(`/proc/${args.serverPid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_US
+  let us = 0
+  for (const pid of args.serverPids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    us += (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_US
+  }
+  return us
 }
 
 async function serverRss (): Promise<number> {
   // The servers collect garbage on SIGUSR2 (they run with --expose-gc), so this is what they retain.
-  process.kill(args.serverPid, 'SIGUSR2')
+  for (const pid of args.serverPids) process.kill(pid, 'SIGUSR2')
   await sleep(500)
-  const status = readFileSync(`/proc/${args.serverPid}/status`, 'utf8')
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]) * 1024
+  let bytes = 0
+  for (const pid of args.serverPids) bytes += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024
+  return bytes
 }
 
 function closedCount (): number {
@@ -80,7 +87,10 @@ function closedCount (): number {
   return count
 }
 
-/** Opens one client per room name, a bounded number at a time, and resolves once all have joined. */
+/**
+ * Opens one client per room name, the i-th on node i mod ports, a bounded number at a time, and resolves once
+ * all have joined. So a room's members, and its first publishers, alternate between the nodes.
+ */
 async function connectAll (rooms: string[]): Promise<Client[]> {
   const clients: Client[] = []
   let next = 0
@@ -88,8 +98,9 @@ async function connectAll (rooms: string[]): Promise<Client[]> {
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`only ${joined} of ${rooms.length} joined in time`)), CONNECT_TIMEOUT_MS)
     const open = (): void => {
-      const room = rooms[next++]
-      if (room !== undefined) clients.push(new Client(args.port, room, tally, onJoined))
+      const i = next++
+      const room = rooms[i]
+      if (room !== undefined) clients.push(new Client(args.ports[i % args.ports.length]!, room, tally, onJoined))
     }
     const onJoined = (): void => {
       if (++joined === rooms.length) {
@@ -214,11 +225,13 @@ function print (workload: string, result: object): void {
 }
 
 switch (args.workload) {
-  case 'fanout-100': {
+  // redis-2node is fanout-100 over two nodes; the runner compares the two.
+  case 'fanout-100':
+  case 'redis-2node': {
     const publishers = await setUp(1, 100, 10)
     await step(publishers, 100, FIXED_RATE, 1000) // warm-up: the servers' JIT
     const fixed = await step(publishers, 100, FIXED_RATE, args.quick ? 2000 : 3000)
-    print('fixed-50k', { fixed })
+    print(args.workload === 'fanout-100' ? 'fixed-50k' : 'redis-2node-50k', { fixed })
     print(args.workload, await ramp(publishers, 100, RAMP_START))
     break
   }
