@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import type { Broker, BrokerLogger, ReadResult, RoomInfo } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
-import { encodeFrame, characterCount, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
+import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
 
 /** What the hub needs of a connection. */
@@ -267,7 +267,7 @@ export class Hub extends EventEmitter<HubEvents> {
 
   /** Pages backwards through a room's stored messages, oldest first. */
   async history (room: string, query: { before?: number, limit?: number } = {}): Promise<{ messages: Message[], more: boolean }> {
-    const limit = Math.min(Math.max(query.limit ?? 50, 1), 100)
+    const limit = Math.min(Math.max(query.limit ?? DEFAULT_HISTORY_LIMIT, 1), MAX_HISTORY_LIMIT)
     const { messages, more } = await this.broker.read(room, query.before === undefined ? { limit } : { before: query.before, limit })
     return { messages, more }
   }
