@@ -4,6 +4,7 @@
  * to this interface; `MemoryBroker` (one process) and `RedisBroker` (many)
  * implement it, and `test/broker-contract.ts` holds every broker to it.
  */
+import { randomBytes } from 'node:crypto'
 import type { Member, Message, Presence, TypingEvent, RoomEvent } from './protocol.js'
 
 /** A message as the hub hands it to the broker; the broker adds room, seq, id and ts. */
@@ -104,3 +105,19 @@ export interface Broker {
 
 /** Messages with a `cid` are recognised as retries for at least this long (PROTOCOL.md). */
 export const CID_RETENTION_MS = 10 * 60 * 1000
+
+/**
+ * Message ids for one broker: a random prefix (96 bits, so brokers never share
+ * one) and a counter. Unique like a UUID, without a call into crypto per message.
+ */
+export function messageIds (): () => string {
+  const prefix = randomBytes(12).toString('base64url')
+  let count = 0
+  return () => `${prefix}.${(++count).toString(36)}`
+}
+
+/** The answer to a retry whose original was trimmed from the history: its seq and time are all that is left. */
+export function retryOfTrimmed (room: string, draft: MessageDraft, seq: number, ts: number): AppendResult {
+  const message: Message = { type: 'message', room, seq, id: '', from: draft.from, text: draft.text, ts, cid: draft.cid as string }
+  return { message, duplicate: true }
+}

@@ -2,9 +2,9 @@
  * The default broker: one process, rooms in memory. "Every node" is this one,
  * so delivery is a direct call, in the same order as append.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS } from '../broker.js'
+import { CID_RETENTION_MS, messageIds, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import { HistoryRing } from '../history.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
@@ -22,16 +22,6 @@ export interface MemoryBrokerOptions {
    * can make the process hold, whatever the TTL. Default 100000.
    */
   maxRooms?: number
-}
-
-/**
- * Message ids: a random prefix per broker (96 bits, so brokers never share one)
- * and a counter. Unique like a UUID, without a call into crypto per message.
- */
-function messageIds (): () => string {
-  const prefix = randomBytes(12).toString('base64url')
-  let count = 0
-  return () => `${prefix}.${(++count).toString(36)}`
 }
 
 /** How often idle rooms are looked for: often enough to bound memory, rare enough to cost nothing. */
@@ -87,7 +77,7 @@ export class MemoryBroker implements Broker {
       const seen = state.cids.get(draft.cid)
       const original = seen && state.history.get(seen.seq)
       if (original) return { message: original, duplicate: true }
-      if (seen) return { message: this.forgottenMessage(room, draft, seen), duplicate: true }
+      if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
     }
     const message: Message = {
       type: 'message',
@@ -187,11 +177,6 @@ export class MemoryBroker implements Broker {
         return
       }
     }
-  }
-
-  /** The ack of a retry whose original fell out of the history: its seq is all that is left. */
-  private forgottenMessage (room: string, draft: MessageDraft, seen: { seq: number, ts: number }): Message {
-    return { type: 'message', room, seq: seen.seq, id: '', from: draft.from, text: draft.text, ts: seen.ts, cid: draft.cid as string }
   }
 
   private sweep (now: number): void {

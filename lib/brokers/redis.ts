@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS } from '../broker.js'
+import { CID_RETENTION_MS, messageIds, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
@@ -63,6 +63,7 @@ interface Open {
 export class RedisBroker implements Broker {
   /** Random per broker: a restarted process is a new node, and its old members are swept like a crash's. */
   readonly nodeId = randomUUID()
+  private readonly nextId = messageIds()
   private readonly prefix: string
   private readonly idleRoomTtl: number
   private readonly leaseMs: number
@@ -136,7 +137,7 @@ export class RedisBroker implements Broker {
     const { node, commands } = this.opened()
     const ts = Date.now()
     const from = { id: draft.from.id, name: draft.from.name }
-    const rest = { id: randomUUID(), from, text: draft.text, ts, ...(draft.cid === undefined ? {} : { cid: draft.cid }) }
+    const rest = { id: this.nextId(), from, text: draft.text, ts, ...(draft.cid === undefined ? {} : { cid: draft.cid }) }
     // The script splices the seq it takes between these two halves of the message JSON.
     const head = `{"type":"message","room":${JSON.stringify(room)},"seq":`
     const tail = `,${JSON.stringify(rest).slice(1)}`
@@ -146,9 +147,7 @@ export class RedisBroker implements Broker {
     )) as [string, string | number, string?]
     if (outcome === 'new') return { message: JSON.parse(stored as string) as Message, duplicate: false }
     if (outcome === 'stored') return { message: JSON.parse(stored as string) as Message, duplicate: true }
-    // A retry whose original was trimmed from the history: its seq is all that is left.
-    const message: Message = { type: 'message', room, seq: Number(stored), id: '', from, text: draft.text, ts: Number(forgottenTs), cid: draft.cid as string }
-    return { message, duplicate: true }
+    return retryOfTrimmed(room, draft, Number(stored), Number(forgottenTs))
   }
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
