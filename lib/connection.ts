@@ -319,7 +319,7 @@ export class Connection implements MemberLink {
   }
 
   private reply (frame: ServerFrame): void {
-    this.deliver(Buffer.from(encodeFrame(frame)))
+    this.deliver(encodeFrame(frame))
   }
 
   private closed (): void {

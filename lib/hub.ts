@@ -180,7 +180,7 @@ export class Hub extends EventEmitter<HubEvents> {
       const held = roomMember.pending ?? []
       roomMember.pending = undefined
       for (const event of held) {
-        if (event.type !== 'message' || event.seq > snapshot.seq) link.deliver(Buffer.from(encodeFrame(event)))
+        if (event.type !== 'message' || event.seq > snapshot.seq) link.deliver(encodeFrame(event))
       }
       this.tell('join', { room, member })
     } catch (error) {
@@ -314,7 +314,7 @@ export class Hub extends EventEmitter<HubEvents> {
         else member.pending.push(event)
         continue
       }
-      frame ??= Buffer.from(encodeFrame(event))
+      frame ??= encodeFrame(event)
       member.link.deliver(frame)
     }
   }
@@ -390,6 +390,6 @@ export class Hub extends EventEmitter<HubEvents> {
       history: snapshot.messages,
       ...(snapshot.recovered === undefined ? {} : { recovered: snapshot.recovered }),
     }
-    return Buffer.from(encodeFrame(frame))
+    return encodeFrame(frame)
   }
 }

@@ -159,9 +159,9 @@ export function isServerFrame (value: unknown): value is ServerFrame {
   return serverValidator.Check(value)
 }
 
-/** Encodes a server frame once; the same string is sent to every recipient. */
-export function encodeFrame (frame: ServerFrame): string {
-  return JSON.stringify(frame)
+/** Encodes a server frame once, to the bytes sent: the same Buffer goes to every recipient. */
+export function encodeFrame (frame: ServerFrame): Buffer {
+  return Buffer.from(JSON.stringify(frame))
 }
 
 // ---------------------------------------------------------- names and text
