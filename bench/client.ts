@@ -3,6 +3,17 @@
  * It must cost far less per frame than the servers under test, so it parses
  * only frame headers and, in `message` frames, the seq and the send time the
  * publisher wrote into the text; `ws` as a client would be the bottleneck.
+ *
+ * A client either times every frame, reading as soon as data arrives, or is
+ * batched: once joined, when its reads come less than `BATCH_MS` apart, it
+ * stops reading until the generator lets it (`readBatch`). A read of one frame
+ * costs the generator about what a write of one frame costs the server (the
+ * syscall, the ACK it sends, Node's callback), so a generator whose every
+ * member read each frame at once could never outrun a server that batches.
+ * Batched clients still count every frame and check its seq, but their
+ * latency would be the batching's, so they record none. A batched client
+ * that gets frames less often reads them at once: pausing would cost more
+ * than it saves.
  */
 import { connect, type Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
@@ -22,6 +33,9 @@ const J = 0x6a // joined
  * partial frame left at the end of one is copied out before the next.
  */
 const READ_BUFFER = Buffer.allocUnsafe(65536)
+
+/** A batched client reads at most this long after its frames arrive: well inside Linux's 40 ms delayed ACK. */
+export const BATCH_MS = 20
 
 /** Latencies in 10 µs buckets up to 2 s, and the maximum. */
 export class Histogram {
@@ -103,10 +117,15 @@ export class Client {
   private upgraded = false
   /** Seq of the last message seen; -1 until `joined` says where the room was. */
   private lastSeq = -1
+  /** When this client last read (µs), and whether it has stopped reading until `readBatch`. */
+  private lastReadAt = 0
+  private paused = false
   open = true
   joined = false
 
-  constructor (port: number, private readonly room: string, private readonly tally: Tally, private readonly onJoined: (client: Client) => void) {
+  constructor (port: number, private readonly room: string, private readonly tally: Tally, private readonly onJoined: (client: Client) => void,
+    /** Whether this client times its frames (and reads at once) or reads in batches, untimed. */
+    private readonly timed: boolean) {
     this.socket = connect({
       host: '127.0.0.1',
       port,
@@ -114,7 +133,13 @@ export class Client {
         buffer: READ_BUFFER,
         callback: (bytes) => {
           this.receive(READ_BUFFER.subarray(0, bytes))
-          return true
+          const now = nowUs()
+          const seldom = now - this.lastReadAt >= BATCH_MS * 1000
+          this.lastReadAt = now
+          if (this.timed || !this.joined || seldom) return true
+          // Stops the handle's reads until `readBatch` resumes them.
+          this.paused = true
+          return false
         },
       },
     })
@@ -132,6 +157,14 @@ export class Client {
 
   write (bytes: Buffer): void {
     if (this.open) this.socket.write(bytes)
+  }
+
+  /** Lets a batched client read whatever arrived since its last read, in one read. */
+  readBatch (): void {
+    if (!this.paused) return
+    this.paused = false
+    // The callback's false stops the handle's reads without marking the stream paused: resume() restarts them.
+    if (this.open) this.socket.resume()
   }
 
   /** Drops the connection with a reset, so no TIME_WAIT is left behind for the next run. */
@@ -184,8 +217,10 @@ export class Client {
         else if (this.lastSeq >= 0 && seq !== this.lastSeq + 1) this.tally.gaps++
         this.lastSeq = seq
         this.tally.messages++
-        const stamp = buf.indexOf(STAMP, start)
-        if (stamp >= 0 && stamp < end) this.tally.latency.record(now - digitsAt(buf, stamp + STAMP.length))
+        if (this.timed) {
+          const stamp = buf.indexOf(STAMP, start)
+          if (stamp >= 0 && stamp < end) this.tally.latency.record(now - digitsAt(buf, stamp + STAMP.length))
+        }
       } else if (type === J) {
         this.lastSeq = digitsAt(buf, buf.indexOf(SEQ, start) + SEQ.length)
         this.joined = true
