@@ -46,10 +46,10 @@ const MIN_ARRIVED = 0.99
 const MAX_P99_MS = 100
 /** Above this share of its core, the generator may be what limits the step. */
 const GENERATOR_SATURATED = 0.9
-/** Each ramp step offers this many times the previous one; then two bisections narrow the answer. */
-const RAMP_FACTOR = 1.5
+/** Each ramp step offers this many times the previous one; then bisections narrow the answer (to 2^⅛ with three). */
+const RAMP_FACTOR = 2
 const MAX_STEPS = 14
-const BISECTIONS = 2
+const BISECTIONS = 3
 const STEP_MS = args.quick ? 1000 : 2000
 /** After the sending stops, how long stragglers may take to arrive (they count, with their latency). */
 const DRAIN_MS = 2000
