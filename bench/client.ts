@@ -132,14 +132,9 @@ export class Client {
       onread: {
         buffer: READ_BUFFER,
         callback: (bytes) => {
-          this.receive(READ_BUFFER.subarray(0, bytes))
           const now = nowUs()
-          const seldom = now - this.lastReadAt >= BATCH_MS * 1000
-          this.lastReadAt = now
-          if (this.timed || !this.joined || seldom) return true
-          // Stops the handle's reads until `readBatch` resumes them.
-          this.paused = true
-          return false
+          this.receive(READ_BUFFER.subarray(0, bytes), now)
+          return this.keepsReading(now)
         },
       },
     })
@@ -159,6 +154,15 @@ export class Client {
     if (this.open) this.socket.write(bytes)
   }
 
+  /** False stops the handle's reads until `readBatch` resumes them: for a batched client whose frames come fast. */
+  private keepsReading (now: number): boolean {
+    const seldom = now - this.lastReadAt >= BATCH_MS * 1000
+    this.lastReadAt = now
+    if (this.timed || !this.joined || seldom) return true
+    this.paused = true
+    return false
+  }
+
   /** Lets a batched client read whatever arrived since its last read, in one read. */
   readBatch (): void {
     if (!this.paused) return
@@ -173,7 +177,8 @@ export class Client {
     this.socket.resetAndDestroy()
   }
 
-  private receive (chunk: Buffer): void {
+  /** `now`: when the read happened (µs), the arrival time of every frame in it. */
+  private receive (chunk: Buffer, now: number): void {
     const buf = this.rest === undefined ? chunk : Buffer.concat([this.rest, chunk])
     let at = 0
     if (!this.upgraded) {
@@ -187,7 +192,6 @@ export class Client {
       this.write(clientFrame(Buffer.from(JSON.stringify({ type: 'join', room: this.room }))))
       at = end + HANDSHAKE_END.length
     }
-    const now = nowUs()
     this.tally.lastFrameAt = now
     while (buf.length - at >= 2) {
       let length = buf[at + 1]! & 0x7f
