@@ -222,6 +222,8 @@ export class Connection implements MemberLink {
 
   /** One heartbeat tick: terminate a peer that did not answer the last ping, ping the others. */
   heartbeat (): void {
+    // A closing connection is left to its grace timer, so a slow reader still gets to see its close code.
+    if (this.closing) return
     if (!this.alive) {
       this.context.log.info({ id: this.id }, 'chat connection missed its heartbeat; terminating')
       this.closing = true
@@ -241,11 +243,12 @@ export class Connection implements MemberLink {
     const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)
     // When the application registered @fastify/websocket itself, ws may allow more than our maxPayload.
     if (bytes.length > this.context.options.maxPayload) return this.close(CloseCodes.messageTooBig, 'message too big')
-    if (!this.rate.take(Date.now())) {
-      return this.refuse({ ok: false, code: 'rate_limited', message: 'too many messages; slow down' }, undefined)
-    }
+    // Decoded before the rate check, so that a refusal carries the message's ref.
     const decoded = this.context.decode(bytes.toString('utf8'))
     if (!decoded.ok) return this.refuse(decoded, decoded.ref)
+    if (!this.rate.take(Date.now())) {
+      return this.refuse({ ok: false, code: 'rate_limited', message: 'too many messages; slow down' }, decoded.message.ref)
+    }
     if (this.waiting >= MAX_WAITING_MESSAGES) {
       return this.refuse({ ok: false, code: 'rate_limited', message: 'too many messages waiting to be handled' }, decoded.message.ref)
     }
