@@ -1,11 +1,11 @@
 /**
- * One WebSocket connection, in the shape of gorilla's client: a read pump
- * (parse → validate → rate and error budget → hub, one message at a time, in
- * order) and a write pump (`deliver`: frames a broadcast once, batches what a
- * connection gets in one event-loop turn into one write, and is bounded by
- * `maxBufferedBytes`, past which the reader is too slow and is closed with
- * 4008 rather than buffered for). The only module that touches a socket,
- * through `SocketLike`.
+ * One WebSocket connection, in the shape of gorilla's client. The read pump
+ * parses, validates, applies the rate and error budgets and hands messages to
+ * the hub one at a time, in order; while messages wait, the socket is not read
+ * (backpressure, as gorilla's read pump reads the next message only after it
+ * has handled the last). The write side is the writer's (writer.ts). The heart
+ * beat finds half-open peers. With writer.ts, the only module that touches a
+ * socket, through `SocketLike`.
  */
 import { ChatError, CloseCodes, type ErrorCode } from './errors.js'
 import type { BrokerLogger } from './broker.js'
@@ -13,74 +13,21 @@ import type { Hub, MemberLink } from './hub.js'
 import { PROTOCOL_VERSION, encodeFrame, normalizeName, type ClientMessage, type Decoded, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
 import { TokenBucket } from './rate-limit.js'
+import { OPEN, type Transport } from './upgrade.js'
+import { Outbox, type WritableSocket, type Writer } from './writer.js'
 
 /** The part of a `ws` WebSocket this module uses. */
-export interface SocketLike {
-  readonly readyState: number
-  readonly bufferedAmount: number
-  /** Negotiated extensions; '' when frames go uncompressed, as they do by default. */
-  readonly extensions: string
-  send(data: Buffer, options: { binary: boolean }): void
+export interface SocketLike extends WritableSocket {
   ping(): void
   close(code: number, reason: string): void
   terminate(): void
+  /** Stops reading from the peer; messages already read may still arrive. */
+  pause(): void
+  resume(): void
   on(event: 'message', listener: (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => void): unknown
   on(event: 'pong', listener: () => void): unknown
   on(event: 'close', listener: () => void): unknown
 }
-
-const OPEN = 1
-
-/** The TCP socket under a `ws` WebSocket (its `_socket`: not in ws's types, but what engine.io and others rely on). */
-interface Transport {
-  write(data: Buffer): boolean
-}
-
-/**
- * Frames a text message as a server does (FIN, opcode 1, unmasked; RFC 6455
- * §5.2), header and payload in one buffer, so one `write` queues it.
- */
-function textFrame (payload: Buffer): Buffer {
-  const length = payload.length
-  const header = length < 126 ? 2 : length < 0x10000 ? 4 : 10
-  const frame = Buffer.allocUnsafe(header + length)
-  frame[0] = 0x81
-  if (header === 2) {
-    frame[1] = length
-  } else if (header === 4) {
-    frame[1] = 126
-    frame.writeUInt16BE(length, 2)
-  } else {
-    frame[1] = 127
-    frame.writeUInt32BE(0, 2)
-    frame.writeUInt32BE(length, 6)
-  }
-  payload.copy(frame, header)
-  return frame
-}
-
-/**
- * The last payload framed, and its frame. The hub hands the same payload to
- * every member of a room in a row, so it is framed once per broadcast, not
- * once per member.
- */
-let lastPayload: Buffer | undefined
-let lastFrame: Buffer = Buffer.alloc(0)
-
-function framed (payload: Buffer): Buffer {
-  if (payload !== lastPayload) {
-    lastPayload = payload
-    lastFrame = textFrame(payload)
-  }
-  return lastFrame
-}
-
-/**
- * Messages received but not yet handled (they are handled one at a time). The
- * rate limit bounds arrivals; this bounds what piles up behind a slow hook or
- * broker, at a burst's worth of messages.
- */
-const MAX_WAITING_MESSAGES = 64
 
 /**
  * After sending a close frame, how long a peer gets to complete the close
@@ -90,29 +37,11 @@ const MAX_WAITING_MESSAGES = 64
  */
 const CLOSE_GRACE_MS = 5000
 
-/**
- * Connections that were handed frames during this turn of the event loop.
- * They hold the frames until the turn's input has all been handled, then each
- * writes everything it got in one system call: gorilla's write pump batching.
- * A `write()` costs several µs; a frame added to a batch, far less. Holding
- * them here rather than corking the socket spares a stream buffer entry per
- * frame, and most batches in rooms of a few members are a single frame.
- */
-let batched: Connection[] = []
-
-function flushAll (): void {
-  const batch = batched
-  batched = []
-  for (const connection of batch) connection.flush()
-}
-
-/** The queue of a connection with nothing to handle. */
-const IDLE: Promise<void> = Promise.resolve()
-
 type ConnectionOptions = Pick<ResolvedOptions, 'maxPayload' | 'rateLimit' | 'errorLimit' | 'maxBufferedBytes'>
 
 export interface ConnectionContext {
   hub: Hub
+  writer: Writer
   options: ConnectionOptions
   decode: (data: string) => Decoded
   log: BrokerLogger
@@ -125,26 +54,29 @@ export class Connection implements MemberLink {
   /** Set by a pong; the heartbeat terminates a connection that stays silent for a whole interval. */
   alive = true
   private closing = false
-  /** This turn's frames (payloads when compressing), not yet given to the socket, and their size. */
-  private pending: Buffer[] | undefined
-  private pendingBytes = 0
-  private inBatch = false
-  private readonly transport: Transport
-  /** Without compression every member gets the same bytes, so they are framed here once and written as they are. */
-  private readonly framesOnce: boolean
+  private readonly outbox: Outbox
   private graceTimer: NodeJS.Timeout | undefined
-  /** Messages are handled one at a time so a `send` right after a `join` finds the room joined. */
-  private queue = IDLE
-  /** Messages received and not yet handled, the one being handled included. */
-  private waiting = 0
+  /** A message is being handled; the next waits in `inbox`, so a `send` right after a `join` finds the room joined. */
+  private busy = false
+  /**
+   * Messages read while one was being handled, oldest first from `next`. The
+   * socket is paused as soon as one waits, so this holds at most what ws had
+   * already read from the kernel (one read's worth), never what a client sends
+   * faster than it is served.
+   */
+  private inbox: ClientMessage[] | undefined
+  private next = 0
+  private paused = false
   private readonly rate: TokenBucket
   /** Made at the first refusal: most connections never err, and a bucket made full later is the same bucket. */
   private errorBudget: TokenBucket | undefined
 
-  constructor (private readonly socket: SocketLike, readonly id: string, name: string, private readonly context: ConnectionContext) {
+  /**
+   * @param transport where the writer may write frames past ws (upgrade.ts); undefined to send through ws
+   */
+  constructor (private readonly socket: SocketLike, transport: Transport | undefined, readonly id: string, name: string, private readonly context: ConnectionContext) {
     this.name = name
-    this.transport = (socket as unknown as { _socket: Transport })._socket
-    this.framesOnce = socket.extensions === ''
+    this.outbox = new Outbox(context.writer, socket, transport, this)
     const { rateLimit } = context.options
     this.rate = new TokenBucket(rateLimit.perSecond, rateLimit.burst, Date.now())
     // Listeners are attached before anything awaits, so no early frame is lost.
@@ -155,7 +87,7 @@ export class Connection implements MemberLink {
     this.reply({ type: 'welcome', protocol: PROTOCOL_VERSION, id, name })
   }
 
-  // ------------------------------------------------------------ write pump
+  // ------------------------------------------------------------ write side
 
   deliver (payload: Buffer): void {
     const count = this.context.hub.count
@@ -163,59 +95,28 @@ export class Connection implements MemberLink {
       count.dropped++
       return
     }
-    const frame = this.framesOnce ? framed(payload) : payload
-    const max = this.context.options.maxBufferedBytes
-    if (this.socket.bufferedAmount + this.pendingBytes + frame.length > max) {
-      // This turn's frames were never offered to the reader: offer them now, so only bytes the kernel
-      // refused count against the bound, exactly as without batching.
-      this.writePending()
-      if (this.socket.bufferedAmount + frame.length > max) {
-        count.dropped++
-        count.slowConsumerCloses++
-        this.close(CloseCodes.slowConsumer, 'slow consumer')
-        return
-      }
-    }
-    if (this.pending === undefined) this.pending = [frame]
-    else this.pending.push(frame)
-    this.pendingBytes += frame.length
-    if (!this.inBatch) {
-      this.inBatch = true
-      // setImmediate runs once the poll phase has handled every socket that had input this turn.
-      if (batched.push(this) === 1) setImmediate(flushAll)
+    if (!this.outbox.offer(payload, this.context.options.maxBufferedBytes)) {
+      count.dropped++
+      count.slowConsumerCloses++
+      this.close(CloseCodes.slowConsumer, 'slow consumer')
     }
   }
 
-  /** Ends this turn's batch. */
-  flush (): void {
-    this.inBatch = false
-    this.writePending()
-  }
-
-  /** Gives the frames held so far to the socket: one write when framed here. */
-  private writePending (): void {
-    const frames = this.pending
-    if (frames === undefined) return
-    this.pending = undefined
-    const bytes = this.pendingBytes
-    this.pendingBytes = 0
-    const count = this.context.hub.count
-    if (this.socket.readyState !== OPEN) {
-      count.dropped += frames.length
-      return
-    }
-    count.messagesOut += frames.length
-    // Written past ws, which holds nothing back without compression; `close` writes what is held before its close frame.
-    if (this.framesOnce) this.transport.write(frames.length === 1 ? frames[0] as Buffer : Buffer.concat(frames, bytes))
-    else for (const payload of frames) this.socket.send(payload, { binary: false })
+  /** Writing this connection's frames threw: nothing more can be said to it. */
+  writeFailed (error: unknown): void {
+    this.context.log.error({ err: error, id: this.id }, 'chat connection could not be written to; terminating it')
+    this.closing = true
+    this.socket.terminate()
   }
 
   close (code: number, reason: string): void {
     if (this.closing) return
     this.closing = true
     // What this turn queued goes before the close frame.
-    this.writePending()
+    this.outbox.write()
     if (this.socket.readyState === OPEN) this.socket.close(code, reason)
+    // The peer's answer to the close frame must be read; what still waits in the inbox is not handled.
+    this.resumeReading()
     this.graceTimer = setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS)
     this.graceTimer.unref()
   }
@@ -224,7 +125,8 @@ export class Connection implements MemberLink {
   heartbeat (): void {
     // A closing connection is left to its grace timer, so a slow reader still gets to see its close code.
     if (this.closing) return
-    if (!this.alive) {
+    // While paused, the pong is in the socket unread: the peer is not the one that is silent.
+    if (!this.alive && !this.paused) {
       this.context.log.info({ id: this.id }, 'chat connection missed its heartbeat; terminating')
       this.closing = true
       this.socket.terminate()
@@ -249,14 +151,36 @@ export class Connection implements MemberLink {
     if (!this.rate.take(Date.now())) {
       return this.refuse({ ok: false, code: 'rate_limited', message: 'too many messages; slow down' }, decoded.message.ref)
     }
-    if (this.waiting >= MAX_WAITING_MESSAGES) {
-      return this.refuse({ ok: false, code: 'rate_limited', message: 'too many messages waiting to be handled' }, decoded.message.ref)
+    if (!this.busy) {
+      void this.pump(decoded.message)
+      return
     }
-    const message = decoded.message
-    // With nothing waiting, every earlier message is handled: this one starts now, without a link in the chain.
-    const handled = this.waiting++ === 0 ? this.handle(message) : this.queue.then(() => this.handle(message))
-    // One handled at once has left the queue idle already.
-    if (this.waiting > 0) this.queue = handled
+    if (this.inbox === undefined) this.inbox = [decoded.message]
+    else this.inbox.push(decoded.message)
+    if (!this.paused) {
+      this.paused = true
+      this.socket.pause()
+    }
+  }
+
+  /** Handles `first`, then every message that waits behind it, then reads from the socket again. */
+  private async pump (first: ClientMessage): Promise<void> {
+    this.busy = true
+    let message: ClientMessage | undefined = first
+    while (message !== undefined) {
+      await this.handle(message)
+      message = this.inbox?.[this.next++]
+    }
+    this.inbox = undefined
+    this.next = 0
+    this.busy = false
+    this.resumeReading()
+  }
+
+  private resumeReading (): void {
+    if (!this.paused) return
+    this.paused = false
+    this.socket.resume()
   }
 
   /** Handles one message and never rejects: a refusal is answered, a failure closes the connection. */
@@ -303,9 +227,6 @@ export class Connection implements MemberLink {
         this.context.log.error({ err: error, id: this.id, type: message.type }, 'chat message handler failed')
         this.close(CloseCodes.internalError, 'internal error')
       }
-    } finally {
-      // An idle connection holds no settled promise.
-      if (--this.waiting === 0) this.queue = IDLE
     }
   }
 

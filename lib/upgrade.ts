@@ -1,0 +1,51 @@
+/**
+ * What we rely on of ws and @fastify/websocket beyond their documented APIs,
+ * in one place; test/upgrade.test.ts fails loudly when an upgrade of either
+ * breaks it, and each function here falls back to the public path when what
+ * it relies on is not there.
+ * - The TCP socket of the upgrade request is the one ws writes its frames to,
+ *   and ws holds nothing back of its own when frames are not compressed: a
+ *   frame written to that socket lands whole, in order, between ws's frames.
+ *   Writing a turn's frames there in one call is what makes batching pay.
+ * - @fastify/websocket gives each socket one 'error' listener that closes over
+ *   the upgrade's request and reply, holding them (about 2.5 KB) for the
+ *   socket's life, although nothing uses them once upgraded.
+ */
+import type { EventEmitter } from 'node:events'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+
+/** ws's `readyState` of an open socket (WebSocket.OPEN). */
+export const OPEN = 1
+
+/** Where the writer puts frames it framed itself. */
+export interface Transport {
+  write(data: Buffer): boolean
+}
+
+/**
+ * The TCP socket under `socket`, to write frames to past ws; undefined when
+ * ws does not write to the request's socket (an injected socket, or a ws that
+ * changed), and then frames go through `socket.send`.
+ */
+export function transportOf (socket: object, request: IncomingMessage): Transport | undefined {
+  const tcp = request.socket as IncomingMessage['socket'] | undefined
+  return tcp !== undefined && (socket as { _socket?: unknown })._socket === tcp ? tcp : undefined
+}
+
+/** How many 'error' listeners @fastify/websocket gives an upgraded socket. */
+const UPGRADE_ERROR_LISTENERS = 1
+
+/**
+ * Lets go of the upgrade's request and response, which nothing reads or
+ * writes once upgraded: the response is detached from the TCP socket, and
+ * @fastify/websocket's 'error' listener (which holds both) is replaced by
+ * `onError`. Only for sockets of a @fastify/websocket we registered, so no
+ * listener of the application's is touched.
+ */
+export function releaseUpgrade (socket: EventEmitter, response: ServerResponse, onError: (error: Error) => void): void {
+  if (socket.listenerCount('error') === UPGRADE_ERROR_LISTENERS) {
+    socket.removeAllListeners('error')
+    socket.on('error', onError)
+  }
+  if (response.socket) response.detachSocket(response.socket)
+}
