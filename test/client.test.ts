@@ -5,11 +5,15 @@
  */
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import net, { type AddressInfo } from 'node:net'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { WebSocket, WebSocketServer } from 'ws'
 import chatRooms, { MemoryBroker, type ChatRoomsOptions } from '../lib/index.js'
 import { ChatClient, ChatClientError, type ChatClientEvents, type ChatClientOptions } from '../lib/client/index.js'
+import { CloseCodes } from '../lib/errors.js'
 
 const WAIT_MS = 5000
 
@@ -308,3 +312,54 @@ test('a request without an answer times out with its cid', async (t) => {
   await assert.rejects(client.send('a', 'hello', { cid: 'my-cid' }), (error: unknown) =>
     error instanceof ChatClientError && error.code === 'timeout' && error.cid === 'my-cid')
 })
+
+const closingClient = fileURLToPath(new URL('./helpers/closing-client-process.js', import.meta.url))
+/** Where in the reconnect cycle a listener (or a timer) calls `close()`, and how many sockets the client has opened by then. */
+const CLOSE_POINTS = {
+  'status reconnecting': 1,
+  'waiting for the retry': 1,
+  connecting: 2,
+  welcome: 2,
+  joined: 2,
+  gap: 2,
+  message: 2,
+  error: 2,
+  'status open': 2,
+}
+
+for (const [point, sockets] of Object.entries(CLOSE_POINTS)) {
+  test(`close() at "${point}" ends reconnection: the status stays closed, no socket is opened after it, the process exits by itself`, async (t) => {
+    let refuseJoins = false
+    // One message of history: the two sent while the client is away make its rejoin report a gap, then deliver one.
+    const { app, url } = await serve(t, { historySize: 1, onJoin: () => !refuseJoins })
+    let upgrades = 0
+    app.server.on('upgrade', () => { upgrades++ })
+    const child = spawn(process.execPath, [closingClient, url, point], { stdio: ['ignore', 'pipe', 'inherit'] })
+    onCleanup(t, () => child.kill('SIGKILL'))
+    const lines: Array<{ socket?: number, event?: string, status?: string, ready?: string, closing?: string }> = []
+    createInterface({ input: child.stdout }).on('line', (line) => lines.push(JSON.parse(line) as typeof lines[number]))
+    await until(() => lines.some((line) => line.ready !== undefined), 'the client in room a')
+    const id = lines.find((line) => line.ready !== undefined)?.ready as string
+
+    refuseJoins = point === 'error'
+    app.hub.disconnect(id, CloseCodes.goingAway, 'restart')
+    await until(() => app.hub.stats().connections === 0, 'the server to drop the connection')
+    await app.hub.broadcast('a', 'missed 1')
+    await app.hub.broadcast('a', 'missed 2')
+    // A client with a timer or a socket left would keep its process alive (its ping alone every 25 s).
+    await until(() => child.exitCode !== null, 'the client process to exit by itself')
+
+    assert.equal(child.exitCode, 0)
+    const closing = lines.findIndex((line) => line.closing === point)
+    assert.ok(closing >= 0, `close() was called at ${point}`)
+    const events = lines.flatMap((line) => line.event === undefined ? [] : [line.status ?? line.event])
+    assert.equal(events.at(-1), 'closed', `nothing after closed: ${events.join(', ')}`)
+    assert.equal(events.filter((event) => event === 'closed').length, 1, `closed once and for good: ${events.join(', ')}`)
+    assert.equal(events.includes('error'), point === 'error', `a room is not reported lost because the client closed: ${events.join(', ')}`)
+    const opened = lines.flatMap((line, index) => line.socket === undefined ? [] : [index])
+    assert.equal(opened.length, sockets, 'sockets the client opened')
+    assert.ok(opened.every((index) => index < closing), 'no socket opened after close()')
+    // A socket closed while connecting may not have reached the server.
+    assert.ok(upgrades >= 1 && upgrades <= sockets, `${upgrades} connections at the server`)
+  })
+}
