@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import net, { type AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { WebSocket, WebSocketServer } from 'ws'
@@ -311,6 +312,58 @@ test('a request without an answer times out with its cid', async (t) => {
   await opened(client)
   await assert.rejects(client.send('a', 'hello', { cid: 'my-cid' }), (error: unknown) =>
     error instanceof ChatClientError && error.code === 'timeout' && error.cid === 'my-cid')
+})
+
+/** One token a second, three at once: a join takes one, so the third send of a burst after it is refused. */
+const RATE_LIMIT = { perSecond: 1, burst: 3 }
+/** Far below the client's default request timeout (10 s): the refusal must answer the send, not the timeout. */
+const AT_ONCE_MS = 500
+
+/** The sends' seqs, or the codes and cids of their errors. */
+function outcomes (results: Array<PromiseSettledResult<number>>): Array<number | { code: string, cid: string | undefined }> {
+  return results.map((result) => {
+    if (result.status === 'fulfilled') return result.value
+    assert.ok(result.reason instanceof ChatClientError, String(result.reason))
+    return { code: result.reason.code, cid: result.reason.cid }
+  })
+}
+
+test('a send refused by the rate limit rejects at once with rate_limited and its cid; retried with the cid, it is stored once', async (t) => {
+  const { url, app } = await serve(t, { rateLimit: RATE_LIMIT })
+  const client = connect(t, url, { requestTimeout: 10_000 })
+  await client.join('a')
+
+  const started = Date.now()
+  const results = await Promise.allSettled(['one', 'two', 'three'].map((text) => client.send('a', text, { cid: `cid-${text}` })))
+  assert.ok(Date.now() - started < AT_ONCE_MS, `settled in ${Date.now() - started} ms`)
+  assert.deepEqual(outcomes(results), [1, 2, { code: 'rate_limited', cid: 'cid-three' }])
+
+  await sleep(1100) // a token comes back
+  assert.deepEqual(texts((await app.hub.history('a')).messages), ['one', 'two'], 'the refused send was not retried by the client')
+  assert.equal(await client.send('a', 'three', { cid: 'cid-three' }), 3)
+  assert.equal(client.status, 'open')
+})
+
+test('queued sends refused by the rate limit after a reconnect reject at once with rate_limited and are not retried', async (t) => {
+  const broker = new MemoryBroker()
+  const first = await serve(t, { broker, rateLimit: RATE_LIMIT })
+  const client = connect(t, first.url, { requestTimeout: 10_000 })
+  await client.join('a')
+  await first.app.close()
+  await until(() => client.status === 'reconnecting', 'reconnecting')
+  const queued = Promise.allSettled(['one', 'two', 'three'].map((text) => client.send('a', text, { cid: `cid-${text}` })))
+
+  let openedAt = 0
+  client.on('status', ({ status }) => { if (status === 'open') openedAt = Date.now() })
+  const second = await serve(t, { broker, rateLimit: RATE_LIMIT, port: first.port })
+  // The rejoin takes a token and the queued sends go out together once it is answered: the third is refused.
+  const results = await queued
+  assert.ok(openedAt > 0 && Date.now() - openedAt < AT_ONCE_MS, `settled ${Date.now() - openedAt} ms after the rejoin`)
+  assert.deepEqual(outcomes(results), [1, 2, { code: 'rate_limited', cid: 'cid-three' }])
+
+  await sleep(1100) // a token comes back
+  assert.deepEqual(texts((await second.app.hub.history('a')).messages), ['one', 'two'], 'the refused send was not retried by the client')
+  assert.equal(client.status, 'open')
 })
 
 const closingClient = fileURLToPath(new URL('./helpers/closing-client-process.js', import.meta.url))
