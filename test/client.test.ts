@@ -5,11 +5,16 @@
  */
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import net, { type AddressInfo } from 'node:net'
+import { createInterface } from 'node:readline'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { WebSocket, WebSocketServer } from 'ws'
 import chatRooms, { MemoryBroker, type ChatRoomsOptions } from '../lib/index.js'
 import { ChatClient, ChatClientError, type ChatClientEvents, type ChatClientOptions } from '../lib/client/index.js'
+import { CloseCodes } from '../lib/errors.js'
 
 const WAIT_MS = 5000
 
@@ -308,3 +313,106 @@ test('a request without an answer times out with its cid', async (t) => {
   await assert.rejects(client.send('a', 'hello', { cid: 'my-cid' }), (error: unknown) =>
     error instanceof ChatClientError && error.code === 'timeout' && error.cid === 'my-cid')
 })
+
+/** One token a second, three at once: a join takes one, so the third send of a burst after it is refused. */
+const RATE_LIMIT = { perSecond: 1, burst: 3 }
+/** Far below the client's default request timeout (10 s): the refusal must answer the send, not the timeout. */
+const AT_ONCE_MS = 500
+
+/** The sends' seqs, or the codes and cids of their errors. */
+function outcomes (results: Array<PromiseSettledResult<number>>): Array<number | { code: string, cid: string | undefined }> {
+  return results.map((result) => {
+    if (result.status === 'fulfilled') return result.value
+    assert.ok(result.reason instanceof ChatClientError, String(result.reason))
+    return { code: result.reason.code, cid: result.reason.cid }
+  })
+}
+
+test('a send refused by the rate limit rejects at once with rate_limited and its cid; retried with the cid, it is stored once', async (t) => {
+  const { url, app } = await serve(t, { rateLimit: RATE_LIMIT })
+  const client = connect(t, url, { requestTimeout: 10_000 })
+  await client.join('a')
+
+  const started = Date.now()
+  const results = await Promise.allSettled(['one', 'two', 'three'].map((text) => client.send('a', text, { cid: `cid-${text}` })))
+  assert.ok(Date.now() - started < AT_ONCE_MS, `settled in ${Date.now() - started} ms`)
+  assert.deepEqual(outcomes(results), [1, 2, { code: 'rate_limited', cid: 'cid-three' }])
+
+  await sleep(1100) // a token comes back
+  assert.deepEqual(texts((await app.hub.history('a')).messages), ['one', 'two'], 'the refused send was not retried by the client')
+  assert.equal(await client.send('a', 'three', { cid: 'cid-three' }), 3)
+  assert.equal(client.status, 'open')
+})
+
+test('queued sends refused by the rate limit after a reconnect reject at once with rate_limited and are not retried', async (t) => {
+  const broker = new MemoryBroker()
+  const first = await serve(t, { broker, rateLimit: RATE_LIMIT })
+  const client = connect(t, first.url, { requestTimeout: 10_000 })
+  await client.join('a')
+  await first.app.close()
+  await until(() => client.status === 'reconnecting', 'reconnecting')
+  const queued = Promise.allSettled(['one', 'two', 'three'].map((text) => client.send('a', text, { cid: `cid-${text}` })))
+
+  let openedAt = 0
+  client.on('status', ({ status }) => { if (status === 'open') openedAt = Date.now() })
+  const second = await serve(t, { broker, rateLimit: RATE_LIMIT, port: first.port })
+  // The rejoin takes a token and the queued sends go out together once it is answered: the third is refused.
+  const results = await queued
+  assert.ok(openedAt > 0 && Date.now() - openedAt < AT_ONCE_MS, `settled ${Date.now() - openedAt} ms after the rejoin`)
+  assert.deepEqual(outcomes(results), [1, 2, { code: 'rate_limited', cid: 'cid-three' }])
+
+  await sleep(1100) // a token comes back
+  assert.deepEqual(texts((await second.app.hub.history('a')).messages), ['one', 'two'], 'the refused send was not retried by the client')
+  assert.equal(client.status, 'open')
+})
+
+const closingClient = fileURLToPath(new URL('./helpers/closing-client-process.js', import.meta.url))
+/** Where in the reconnect cycle a listener (or a timer) calls `close()`, and how many sockets the client has opened by then. */
+const CLOSE_POINTS = {
+  'status reconnecting': 1,
+  'waiting for the retry': 1,
+  connecting: 2,
+  welcome: 2,
+  joined: 2,
+  gap: 2,
+  message: 2,
+  error: 2,
+  'status open': 2,
+}
+
+for (const [point, sockets] of Object.entries(CLOSE_POINTS)) {
+  test(`close() at "${point}" ends reconnection: the status stays closed, no socket is opened after it, the process exits by itself`, async (t) => {
+    let refuseJoins = false
+    // One message of history: the two sent while the client is away make its rejoin report a gap, then deliver one.
+    const { app, url } = await serve(t, { historySize: 1, onJoin: () => !refuseJoins })
+    let upgrades = 0
+    app.server.on('upgrade', () => { upgrades++ })
+    const child = spawn(process.execPath, [closingClient, url, point], { stdio: ['ignore', 'pipe', 'inherit'] })
+    onCleanup(t, () => child.kill('SIGKILL'))
+    const lines: Array<{ socket?: number, event?: string, status?: string, ready?: string, closing?: string }> = []
+    createInterface({ input: child.stdout }).on('line', (line) => lines.push(JSON.parse(line) as typeof lines[number]))
+    await until(() => lines.some((line) => line.ready !== undefined), 'the client in room a')
+    const id = lines.find((line) => line.ready !== undefined)?.ready as string
+
+    refuseJoins = point === 'error'
+    app.hub.disconnect(id, CloseCodes.goingAway, 'restart')
+    await until(() => app.hub.stats().connections === 0, 'the server to drop the connection')
+    await app.hub.broadcast('a', 'missed 1')
+    await app.hub.broadcast('a', 'missed 2')
+    // A client with a timer or a socket left would keep its process alive (its ping alone every 25 s).
+    await until(() => child.exitCode !== null, 'the client process to exit by itself')
+
+    assert.equal(child.exitCode, 0)
+    const closing = lines.findIndex((line) => line.closing === point)
+    assert.ok(closing >= 0, `close() was called at ${point}`)
+    const events = lines.flatMap((line) => line.event === undefined ? [] : [line.status ?? line.event])
+    assert.equal(events.at(-1), 'closed', `nothing after closed: ${events.join(', ')}`)
+    assert.equal(events.filter((event) => event === 'closed').length, 1, `closed once and for good: ${events.join(', ')}`)
+    assert.equal(events.includes('error'), point === 'error', `a room is not reported lost because the client closed: ${events.join(', ')}`)
+    const opened = lines.flatMap((line, index) => line.socket === undefined ? [] : [index])
+    assert.equal(opened.length, sockets, 'sockets the client opened')
+    assert.ok(opened.every((index) => index < closing), 'no socket opened after close()')
+    // A socket closed while connecting may not have reached the server.
+    assert.ok(upgrades >= 1 && upgrades <= sockets, `${upgrades} connections at the server`)
+  })
+}

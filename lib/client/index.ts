@@ -58,9 +58,17 @@ export class ChatClientError extends Error {
 
 type Listener<T> = (event: T) => void
 
-/** A small typed event emitter. A listener that throws is reported and does not disturb the others. */
+/**
+ * A small typed event emitter. A listener that throws is reported and does not
+ * disturb the others. An event emitted while listeners run (one called
+ * `close()`) waits until they are done, so every listener sees every event in
+ * the order it happened.
+ */
 export class TypedEmitter<Events> {
   private readonly listeners = new Map<keyof Events, Set<Listener<Events[keyof Events]>>>()
+  /** Events emitted while listeners run, in order. */
+  private readonly queued: Array<{ type: keyof Events, event: Events[keyof Events] }> = []
+  private delivering = false
 
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof Events> (type: K, listener: Listener<Events[K]>): () => void {
@@ -75,14 +83,20 @@ export class TypedEmitter<Events> {
   }
 
   protected emit<K extends keyof Events> (type: K, event: Events[K]): void {
-    for (const listener of [...this.listeners.get(type) ?? []]) {
-      try {
-        listener(event)
-      } catch (error) {
-        // Thrown where the platform reports uncaught errors, outside the client's bookkeeping.
-        queueMicrotask(() => { throw error })
+    this.queued.push({ type, event })
+    if (this.delivering) return
+    this.delivering = true
+    for (let next = this.queued.shift(); next; next = this.queued.shift()) {
+      for (const listener of [...this.listeners.get(next.type) ?? []]) {
+        try {
+          listener(next.event)
+        } catch (error) {
+          // Thrown where the platform reports uncaught errors, outside the client's bookkeeping.
+          queueMicrotask(() => { throw error })
+        }
       }
     }
+    this.delivering = false
   }
 }
 
@@ -250,7 +264,10 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     if (this.ready) this.write({ type: 'typing', room })
   }
 
-  /** Closes for good: no reconnect, and every pending request rejects with `closed`. */
+  /**
+   * Closes for good, wherever it is called from (a listener too): no reconnect,
+   * no event after the `closed` status, and every pending request rejects with `closed`.
+   */
   close (): void {
     if (this.currentStatus === 'closed') return
     const socket = this.socket
@@ -304,8 +321,9 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     }
     if (this.reconnectDelays === false || FINAL_CLOSE_CODES.has(code)) return this.shutDown(code, reason)
     const retryIn = code === SLOW_CONSUMER ? 0 : this.backoff(this.reconnectDelays)
-    this.setStatus({ status: 'reconnecting', code, reason, retryIn })
+    // Set before it is announced: a listener that calls close() must find the retry there to cancel.
     this.retryTimer = setTimeout(() => this.connect(), retryIn)
+    this.setStatus({ status: 'reconnecting', code, reason, retryIn })
   }
 
   /** Exponential, with "equal jitter": clients that lost the same server come back spread out, none at once. */
@@ -314,18 +332,27 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
   }
 
+  /**
+   * Ends the client for good. Every listener runs inside some step of the
+   * reconnect cycle and may call close() there; so the client is closed and
+   * bare (no timer, no room, no request) before anything is announced, and
+   * each step either does its work before announcing it or finds nothing left
+   * to act on after. A re-entered close() returns at once.
+   */
   private shutDown (code: number, reason: string): void {
+    this.currentStatus = 'closed'
     this.live = false
     this.ready = false
     clearTimeout(this.connectionTimer)
     clearTimeout(this.retryTimer)
     clearInterval(this.pingTimer)
+    // Before the rejections: a rejoin that fails because the client closed is no lost room to report.
+    this.positions.clear()
     const error = new ChatClientError('closed', `the client is closed (${code} ${reason})`.trim())
     for (const [ref, pending] of this.pending) {
       this.settle(ref, pending)
       pending.reject(error)
     }
-    this.positions.clear()
     this.setStatus({ status: 'closed', code, reason })
   }
 
@@ -480,11 +507,14 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       if (frame.recovered === false) position.seq = 0
       position.epoch = frame.epoch
       this.emit('joined', frame)
-      if (frame.recovered === false && previousEpoch !== undefined) {
-        this.emit('gap', { room: frame.room, since, previousEpoch, epoch: frame.epoch })
+      // Unless a listener left the room or closed the client: then nothing more of the room is reported.
+      if (this.positions.get(frame.room) === position) {
+        if (frame.recovered === false && previousEpoch !== undefined) {
+          this.emit('gap', { room: frame.room, since, previousEpoch, epoch: frame.epoch })
+        }
+        for (const message of frame.history) this.deliver(message)
+        position.seq = Math.max(position.seq, frame.seq)
       }
-      for (const message of frame.history) this.deliver(message)
-      position.seq = Math.max(position.seq, frame.seq)
     }
     this.answer(frame.ref, frame)
   }
