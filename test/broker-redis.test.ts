@@ -8,6 +8,7 @@ import { once } from 'node:events'
 import { describe, it, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
+import { RedisKeys } from '../lib/brokers/redis-scripts.js'
 import { RedisBroker, type RedisBrokerOptions } from '../lib/redis.js'
 import type { Member, Presence } from '../lib/protocol.js'
 import { brokerContract } from './broker-contract.js'
@@ -120,7 +121,7 @@ describe('RedisBroker across nodes', { skip }, () => {
     const actions = (): string => b!.node.events('r').map((e) => e.type === 'presence' && e.action).join()
     for (let tries = 0; !actions().includes('leave'); tries++) {
       assert.ok(tries < 50, 'B removes the members of a node whose lease is gone')
-      await admin.del(`${prefix}node:${a!.broker.nodeId}`)
+      await admin.zrem(new RedisKeys(prefix).registry.leases, a!.broker.nodeId)
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
     await b!.node.until('the member announced again', () => actions().endsWith('leave,join'))
@@ -136,8 +137,9 @@ describe('RedisBroker across nodes', { skip }, () => {
     await broker.append('busy', { from: alice, text: 'x' })
     await broker.read('never-used', { limit: 10 })
     await new Promise((resolve) => setTimeout(resolve, 700))
-    const roomKeys = (await keysUnder(prefix)).filter((key) => /^(members|meta|log|cids|cidq):/.test(key.slice(prefix.length)))
-    assert.deepEqual(roomKeys.sort(), [`${prefix}log:busy`, `${prefix}members:busy`, `${prefix}meta:busy`])
+    const roomKeys = (await keysUnder(prefix)).filter((key) => key.startsWith(`${prefix}{`))
+    const busy = new RedisKeys(prefix).room('busy')
+    assert.deepEqual(roomKeys.sort(), [busy.log, busy.members, busy.meta])
     const { message } = await broker.append('idle', { from: alice, text: 'again', cid: 'c' })
     assert.equal(message.seq, 1, 'a forgotten room starts again at seq 1')
     assert.notEqual((await broker.read('idle', { limit: 1 })).epoch, epoch, 'under a new epoch')
