@@ -113,9 +113,8 @@ export class NodeRegistry {
   private stopped = false
   /** Background jobs in flight by name: one of each at a time, and a slow sweep never delays a renewal. */
   private readonly jobs = new Map<'renew' | 'sweep', Promise<void>>()
-  /** Nodes holding a lease, and nodes whose lease lapsed, as last seen (every renewal period, or when a roster names a node not seen yet). */
+  /** Nodes holding a lease as last seen: at every sweep, and whenever a roster names a node not in it. */
   private readonly liveNodes = new Set<string>()
-  private readonly lapsedNodes = new Set<string>()
   private looking: Promise<RegisteredNode[]> | undefined
 
   constructor (private readonly store: RegistryStore, private readonly options: NodeRegistryOptions) {
@@ -174,10 +173,14 @@ export class NodeRegistry {
     }
   }
 
-  /** The nodes holding a lease among `nodes`, as last seen; looks again when one of them was not seen yet. */
+  /**
+   * The live nodes, for deciding which of `nodes` are live. A node not live
+   * when last seen is looked up again (it may be new, or back); one that was
+   * live counts as live until the next sweep looks (at most a third of a lease).
+   */
   async live (nodes: Iterable<string>): Promise<ReadonlySet<string>> {
     for (const node of nodes) {
-      if (!this.liveNodes.has(node) && !this.lapsedNodes.has(node)) {
+      if (!this.liveNodes.has(node)) {
         await this.nodes()
         break
       }
@@ -189,8 +192,7 @@ export class NodeRegistry {
   async nodes (): Promise<RegisteredNode[]> {
     this.looking ??= this.store.nodes().then((nodes) => {
       this.liveNodes.clear()
-      this.lapsedNodes.clear()
-      for (const node of nodes) (node.live ? this.liveNodes : this.lapsedNodes).add(node.id)
+      for (const node of nodes) if (node.live) this.liveNodes.add(node.id)
       return nodes
     }).finally(() => { this.looking = undefined })
     return await this.looking
@@ -241,7 +243,6 @@ export class NodeRegistry {
   private async renew (): Promise<void> {
     const { held, serial } = await this.store.renew(this.record, this.options.leaseMs)
     this.serial = serial
-    this.lapsedNodes.delete(this.nodeId)
     this.liveNodes.add(this.nodeId)
     if (!held && this.local.size > 0) {
       this.options.log.warn({ node: this.nodeId }, 'chat: this node\'s lease had lapsed; announcing its members again')

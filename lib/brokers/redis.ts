@@ -160,7 +160,7 @@ export class RedisBroker implements Broker {
     return { epoch, seq, more, messages: messages.map((json) => JSON.parse(json) as Message) }
   }
 
-  /** Members on nodes that hold their lease: a crashed node's members are gone before they are swept. */
+  /** Members on live nodes (`NodeRegistry.live`): a crashed node's members are gone before they are swept. */
   async members (room: string): Promise<Member[]> {
     const { store, registry } = this.opened()
     const roster = await store.roster(room)
