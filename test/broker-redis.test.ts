@@ -109,6 +109,27 @@ describe('RedisBroker across nodes', { skip }, () => {
     for (const { node } of survivors) assert.equal(node.events('r').filter(isLeaveOf(ghost)).length, 1, 'one leave, whichever node swept')
   })
 
+  it('sweeps a node that hung past its lease once, and takes its member back when the node wakes', async (t) => {
+    const leaseMs = 1500
+    const prefix = uniquePrefix()
+    const survivors = await cluster(t, 2, { prefix, leaseMs })
+    await Promise.all(survivors.map(({ broker }) => broker.subscribe('r')))
+    const script = fileURLToPath(new URL('./helpers/redis-broker-process.js', import.meta.url))
+    const child = spawn(process.execPath, [script, REDIS_URL, prefix, String(leaseMs), 'r', ghost.id, ghost.name], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.after(() => child.kill('SIGKILL'))
+    const [chunk] = await once(child.stdout, 'data') as [Buffer]
+    assert.equal(chunk.toString().trim(), 'ready')
+
+    child.kill('SIGSTOP')
+    for (const { node } of survivors) await node.until('the hung node\'s leave', () => node.events('r').some(isLeaveOf(ghost)))
+    assert.deepEqual(await survivors[0]!.broker.members('r'), [])
+    child.kill('SIGCONT')
+    const presence = (node: RecordingNode): string[] => node.events('r').flatMap((e) => e.type === 'presence' && e.member.id === ghost.id ? [e.action] : [])
+    for (const { node } of survivors) await node.until('the woken node\'s join', () => presence(node).length === 3)
+    for (const { node } of survivors) assert.deepEqual(presence(node), ['join', 'leave', 'join'], 'one leave, whichever node swept')
+    assert.deepEqual(await survivors[1]!.broker.members('r'), [ghost])
+  })
+
   it('announces its members again when its lease lapsed and others removed them', async (t) => {
     const prefix = uniquePrefix()
     // A renews its lease every second; B sweeps every 100 ms, so B finds A's lease gone first.
