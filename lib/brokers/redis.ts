@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS, messageIds, retryOfTrimmed } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, messageIds, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
@@ -45,8 +45,6 @@ export interface RedisBrokerOptions {
 }
 
 const DEFAULT_PREFIX = 'chat:'
-/** Long enough that a room nobody joins for a while keeps its history; short enough that abandoned rooms do not pile up. */
-const DEFAULT_IDLE_ROOM_TTL_MS = 24 * 60 * 60 * 1000
 /** Short enough that a crashed node's members vanish within seconds, long enough to ride out a GC pause. */
 const DEFAULT_LEASE_MS = 15_000
 /** Well above a healthy Redis round trip, well below a client's patience. */
