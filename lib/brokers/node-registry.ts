@@ -158,9 +158,9 @@ export class NodeRegistry {
   /** A presence change of a member of this node: remembered here, then stored and told to the room. */
   async announce (room: string, event: Presence, options: PublishOptions = {}): Promise<void> {
     const member = { id: event.member.id, name: event.member.name }
-    const changedRooms = this.remember(room, event.action, member)
+    const firstOrLast = this.remember(room, event.action, member)
     // Listed before the join is stored, so a sweep after a crash finds it.
-    if (changedRooms && event.action !== 'leave') void this.list(room)
+    if (firstOrLast && event.action !== 'leave') void this.list(room)
     try {
       await this.store.presence(room, event.action, member, this.stamp(), options)
     } catch (error) {
@@ -169,7 +169,7 @@ export class NodeRegistry {
       throw error
     } finally {
       // After the last leave, or a refused first join.
-      if (!this.local.has(room) && (changedRooms || event.action !== 'leave')) void this.unlist(room)
+      if (!this.local.has(room) && (firstOrLast || event.action !== 'leave')) void this.unlist(room)
     }
   }
 
