@@ -107,6 +107,13 @@ export interface Broker {
 export const CID_RETENTION_MS = 10 * 60 * 1000
 
 /**
+ * A room without members is forgotten this long after its last change, by
+ * default: long enough that a room left overnight keeps its history, short
+ * enough that rooms nobody comes back to do not pile up.
+ */
+export const DEFAULT_IDLE_ROOM_TTL_MS = 24 * 60 * 60 * 1000
+
+/**
  * Message ids for one broker: a random prefix (96 bits, so brokers never share
  * one) and a counter. Unique like a UUID, without a call into crypto per message.
  */

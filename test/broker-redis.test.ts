@@ -8,6 +8,7 @@ import { once } from 'node:events'
 import { describe, it, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
+import { RedisKeys } from '../lib/brokers/redis-scripts.js'
 import { RedisBroker, type RedisBrokerOptions } from '../lib/redis.js'
 import type { Member, Presence } from '../lib/protocol.js'
 import { brokerContract } from './broker-contract.js'
@@ -108,6 +109,27 @@ describe('RedisBroker across nodes', { skip }, () => {
     for (const { node } of survivors) assert.equal(node.events('r').filter(isLeaveOf(ghost)).length, 1, 'one leave, whichever node swept')
   })
 
+  it('sweeps a node that hung past its lease once, and takes its member back when the node wakes', async (t) => {
+    const leaseMs = 1500
+    const prefix = uniquePrefix()
+    const survivors = await cluster(t, 2, { prefix, leaseMs })
+    await Promise.all(survivors.map(({ broker }) => broker.subscribe('r')))
+    const script = fileURLToPath(new URL('./helpers/redis-broker-process.js', import.meta.url))
+    const child = spawn(process.execPath, [script, REDIS_URL, prefix, String(leaseMs), 'r', ghost.id, ghost.name], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.after(() => child.kill('SIGKILL'))
+    const [chunk] = await once(child.stdout, 'data') as [Buffer]
+    assert.equal(chunk.toString().trim(), 'ready')
+
+    child.kill('SIGSTOP')
+    for (const { node } of survivors) await node.until('the hung node\'s leave', () => node.events('r').some(isLeaveOf(ghost)))
+    assert.deepEqual(await survivors[0]!.broker.members('r'), [])
+    child.kill('SIGCONT')
+    const presence = (node: RecordingNode): string[] => node.events('r').flatMap((e) => e.type === 'presence' && e.member.id === ghost.id ? [e.action] : [])
+    for (const { node } of survivors) await node.until('the woken node\'s join', () => presence(node).length === 3)
+    for (const { node } of survivors) assert.deepEqual(presence(node), ['join', 'leave', 'join'], 'one leave, whichever node swept')
+    assert.deepEqual(await survivors[1]!.broker.members('r'), [ghost])
+  })
+
   it('announces its members again when its lease lapsed and others removed them', async (t) => {
     const prefix = uniquePrefix()
     // A renews its lease every second; B sweeps every 100 ms, so B finds A's lease gone first.
@@ -120,7 +142,7 @@ describe('RedisBroker across nodes', { skip }, () => {
     const actions = (): string => b!.node.events('r').map((e) => e.type === 'presence' && e.action).join()
     for (let tries = 0; !actions().includes('leave'); tries++) {
       assert.ok(tries < 50, 'B removes the members of a node whose lease is gone')
-      await admin.del(`${prefix}node:${a!.broker.nodeId}`)
+      await admin.zrem(new RedisKeys(prefix).registry.leases, a!.broker.nodeId)
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
     await b!.node.until('the member announced again', () => actions().endsWith('leave,join'))
@@ -136,8 +158,9 @@ describe('RedisBroker across nodes', { skip }, () => {
     await broker.append('busy', { from: alice, text: 'x' })
     await broker.read('never-used', { limit: 10 })
     await new Promise((resolve) => setTimeout(resolve, 700))
-    const roomKeys = (await keysUnder(prefix)).filter((key) => /^(members|meta|log|cids|cidq):/.test(key.slice(prefix.length)))
-    assert.deepEqual(roomKeys.sort(), [`${prefix}log:busy`, `${prefix}members:busy`, `${prefix}meta:busy`])
+    const roomKeys = (await keysUnder(prefix)).filter((key) => key.startsWith(`${prefix}{`))
+    const busy = new RedisKeys(prefix).room('busy')
+    assert.deepEqual(roomKeys.sort(), [busy.log, busy.members, busy.meta])
     const { message } = await broker.append('idle', { from: alice, text: 'again', cid: 'c' })
     assert.equal(message.seq, 1, 'a forgotten room starts again at seq 1')
     assert.notEqual((await broker.read('idle', { limit: 1 })).epoch, epoch, 'under a new epoch')

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS, messageIds, retryOfTrimmed } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, messageIds, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import { HistoryRing } from '../history.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
@@ -26,6 +26,12 @@ export interface MemoryBrokerOptions {
 
 /** How often idle rooms are looked for: often enough to bound memory, rare enough to cost nothing. */
 const SWEEP_INTERVAL_MS = 60_000
+/**
+ * Rooms kept by default: far more than one process serves with members at
+ * once, yet a bound on the rooms (each with its history) that clients naming
+ * new rooms can make it hold.
+ */
+const DEFAULT_MAX_ROOMS = 100_000
 
 /** The epoch of a room that was never used; a join creates the room, and its real epoch, first. */
 const NO_STREAM_YET = ''
@@ -50,8 +56,8 @@ export class MemoryBroker implements Broker {
   private readonly nextId = messageIds()
 
   constructor (options: MemoryBrokerOptions = {}) {
-    this.idleRoomTtl = options.idleRoomTtl ?? 24 * 60 * 60 * 1000
-    this.maxRooms = options.maxRooms ?? 100_000
+    this.idleRoomTtl = options.idleRoomTtl ?? DEFAULT_IDLE_ROOM_TTL_MS
+    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_ROOMS
   }
 
   async open (node: BrokerNode): Promise<void> {

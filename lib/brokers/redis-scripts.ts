@@ -1,256 +1,443 @@
 /**
- * The Lua scripts of `RedisBroker`. Each runs atomically in Redis, so a room's
- * seq, history, roster and the publish that tells every node about a change
- * happen in one step or not at all. Every check comes before the first write:
- * a script that fails, fails before it has changed anything.
+ * The Lua scripts of `RedisBroker`, each with a typed wrapper, and the key
+ * layout they work on. Each script runs atomically in Redis, so a room's seq,
+ * history, roster and the publish that tells every node about a change happen
+ * in one step or not at all. Every check comes before the first write: a
+ * script that fails, fails before it has changed anything.
  *
- * Keys of a room (see `roomKeys` in redis.ts), all under the broker's prefix:
- *   meta:<room>     hash { epoch, seq }: together, so they are lost together
- *   log:<room>      list of message JSON, oldest first, capped at historySize
- *   cids:<room>     hash cid → "seq:ts" (for retries of a send)
- *   cidq:<room>     list of cids in seq order (to forget expired ones cheaply)
- *   members:<room>  hash member id → JSON { id, name, node }
- * Keys of a node: node:<id> (its lease), node-rooms:<id> (hash room → local
- * member count); nodes (set of node ids), rooms (set of rooms with members).
+ * Key layout. P is the broker's prefix; `{…}` is a Redis hash tag, so the
+ * keys of one room hash to one Cluster slot (or one shard), and so do the
+ * node registry's:
+ *
+ *   P{room}:meta      hash { epoch, seq }: together, so they are lost together
+ *   P{room}:log       list of message JSON, oldest first, capped at historySize
+ *   P{room}:cids      hash cid → "seq:ts" (for retries of a send)
+ *   P{room}:cidq      list of cids in seq order (to forget expired ones cheaply)
+ *   P{room}:members   hash member id → JSON { id, name, node, serial }
+ *   P{room}:channel   the room's pub/sub channel (not a key)
+ *
+ *   Pregistry{nodes}:records       hash node id → JSON { serial, lastSeen, id, host, pid, startedAt }
+ *   Pregistry{nodes}:leases        sorted set node id → lease deadline (ms, Redis' clock)
+ *   Pregistry{nodes}:serial        counter: each registration of a node takes the next value
+ *   Pregistry{nodes}:rooms:<node>  set of rooms whose roster may hold the node's members
+ *
+ * In a room's tag, `%`, `{` and `}` are percent-encoded, so the tag is the
+ * whole room name and never empty. Room keys begin with `P{`, registry keys
+ * with `Pregistry{`: no room's key is ever a registry key. (A prefix with a
+ * brace in it would put every key in one slot: it works, but does not shard.)
+ *
+ * A script touches only the keys it is given in KEYS, all of one room or all
+ * of the registry; no key name is built in Lua. A room script never reads
+ * node leases: which members are on live nodes is decided in TypeScript.
  */
+import type { Redis } from 'ioredis'
+
+// ------------------------------------------------------------ key layout
+
+/** The names of a room's keys; every room script that writes takes them all (`touch` needs them). */
+export const ROOM_KEYS = ['members', 'meta', 'log', 'cids', 'cidq'] as const
+export type RoomKeys = Record<typeof ROOM_KEYS[number], string>
+export interface RegistryKeys { records: string, leases: string, serial: string }
+
+const CHANNEL_SUFFIX = ':channel'
+
+/** A room's hash tag: its name, with the characters that would end or confuse a tag percent-encoded. */
+function roomTag (room: string): string {
+  return room.replace(/[%{}]/g, (char) => encodeURIComponent(char))
+}
+
+/** Names every key and channel of one broker prefix. */
+export class RedisKeys {
+  readonly registry: RegistryKeys
+
+  constructor (private readonly prefix: string) {
+    const tag = `${prefix}registry{nodes}:`
+    this.registry = { records: `${tag}records`, leases: `${tag}leases`, serial: `${tag}serial` }
+  }
+
+  room (room: string): RoomKeys {
+    const tag = `${this.prefix}{${roomTag(room)}}:`
+    return { members: `${tag}members`, meta: `${tag}meta`, log: `${tag}log`, cids: `${tag}cids`, cidq: `${tag}cidq` }
+  }
+
+  channel (room: string): string {
+    return `${this.prefix}{${roomTag(room)}}${CHANNEL_SUFFIX}`
+  }
+
+  /** The room whose channel this is, or undefined for a channel that is not one of ours. */
+  roomOfChannel (channel: string): string | undefined {
+    const start = `${this.prefix}{`
+    const end = `}${CHANNEL_SUFFIX}`
+    if (!channel.startsWith(start) || !channel.endsWith(end) || channel.length <= start.length + end.length) return undefined
+    try {
+      return decodeURIComponent(channel.slice(start.length, -end.length))
+    } catch {
+      return undefined
+    }
+  }
+
+  nodeRooms (node: string): string {
+    return `${this.prefix}registry{nodes}:rooms:${node}`
+  }
+}
+
+// ------------------------------------------------------------ typed scripts
+
+/** How an ARGV value travels: Lua sees a string, a number, nil for an absent `number?`, or a boolean. */
+type ArgType = 'string' | 'number' | 'number?' | 'boolean'
+interface ArgValues { string: string, number: number, 'number?': number | undefined, boolean: boolean }
+type Args = Record<string, ArgType>
+
+/** What a script's wrapper takes: each key by name, each argument by name (an absent `number?` may be left out). */
+export type ScriptInput<K extends string, A extends Args> =
+  { readonly [N in K]: string } &
+  { readonly [N in keyof A as A[N] extends 'number?' ? never : N]: ArgValues[A[N]] } &
+  { readonly [N in keyof A as A[N] extends 'number?' ? N : never]?: number }
+
+export interface Script<K extends string, A extends Args, R> {
+  /** Its KEYS in order; the Lua sees each as a local of that name. */
+  readonly keys: readonly K[]
+  /** Its ARGV in order, by name and type; the Lua sees each as a local of that name, already converted. */
+  readonly args: A
+  /** The script's own Lua, without the prologue that names KEYS and ARGV. */
+  readonly body: string
+  /** The Lua that Redis runs: the prologue, then the body. */
+  readonly lua: string
+  /** KEYS then ARGV, in the order the prologue reads them. */
+  argv (input: ScriptInput<K, A>): Array<string | number>
+  /** The reply, typed. */
+  reply (raw: unknown): R
+}
+
+/** Defines a script: the one place where names meet KEYS and ARGV positions. */
+function script<const K extends string, const A extends Args, R> (
+  spec: { keys: readonly K[], args: A, body: string, reply: (raw: unknown) => R },
+): Script<K, A, R> {
+  const argNames = Object.keys(spec.args) as Array<keyof A & string>
+  const read = (type: ArgType, at: string): string =>
+    type === 'string' ? at : type === 'boolean' ? `${at} == '1'` : `tonumber(${at})`
+  const prologue = [
+    ...spec.keys.map((name, i) => `local ${name} = KEYS[${i + 1}]`),
+    ...argNames.map((name, i) => `local ${name} = ${read(spec.args[name]!, `ARGV[${i + 1}]`)}`),
+  ].join('\n')
+  return {
+    ...spec,
+    lua: `${prologue}\n${spec.body}`,
+    argv (input) {
+      const values = input as unknown as Record<string, string | number | boolean | undefined>
+      return [
+        ...spec.keys.map((name) => values[name] as string),
+        ...argNames.map((name) => {
+          const value = values[name]
+          return typeof value === 'boolean' ? (value ? '1' : '0') : value ?? ''
+        }),
+      ]
+    },
+  }
+}
+
+// ------------------------------------------------------------ shared Lua
 
 /**
- * Keeps a room's keys while it has members, and lets them expire `ttl` ms
- * after the last change once it has none: idle rooms do not pile up.
- * KEYS 1..5 of every script that calls it are the room's keys in this order:
- * members, meta, log, cids, cidq.
+ * Keeps a room's keys while it has members, and lets them expire `idleTtl`
+ * ms after the last change once it has none: idle rooms do not pile up.
  */
 const TOUCH = `
-local function touch(ttl)
-  local keep = redis.call('HLEN', KEYS[1]) > 0
-  for i = 2, 5 do
-    if keep then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ttl) end
+local function touch()
+  if redis.call('HLEN', members) > 0 then
+    redis.call('PERSIST', meta)
+    redis.call('PERSIST', log)
+    redis.call('PERSIST', cids)
+    redis.call('PERSIST', cidq)
+  else
+    redis.call('PEXPIRE', meta, idleTtl)
+    redis.call('PEXPIRE', log, idleTtl)
+    redis.call('PEXPIRE', cids, idleTtl)
+    redis.call('PEXPIRE', cidq, idleTtl)
   end
 end
 `
 
-/** Members whose node still holds its lease; `alive` caches node liveness within one script run. */
-const LIVE_MEMBERS = `
-local function liveMembers(key, prefix, alive)
-  local live = {}
-  for _, value in ipairs(redis.call('HVALS', key)) do
-    local node = cjson.decode(value).node
-    if alive[node] == nil then alive[node] = redis.call('EXISTS', prefix .. 'node:' .. node) == 1 end
-    if alive[node] then live[#live + 1] = value end
-  end
-  return live
+/** Redis' clock in ms: every node's lease is timed by the same clock, whatever the nodes' own. */
+const NOW = `
+local function now()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 `
+
+const decodeCount = (raw: unknown): number => Number(raw)
+
+// ------------------------------------------------------------ room scripts
+
+export type AppendReply =
+  | { outcome: 'new' | 'stored', message: string }
+  | { outcome: 'forgotten', seq: number, ts: number }
 
 /**
- * Stores a message once and publishes it.
- * KEYS: members, meta, log, cids, cidq.
- * ARGV: epoch (used if the room has none), head and tail of the message JSON
- * (the seq goes between them), cid ('' for none), historySize, now, idle ttl,
- * channel, cid retention ms.
- * Returns { 'new', json } | { 'stored', json } for a retried cid still in the
- * history | { 'forgotten', seq, ts } for one whose message was trimmed away.
+ * Stores a message once and publishes it. The seq goes between `head` and
+ * `tail`, the two halves of the message JSON. `epoch` is used if the room has
+ * none. Answers 'stored' for a retried cid still in the history, 'forgotten'
+ * (with its seq and time) for one whose message was trimmed away.
  */
-export const APPEND = TOUCH + `
-local head, tail, cid = ARGV[2], ARGV[3], ARGV[4]
-local historySize, now, ttl, channel, retention = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8], tonumber(ARGV[9])
-redis.call('HSETNX', KEYS[2], 'epoch', ARGV[1])
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-local function firstKept(last) return last - redis.call('LLEN', KEYS[3]) + 1 end
+export const APPEND = script({
+  keys: ROOM_KEYS,
+  args: { epoch: 'string', head: 'string', tail: 'string', cid: 'string', historySize: 'number', now: 'number', idleTtl: 'number', channel: 'string', cidRetentionMs: 'number' },
+  body: TOUCH + `
+-- Cids forgotten per append, at most: more than the one each append adds, so
+-- the queue keeps up, and few, so the work per append stays bounded.
+local FORGET_PER_APPEND = 2
+redis.call('HSETNX', meta, 'epoch', epoch)
+local stream = redis.call('HGET', meta, 'epoch')
+local function firstKept(last) return last - redis.call('LLEN', log) + 1 end
 
 if cid ~= '' then
-  local seen = redis.call('HGET', KEYS[4], cid)
+  local seen = redis.call('HGET', cids, cid)
   if seen then
     local seq, ts = string.match(seen, '^(%d+):(%d+)$')
     seq = tonumber(seq)
-    local first = firstKept(tonumber(redis.call('HGET', KEYS[2], 'seq') or '0'))
-    if seq >= first then return { 'stored', redis.call('LINDEX', KEYS[3], seq - first) } end
+    local first = firstKept(tonumber(redis.call('HGET', meta, 'seq') or '0'))
+    if seq >= first then return { 'stored', redis.call('LINDEX', log, seq - first) } end
     return { 'forgotten', seq, ts }
   end
 end
 
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local message = head .. seq .. tail
 if historySize > 0 then
-  redis.call('RPUSH', KEYS[3], message)
-  redis.call('LTRIM', KEYS[3], -historySize, -1)
+  redis.call('RPUSH', log, message)
+  redis.call('LTRIM', log, -historySize, -1)
 end
 if cid ~= '' then
-  redis.call('HSET', KEYS[4], cid, seq .. ':' .. now)
-  redis.call('RPUSH', KEYS[5], cid)
-  -- Forget at most two cids per append: more than one is added, so the list
-  -- keeps up, and the work per append stays bounded.
+  redis.call('HSET', cids, cid, seq .. ':' .. now)
+  redis.call('RPUSH', cidq, cid)
   local first = firstKept(seq)
-  for _ = 1, 2 do
-    local oldest = redis.call('LINDEX', KEYS[5], 0)
+  for _ = 1, FORGET_PER_APPEND do
+    local oldest = redis.call('LINDEX', cidq, 0)
     if not oldest then break end
-    local seen = redis.call('HGET', KEYS[4], oldest)
+    local seen = redis.call('HGET', cids, oldest)
     if seen then
       local oldSeq, ts = string.match(seen, '^(%d+):(%d+)$')
-      if tonumber(oldSeq) >= first or now - tonumber(ts) < retention then break end
-      redis.call('HDEL', KEYS[4], oldest)
+      if tonumber(oldSeq) >= first or now - tonumber(ts) < cidRetentionMs then break end
+      redis.call('HDEL', cids, oldest)
     end
-    redis.call('LPOP', KEYS[5])
+    redis.call('LPOP', cidq)
   end
 end
-redis.call('PUBLISH', channel, '{"epoch":"' .. epoch .. '","event":' .. message .. '}')
-touch(ttl)
+redis.call('PUBLISH', channel, '{"epoch":"' .. stream .. '","event":' .. message .. '}')
+touch()
 return { 'new', message }
-`
+`,
+  reply: (raw): AppendReply => {
+    const [outcome, stored, ts] = raw as [string, string | number, string?]
+    if (outcome === 'forgotten') return { outcome, seq: Number(stored), ts: Number(ts) }
+    return { outcome: outcome as 'new' | 'stored', message: String(stored) }
+  },
+})
 
 /**
  * Reads a room's epoch, latest seq and a range of its history, the way
  * `HistoryRing.read` does. Writes nothing: reading a room nobody used leaves
  * no key behind, and its epoch is '' until a join or a message creates it.
- * KEYS: meta, log.
- * ARGV: after ('' for none), before ('' for none), limit.
- * Returns { epoch, seq, more (0|1), { json… } }.
  */
-export const READ = `
-local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
-local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local length = redis.call('LLEN', KEYS[2])
-local limit = tonumber(ARGV[3])
+export const READ = script({
+  keys: ['meta', 'log'],
+  args: { after: 'number?', before: 'number?', limit: 'number' },
+  body: `
+local epoch = redis.call('HGET', meta, 'epoch') or ''
+local last = tonumber(redis.call('HGET', meta, 'seq') or '0')
+local length = redis.call('LLEN', log)
 if length == 0 or limit <= 0 then return { epoch, last, length > 0 and 1 or 0, {} } end
 local first = last - length + 1
 local from, to
-if ARGV[1] ~= '' then
-  from = math.max(first, tonumber(ARGV[1]) + 1)
+if after then
+  from = math.max(first, after + 1)
   to = math.min(last, from + limit - 1)
 else
-  local before = ARGV[2] ~= '' and tonumber(ARGV[2]) or last + 1
-  to = math.min(last, before - 1)
+  to = math.min(last, (before or last + 1) - 1)
   from = math.max(first, to - limit + 1)
 end
 local messages = {}
-if from <= to then messages = redis.call('LRANGE', KEYS[2], from - first, to - first) end
+if from <= to then messages = redis.call('LRANGE', log, from - first, to - first) end
 local more
 if #messages > 0 then more = from > first else more = to >= first end
 return { epoch, last, more and 1 or 0, messages }
-`
+`,
+  reply: (raw) => {
+    const [epoch, seq, more, messages] = raw as [string, number, number, string[]]
+    return { epoch, seq, more: more === 1, messages }
+  },
+})
 
 /**
- * Updates the roster for a presence event and publishes it. A join gives the
- * room its epoch if it has none, so the `joined` that follows shows the epoch
- * the first message will keep. A `leave` of a member who is not in the roster
- * (already removed with its dead node) is not published again.
- * KEYS: members, meta, log, cids, cidq, node-rooms of this node, rooms.
- * ARGV: action, member id, roster value, room, channel, payload, idle ttl, epoch (used if none), max members (0: none).
- * Returns 1 when published, 0 when not (a leave of a member not there), -1 when a join finds the room full.
+ * Updates the roster for a presence event and publishes `payload`. A join
+ * gives the room its epoch if it has none, so the `joined` that follows shows
+ * the epoch the first message will keep. A `leave` of a member who is not in
+ * the roster (already removed with its dead node) is not published again;
+ * with `onlyIfNew`, neither is a join of a member already there (its entry is
+ * rewritten quietly). `maxMembers` 0: no limit.
  */
-export const PRESENCE = TOUCH + `
-local action, id, value, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local changed = true
+export const PRESENCE = script({
+  keys: ROOM_KEYS,
+  args: { action: 'string', id: 'string', entry: 'string', channel: 'string', payload: 'string', idleTtl: 'number', epoch: 'string', maxMembers: 'number', onlyIfNew: 'boolean' },
+  body: TOUCH + `
+local changed
 if action == 'leave' then
-  changed = redis.call('HDEL', KEYS[1], id) == 1
-  if changed and redis.call('HINCRBY', KEYS[6], room, -1) <= 0 then redis.call('HDEL', KEYS[6], room) end
+  changed = redis.call('HDEL', members, id) == 1
 else
-  local max = tonumber(ARGV[9])
-  if action == 'join' and max > 0 and redis.call('HEXISTS', KEYS[1], id) == 0 and redis.call('HLEN', KEYS[1]) >= max then return -1 end
-  redis.call('HSETNX', KEYS[2], 'epoch', ARGV[8])
-  if redis.call('HSET', KEYS[1], id, value) == 1 then
-    redis.call('HINCRBY', KEYS[6], room, 1)
-    redis.call('SADD', KEYS[7], room)
-  end
+  if action == 'join' and maxMembers > 0 and redis.call('HEXISTS', members, id) == 0 and redis.call('HLEN', members) >= maxMembers then return -1 end
+  redis.call('HSETNX', meta, 'epoch', epoch)
+  changed = redis.call('HSET', members, id, entry) == 1 or not onlyIfNew
 end
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[7], room) end
-touch(ARGV[7])
-if changed then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+touch()
+if changed then redis.call('PUBLISH', channel, payload) end
 return changed and 1 or 0
-`
+`,
+  reply: (raw): 'published' | 'unchanged' | 'full' => raw === -1 ? 'full' : raw === 1 ? 'published' : 'unchanged',
+})
 
 /**
- * Removes a dead node's members from one room and publishes `leave` for each.
- * Does nothing if the node holds its lease again; HDEL makes each removal
- * happen once, whichever node sweeps.
- * KEYS: members, meta, log, cids, cidq, lease of the dead node, its node-rooms, rooms.
- * ARGV: dead node id, room, channel, idle ttl.
- * Returns how many members were removed.
+ * Removes from one room the members a dead node announced in its
+ * registration `serial` or an earlier one, and publishes `leave` for each.
+ * HDEL makes each removal happen once, whichever node sweeps; a member the
+ * node announced again after it came back carries a newer serial and stays.
+ * Answers how many were removed.
  */
-export const EVICT = TOUCH + `
-if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
-local dead, room, channel = ARGV[1], ARGV[2], ARGV[3]
-local entries = redis.call('HGETALL', KEYS[1])
+export const EVICT = script({
+  keys: ROOM_KEYS,
+  args: { node: 'string', serial: 'number', room: 'string', channel: 'string', idleTtl: 'number' },
+  body: TOUCH + `
+local entries = redis.call('HGETALL', members)
 local removed = 0
 for i = 1, #entries, 2 do
   local member = cjson.decode(entries[i + 1])
-  if member.node == dead then
-    redis.call('HDEL', KEYS[1], entries[i])
+  if member.node == node and (tonumber(member.serial) or 0) <= serial then
+    redis.call('HDEL', members, entries[i])
     local event = { type = 'presence', room = room, action = 'leave', member = { id = member.id, name = member.name } }
     redis.call('PUBLISH', channel, cjson.encode({ event = event }))
     removed = removed + 1
   end
 end
-redis.call('HDEL', KEYS[7], room)
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[8], room) end
-touch(ARGV[4])
+touch()
 return removed
-`
+`,
+  reply: decodeCount,
+})
+
+// ------------------------------------------------------------ registry scripts
 
 /**
- * Drops a dead node from the registry once none of its rooms is left.
- * KEYS: its lease, its node-rooms, nodes. ARGV: node id.
+ * Takes or renews a node's lease and stores its record (`record`: JSON of
+ * { id, host, pid, startedAt }; the script adds serial and lastSeen). Answers
+ * { held (1 when the lease was still held), serial }: a node without a lease
+ * (new, or lapsed) gets a new serial.
  */
-export const FORGET_NODE = `
-if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('HLEN', KEYS[2]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[1])
-end
-return 0
-`
+export const RENEW = script({
+  keys: ['records', 'leases', 'serial'],
+  args: { id: 'string', record: 'string', leaseMs: 'number' },
+  body: NOW + `
+local at = now()
+local deadline = redis.call('ZSCORE', leases, id)
+local stored = redis.call('HGET', records, id)
+local held = deadline and tonumber(deadline) > at and stored
+local current
+if held then current = cjson.decode(stored).serial else current = redis.call('INCR', serial) end
+redis.call('HSET', records, id, '{"serial":' .. current .. ',"lastSeen":' .. at .. ',' .. string.sub(record, 2))
+redis.call('ZADD', leases, at + leaseMs, id)
+return { held and 1 or 0, current }
+`,
+  reply: (raw) => {
+    const [held, serial] = raw as [number, number]
+    return { held: held === 1, serial: Number(serial) }
+  },
+})
 
-/**
- * Renews this node's lease and registers it.
- * KEYS: lease, nodes. ARGV: node id, lease ms.
- * Returns 0 when the lease had lapsed: others may have removed this node's
- * members, so they must be announced again.
- */
-export const HEARTBEAT = `
-redis.call('SADD', KEYS[2], ARGV[1])
-if redis.call('SET', KEYS[1], '1', 'PX', ARGV[2], 'XX') then return 1 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-return 0
-`
-
-/** KEYS: nodes. ARGV: prefix. Returns the registered nodes whose lease has lapsed. */
-export const DEAD_NODES = `
-local dead = {}
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. 'node:' .. node) == 0 then dead[#dead + 1] = node end
-end
-return dead
-`
-
-/** KEYS: members. ARGV: prefix. Returns the roster values of members on live nodes. */
-export const MEMBERS = LIVE_MEMBERS + `
-return liveMembers(KEYS[1], ARGV[1], {})
-`
-
-/**
- * KEYS: rooms. ARGV: prefix.
- * Returns { room, live member count, seq, … } for rooms with live members.
- */
-export const ROOMS = LIVE_MEMBERS + `
-local prefix, alive, out = ARGV[1], {}, {}
-for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local count = #liveMembers(prefix .. 'members:' .. room, prefix, alive)
-  if count > 0 then
-    out[#out + 1] = room
-    out[#out + 1] = count
-    out[#out + 1] = tonumber(redis.call('HGET', prefix .. 'meta:' .. room, 'seq') or '0')
-  end
+/** Every registered node: { record JSON, live (1 while it holds its lease), … }. */
+export const NODES = script({
+  keys: ['records', 'leases'],
+  args: {},
+  body: NOW + `
+local at = now()
+local out = {}
+local entries = redis.call('HGETALL', records)
+for i = 1, #entries, 2 do
+  local deadline = redis.call('ZSCORE', leases, entries[i])
+  out[#out + 1] = entries[i + 1]
+  out[#out + 1] = (deadline and tonumber(deadline) > at) and 1 or 0
 end
 return out
-`
+`,
+  reply: (raw) => {
+    const flat = raw as Array<string | number>
+    const nodes: Array<{ record: string, live: boolean }> = []
+    for (let i = 0; i < flat.length; i += 2) nodes.push({ record: String(flat[i]), live: flat[i + 1] === 1 })
+    return nodes
+  },
+})
 
-/** The scripts by the name of the command ioredis defines for each (EVALSHA, EVAL on a script cache miss). */
-export const SCRIPTS = {
-  chatAppend: { lua: APPEND, numberOfKeys: 5 },
-  chatRead: { lua: READ, numberOfKeys: 2 },
-  chatPresence: { lua: PRESENCE, numberOfKeys: 7 },
-  chatEvict: { lua: EVICT, numberOfKeys: 8 },
-  chatForgetNode: { lua: FORGET_NODE, numberOfKeys: 3 },
-  chatHeartbeat: { lua: HEARTBEAT, numberOfKeys: 2 },
-  chatDeadNodes: { lua: DEAD_NODES, numberOfKeys: 1 },
-  chatMembers: { lua: MEMBERS, numberOfKeys: 1 },
-  chatRooms: { lua: ROOMS, numberOfKeys: 1 },
-} as const
+/**
+ * Drops a swept node from the registry, with its list of rooms, unless it
+ * came back meanwhile (it holds a lease, or registered again with a newer
+ * serial). `rooms`: its rooms key.
+ */
+export const FORGET = script({
+  keys: ['records', 'leases', 'rooms'],
+  args: { id: 'string', serial: 'number' },
+  body: NOW + `
+local deadline = redis.call('ZSCORE', leases, id)
+if deadline and tonumber(deadline) > now() then return 0 end
+local stored = redis.call('HGET', records, id)
+if stored and cjson.decode(stored).serial ~= serial then return 0 end
+redis.call('HDEL', records, id)
+redis.call('ZREM', leases, id)
+redis.call('DEL', rooms)
+return 1
+`,
+  reply: decodeCount,
+})
+
+/**
+ * A closing node gives up its lease. It leaves the registry at once if it
+ * lists no room; otherwise others sweep the members still listed, as after a
+ * crash. `rooms`: its rooms key.
+ */
+export const RELEASE = script({
+  keys: ['records', 'leases', 'rooms'],
+  args: { id: 'string' },
+  body: `
+redis.call('ZREM', leases, id)
+if redis.call('SCARD', rooms) == 0 then redis.call('HDEL', records, id) end
+return 0
+`,
+  reply: decodeCount,
+})
+
+// ------------------------------------------------------------ binding to ioredis
+
+export const SCRIPTS = { append: APPEND, read: READ, presence: PRESENCE, evict: EVICT, renew: RENEW, nodes: NODES, forget: FORGET, release: RELEASE } as const
+type Scripts = typeof SCRIPTS
+
+/** Each script as one typed call. */
+export type ScriptCalls = {
+  [N in keyof Scripts]: Scripts[N] extends Script<infer K, infer A, infer R> ? (input: ScriptInput<K, A>) => Promise<R> : never
+}
+
+/** The command name ioredis defines for a script; prefixed, so that none shadows a Redis command. */
+const commandName = (name: string): string => `chat${name[0]!.toUpperCase()}${name.slice(1)}`
+
+/** For ioredis' `scripts` option: each script becomes a command (EVALSHA, and EVAL on a script cache miss). */
+export const SCRIPT_COMMANDS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, { lua, keys }]) =>
+  [commandName(name), { lua, numberOfKeys: keys.length }]))
+
+/** The typed calls of the scripts on `redis`, which must have been created with `scripts: SCRIPT_COMMANDS`. */
+export function scriptCalls (redis: Redis): ScriptCalls {
+  // ioredis adds a method per script at run time; its types cannot know them.
+  const commands = redis as unknown as Record<string, (...args: Array<string | number>) => Promise<unknown>>
+  const calls = Object.entries(SCRIPTS).map(([name, definition]) => {
+    const { argv, reply } = definition as unknown as Script<string, Args, unknown>
+    const command = commands[commandName(name)]
+    if (!command) throw new Error(`RedisBroker: ioredis did not define the script ${name}`)
+    return [name, async (input: ScriptInput<string, Args>) => reply(await command.apply(redis, argv(input)))]
+  })
+  return Object.fromEntries(calls) as ScriptCalls
+}

@@ -15,9 +15,17 @@ export interface Envelope {
   event: RoomEvent
 }
 
-/** Messages read per history page while filling a gap. */
+/**
+ * Messages read per history page while filling a gap: bounds one reply (a
+ * few hundred KB of JSON at most), while a gap of a few thousand messages
+ * still fills in a handful of round trips.
+ */
 const FILL_PAGE = 500
-/** Pause before reading again when a fill could not read (Redis unavailable). */
+/**
+ * Pause before reading again when a fill could not read (the store is
+ * unavailable): bounds the retries against a store that is down to two a
+ * second per room, and a store that comes back is read within half a second.
+ */
 const FILL_RETRY_MS = 500
 
 /** Names one `open` of a room's feed, so a late step of an earlier subscription cannot touch a newer one. */

@@ -1,0 +1,93 @@
+/**
+ * The node registry's store in Redis: leases and node records under the
+ * registry's hash tag, each room's roster in the room's own keys, all through
+ * the scripts of redis-scripts.ts. No call touches keys of two slots.
+ */
+import { randomUUID } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import { ChatError } from '../errors.js'
+import type { Member, Presence } from '../protocol.js'
+import type { NodeRecord, PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
+import type { RedisKeys, ScriptCalls } from './redis-scripts.js'
+
+/** What a roster entry holds in Redis. */
+interface StoredEntry extends Member {
+  node: string
+  serial?: number
+}
+
+export interface RedisRegistryContext {
+  commands: Redis
+  scripts: ScriptCalls
+  keys: RedisKeys
+  idleRoomTtl: number
+  /** Runs one Redis call; a failure becomes `ChatError('unavailable')`. */
+  run<T>(call: () => Promise<T>): Promise<T>
+}
+
+export class RedisRegistryStore implements RegistryStore {
+  constructor (private readonly redis: RedisRegistryContext) {}
+
+  async renew (node: Omit<NodeRecord, 'lastSeen'>, leaseMs: number): Promise<{ held: boolean, serial: number }> {
+    const { scripts, keys, run } = this.redis
+    return await run(() => scripts.renew({ ...keys.registry, id: node.id, record: JSON.stringify(node), leaseMs }))
+  }
+
+  async nodes (): Promise<RegisteredNode[]> {
+    const { scripts, keys, run } = this.redis
+    const nodes = await run(() => scripts.nodes(keys.registry))
+    return nodes.map(({ record, live }) => ({ ...JSON.parse(record) as Omit<RegisteredNode, 'live'>, live }))
+  }
+
+  async release (node: string): Promise<void> {
+    const { scripts, keys, run } = this.redis
+    await run(() => scripts.release({ ...keys.registry, rooms: keys.nodeRooms(node), id: node }))
+  }
+
+  async forget (node: string, serial: number): Promise<void> {
+    const { scripts, keys, run } = this.redis
+    await run(() => scripts.forget({ ...keys.registry, rooms: keys.nodeRooms(node), id: node, serial }))
+  }
+
+  async roomsOf (nodes: string[]): Promise<string[]> {
+    const { commands, keys, run } = this.redis
+    if (nodes.length === 0) return []
+    return await run(() => commands.sunion(...nodes.map((node) => keys.nodeRooms(node))))
+  }
+
+  async listRoom (node: string, room: string): Promise<void> {
+    const { commands, keys, run } = this.redis
+    await run(() => commands.sadd(keys.nodeRooms(node), room))
+  }
+
+  async unlistRoom (node: string, room: string): Promise<void> {
+    const { commands, keys, run } = this.redis
+    await run(() => commands.srem(keys.nodeRooms(node), room))
+  }
+
+  async roster (room: string): Promise<RosterEntry[]> {
+    const { commands, keys, run } = this.redis
+    const values = await run(() => commands.hvals(keys.room(room).members))
+    return values.map((value) => {
+      const { id, name, node, serial } = JSON.parse(value) as StoredEntry
+      return { member: { id, name }, node, serial: serial ?? 0 }
+    })
+  }
+
+  async presence (room: string, action: Presence['action'], member: Member, stamp: Stamp, options: PresenceOptions): Promise<void> {
+    const { scripts, keys, run, idleRoomTtl } = this.redis
+    const event: Presence = { type: 'presence', room, action, member }
+    const entry: StoredEntry = { ...member, node: stamp.node, serial: stamp.serial }
+    const maxMembers = options.maxMembers ?? 0
+    const outcome = await run(() => scripts.presence({
+      ...keys.room(room), action, id: member.id, entry: JSON.stringify(entry), channel: keys.channel(room),
+      payload: JSON.stringify({ event }), idleTtl: idleRoomTtl, epoch: randomUUID(), maxMembers, onlyIfNew: options.onlyIfNew ?? false,
+    }))
+    if (outcome === 'full') throw new ChatError('room_full', `${room} is full (${maxMembers} members)`)
+  }
+
+  async evict (room: string, node: string, serial: number): Promise<number> {
+    const { scripts, keys, run, idleRoomTtl } = this.redis
+    return await run(() => scripts.evict({ ...keys.room(room), node, serial, room, channel: keys.channel(room), idleTtl: idleRoomTtl }))
+  }
+}
