@@ -15,13 +15,14 @@ import { MemoryBroker } from './brokers/memory.js'
 import { Connection, Heartbeat } from './connection.js'
 import { CloseCodes, ChatError } from './errors.js'
 import { Hub } from './hub.js'
+import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions, type ResolvedOptions } from './options.js'
 import { createDecoder, normalizeName, MessageSchema, MAX_HISTORY_LIMIT } from './protocol.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** The chat hub of this instance: server API and events (fastify-chat-rooms). */
-    hub: Hub
+    /** The chat of this instance: the server API and events of fastify-chat-rooms. */
+    hub: PublicHub
   }
 }
 
@@ -107,7 +108,7 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
   const resolved = resolveOptions(options)
   const hub = new Hub(resolved.broker ?? new MemoryBroker(), resolved, fastify.log)
   await hub.open()
-  fastify.decorate('hub', hub)
+  fastify.decorate('hub', hubApi(hub))
 
   const connections = new Set<Connection>()
   const heartbeat = new Heartbeat(resolved.heartbeatInterval)

@@ -1,8 +1,9 @@
 /** The hub without sockets: fake members, the memory broker, assertions on frames. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Hub, MemoryBroker, resolveOptions, ChatError, type MemberLink, type ServerFrame, type ChatRoomsOptions } from '../lib/index.js'
-import { MAX_EVENTS_HELD_WHILE_JOINING } from '../lib/hub.js'
+import { MemoryBroker, resolveOptions, ChatError, type ServerFrame, type ChatRoomsOptions, type Message } from '../lib/index.js'
+import { Hub, MAX_EVENTS_HELD_WHILE_JOINING, type MemberLink } from '../lib/hub.js'
+import { hubApi } from '../lib/hub-api.js'
 
 const silent = { info () {}, warn () {}, error () {} }
 
@@ -142,6 +143,18 @@ test('a join that the broker fails leaves no membership behind', async (t) => {
   assert.equal(hub.isMember(a, 'r'), false)
   assert.equal(hub.stats().rooms, 0)
   assert.deepEqual(await hub.members('r'), [], 'the announced join was taken back')
+})
+
+test('the public API\'s on, once and off reach the hub\'s events', async (t) => {
+  const hub = await makeHub(t)
+  const api = hubApi(hub)
+  const seen: string[] = []
+  const listener = (message: Message): void => { seen.push(`on ${message.text}`) }
+  api.on('message', listener).once('message', (message) => { seen.push(`once ${message.text}`) })
+  await api.broadcast('r', '1')
+  api.off('message', listener)
+  await api.broadcast('r', '2')
+  assert.deepEqual(seen, ['on 1', 'once 1'])
 })
 
 test('stats count connections, rooms and messages', async (t) => {
