@@ -118,6 +118,17 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
       await child.register(fastifyStatic, { root: CLIENT_DIR, prefix: `${prefix}client/`, decorateReply: false, allowedPath: (path) => /\.js$/.test(path) })
       // What the page needs to know of this server's options.
       child.get(`${prefix}chat-config.json`, async () => ({ path: resolved.path, maxTextLength: resolved.maxTextLength }))
+      // The page's URLs are relative, so it must be loaded from `/chat/`: `/chat` redirects there, keeping its query.
+      // 301, as @fastify/static's own directory redirects: the routes are GET and HEAD only, which a 301 never changes.
+      if (prefix !== '/') {
+        child.get(prefix.slice(0, -1), async (request, reply) => {
+          const queryAt = request.url.indexOf('?')
+          const path = queryAt === -1 ? request.url : request.url.slice(0, queryAt)
+          // With the router's ignoreTrailingSlash, `/chat/` lands here too: redirecting it to itself would loop.
+          if (path.endsWith('/')) return reply.callNotFound()
+          return reply.redirect(queryAt === -1 ? prefix : `${prefix}${request.url.slice(queryAt)}`, 301)
+        })
+      }
     })
   }
 
