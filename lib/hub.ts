@@ -19,6 +19,17 @@ export interface MemberLink {
   close(code: number, reason: string): void
 }
 
+/**
+ * Bounds the events held for one member while its join is served (a few broker
+ * round trips: milliseconds, or seconds when the broker stalls). Held events are
+ * shared with every member, so each costs a reference; the bound stops a stalled
+ * join in a busy room from holding without end. 1000 typical events (a few hundred
+ * bytes each) are flushed after `joined` well within the default `maxBufferedBytes`;
+ * a joiner further behind than that before it has even joined is closed as a slow
+ * consumer (4008) and resumes. Not `historySize`, which may be 0 (store nothing).
+ */
+export const MAX_EVENTS_HELD_WHILE_JOINING = 1000
+
 /** The sender of `hub.broadcast` when none is given. */
 export const SERVER_MEMBER: Member = Object.freeze({ id: 'server', name: 'server' })
 
@@ -309,8 +320,7 @@ export class Hub extends EventEmitter<HubEvents> {
     for (const member of local.members.values()) {
       if (member.link.id === skip) continue
       if (member.pending) {
-        // More than a history's worth arriving during one join: the reader cannot catch up.
-        if (member.pending.length >= this.options.historySize) member.link.close(CloseCodes.slowConsumer, 'too far behind while joining')
+        if (member.pending.length >= MAX_EVENTS_HELD_WHILE_JOINING) member.link.close(CloseCodes.slowConsumer, 'too far behind while joining')
         else member.pending.push(event)
         continue
       }

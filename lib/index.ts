@@ -6,7 +6,8 @@ import chatRooms from './plugin.js'
 
 export default chatRooms
 export { chatRooms }
-export { Hub, SERVER_MEMBER, type HubStats, type HubEvents, type MemberLink } from './hub.js'
+export type { Hub, HubListener } from './hub-api.js'
+export { SERVER_MEMBER, type HubStats, type HubEvents } from './hub.js'
 export { MemoryBroker, type MemoryBrokerOptions } from './brokers/memory.js'
 export type { Broker, BrokerNode, BrokerLogger, MessageDraft, AppendResult, ReadRange, ReadResult, RoomInfo } from './broker.js'
 export { CID_RETENTION_MS } from './broker.js'

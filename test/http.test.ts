@@ -55,6 +55,20 @@ test('the home page is served at / (or its prefix) with the client library, and 
   assert.equal((await fetch(`${none.httpUrl}/`)).status, 404)
 })
 
+test('under a prefix, the home page\'s address without its slash redirects (301) to it, keeping the query', async (t) => {
+  const { httpUrl } = await startServer(t, { home: { prefix: '/chat' } })
+  for (const [from, to] of [['/chat', '/chat/'], ['/chat?room=lobby', '/chat/?room=lobby']]) {
+    const response = await fetch(`${httpUrl}${from}`, { redirect: 'manual' })
+    assert.equal(response.status, 301, from)
+    assert.equal(response.headers.get('location'), to, from)
+  }
+  const followed = await fetch(`${httpUrl}/chat`)
+  assert.equal(followed.status, 200)
+  assert.equal(followed.url, `${httpUrl}/chat/`)
+  assert.match(await followed.text(), /<html/i)
+  assert.equal((await fetch(`${httpUrl}/chat/`, { redirect: 'manual' })).status, 200, 'the page itself is not redirected')
+})
+
 test('the home page leaves the application\'s own @fastify/static untouched', async (t) => {
   const root = fileURLToPath(new URL('../../example/', import.meta.url))
   const { httpUrl, app } = await startServer(t, { home: { prefix: '/chat' } }, async (instance) => {

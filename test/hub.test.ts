@@ -1,7 +1,9 @@
 /** The hub without sockets: fake members, the memory broker, assertions on frames. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Hub, MemoryBroker, resolveOptions, ChatError, type MemberLink, type ServerFrame, type ChatRoomsOptions } from '../lib/index.js'
+import { MemoryBroker, resolveOptions, ChatError, type ServerFrame, type ChatRoomsOptions, type Message } from '../lib/index.js'
+import { Hub, MAX_EVENTS_HELD_WHILE_JOINING, type MemberLink } from '../lib/hub.js'
+import { hubApi } from '../lib/hub-api.js'
 
 const silent = { info () {}, warn () {}, error () {} }
 
@@ -90,6 +92,44 @@ test('events: message, join and leave are emitted for this node', async (t) => {
   assert.deepEqual(seen, ['join r a', 'message r 1', 'leave r a'])
 })
 
+test('a join works with historySize: 0, while other members send and type during it', async (t) => {
+  const hub = await makeHub(t, { historySize: 0, historyOnJoin: 0 })
+  const a = await member(hub, 'a', 'r')
+  const b = await member(hub, 'b', 'r')
+  const joiner = new FakeMember('c', 'c')
+  hub.attach(joiner)
+  const joining = hub.join(joiner, { type: 'join', room: 'r' })
+  // From here the joiner's events are held until `joined`: each step lets the join move on by one microtask.
+  const requests: Array<Promise<unknown>> = []
+  for (let i = 1; i <= 30; i++) {
+    requests.push(hub.typing(a, 'r'), hub.send(i % 2 === 0 ? a : b, { type: 'send', room: 'r', text: `m${i}` }))
+    await Promise.resolve()
+  }
+  await joining
+  await Promise.all(requests)
+  assert.equal(joiner.closedWith, undefined, 'not closed as too far behind')
+  const [joined] = joiner.of('joined')
+  assert.equal(joiner.frames[0], joined, 'joined comes first')
+  assert.deepEqual(joined?.history, [], 'nothing is stored')
+  assert.ok(joiner.of('typing').length > 0, 'typing held during the join was delivered after it')
+  const after = Array.from({ length: 30 - (joined?.seq ?? 0) }, (_, i) => (joined?.seq ?? 0) + i + 1)
+  assert.deepEqual(joiner.of('message').map((m) => m.seq), after, 'every message after the snapshot, once, in order')
+})
+
+test(`a joiner is held up to ${MAX_EVENTS_HELD_WHILE_JOINING} events behind; one more closes it with 4008`, async (t) => {
+  const hub = await makeHub(t)
+  await member(hub, 'a', 'r')
+  for (const [id, behind] of [['c', MAX_EVENTS_HELD_WHILE_JOINING], ['d', MAX_EVENTS_HELD_WHILE_JOINING + 1]] as const) {
+    const joiner = new FakeMember(id, id)
+    hub.attach(joiner)
+    const joining = hub.join(joiner, { type: 'join', room: 'r' })
+    // The memory broker delivers within append, so all of these arrive while the join waits.
+    await Promise.all(Array.from({ length: behind }, (_, i) => hub.broadcast('r', `${id}${i}`)))
+    await joining
+    assert.equal(joiner.closedWith, behind > MAX_EVENTS_HELD_WHILE_JOINING ? 4008 : undefined, `${behind} behind`)
+  }
+})
+
 test('a join that the broker fails leaves no membership behind', async (t) => {
   class FailingRead extends MemoryBroker {
     override async read (): Promise<never> { throw new ChatError('unavailable', 'down') }
@@ -103,6 +143,18 @@ test('a join that the broker fails leaves no membership behind', async (t) => {
   assert.equal(hub.isMember(a, 'r'), false)
   assert.equal(hub.stats().rooms, 0)
   assert.deepEqual(await hub.members('r'), [], 'the announced join was taken back')
+})
+
+test('the public API\'s on, once and off reach the hub\'s events', async (t) => {
+  const hub = await makeHub(t)
+  const api = hubApi(hub)
+  const seen: string[] = []
+  const listener = (message: Message): void => { seen.push(`on ${message.text}`) }
+  api.on('message', listener).once('message', (message) => { seen.push(`once ${message.text}`) })
+  await api.broadcast('r', '1')
+  api.off('message', listener)
+  await api.broadcast('r', '2')
+  assert.deepEqual(seen, ['on 1', 'once 1'])
 })
 
 test('stats count connections, rooms and messages', async (t) => {

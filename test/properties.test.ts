@@ -6,7 +6,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
-import { Hub, MemoryBroker, resolveOptions, createDecoder, isServerFrame, ChatError, ErrorCodes, type MemberLink, type ServerFrame, type Message } from '../lib/index.js'
+import { MemoryBroker, resolveOptions, createDecoder, isServerFrame, ChatError, ErrorCodes, type ServerFrame, type Message } from '../lib/index.js'
+import { Hub, type MemberLink } from '../lib/hub.js'
 import { startServer } from './helpers/server.js'
 import { RawClient } from './helpers/client.js'
 

@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
-import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type HubStats, type HubEvents } from '../lib/index.js'
+import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type HubStats, type HubEvents, type Member } from '../lib/index.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_: T): void {}
@@ -21,6 +21,15 @@ test('fastify.hub is typed through declaration merging, and options are checked'
   expectType<Equal<HubEvents['message'], [message: Message]>>(true)
   expectType<Equal<HubEvents['join'][0]['room'], string>>(true)
   expectType<Equal<HubEvents['leave'][0]['member']['name'], string>>(true)
+  const seen: string[] = []
+  const onMessage = (message: Message): void => { seen.push(message.text) }
+  expectType<Equal<ReturnType<typeof app.hub.on<'message'>>, Hub>>(true)
+  expectType<Equal<Parameters<typeof app.hub.once<'join'>>[1], (event: { room: string, member: Member }) => void>>(true)
+  app.hub.on('message', onMessage).once('join', ({ room }) => seen.push(room)).off('message', onMessage)
+  // @ts-expect-error no such event
+  app.hub.on('joined', () => {})
+  // @ts-expect-error a join listener gets { room, member }, not a message
+  app.hub.on('join', onMessage)
 
   // @ts-expect-error maxPayload is a number
   const badPayload: ChatRoomsOptions = { maxPayload: 'big' }
@@ -34,4 +43,37 @@ test('fastify.hub is typed through declaration merging, and options are checked'
   const badHook: ChatRoomsOptions = { onMessage: () => 42 }
   assert.ok([badPayload, typo, badRest, badAuth, badHook].length === 5)
   await app.close()
+})
+
+test('fastify.hub has the server API only: member actions are not on it', async (t) => {
+  const app = Fastify()
+  t.after(() => app.close())
+  await app.register(chatRooms, { home: false })
+  await app.ready()
+  // @ts-expect-error members join through their connection
+  void app.hub.join
+  // @ts-expect-error members leave through their connection
+  void app.hub.leave
+  // @ts-expect-error members send through their connection; the server uses broadcast
+  void app.hub.send
+  // @ts-expect-error connections attach themselves
+  void app.hub.attach
+  // @ts-expect-error connections detach themselves
+  void app.hub.detach
+  // @ts-expect-error the counters are the connections'; stats() reads them
+  void app.hub.count
+  // @ts-expect-error typing is a member action
+  void app.hub.typing
+  // @ts-expect-error rename is a member action
+  void app.hub.rename
+  // @ts-expect-error members page history through their connection; the server uses history
+  void app.hub.memberHistory
+  // @ts-expect-error the plugin opens the hub
+  void app.hub.open
+  // @ts-expect-error the plugin closes the hub
+  void app.hub.close
+  // @ts-expect-error membership of a link is internal
+  void app.hub.isMember
+  assert.deepEqual(Object.keys(app.hub).sort(), ['broadcast', 'disconnect', 'history', 'members', 'off', 'on', 'once', 'rooms', 'stats'])
+  assert.ok(Object.isFrozen(app.hub))
 })

@@ -1,0 +1,151 @@
+/**
+ * Admission, before the upgrade: the origin check, the connection slots and
+ * the `authenticate` hook with its timeout. A refusal is an ordinary Fastify
+ * reply; an admitted upgrade is remembered for the route handler.
+ */
+import { randomBytes } from 'node:crypto'
+import { STATUS_CODES, type ServerResponse } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { ChatError } from './errors.js'
+import type { ResolvedOptions } from './options.js'
+import { normalizeName } from './protocol.js'
+
+export interface Admitted {
+  id: string
+  name: string
+}
+
+/** What the route handler needs of an admitted upgrade. */
+export interface Upgrade {
+  identity: Admitted
+  /** The response Fastify made for the upgrade request; unused once upgraded. */
+  response: ServerResponse
+}
+
+/** Runs the `authenticate` hook: the identity, or undefined once the reply refused (401, or 503 on timeout). */
+export type Authenticate = (request: FastifyRequest, reply: FastifyReply) => Promise<Admitted | undefined>
+
+export interface Admission {
+  /** The route's `preValidation` hook: refuses, or remembers the upgrade in `admitted`. */
+  admit: (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply) => Promise<void>
+  /** Upgrades admitted and not yet taken by the route handler. */
+  admitted: WeakMap<FastifyRequest, Upgrade>
+  /** Also guards the HTTP API, so both ask the application the same question. */
+  authenticate: Authenticate
+}
+
+type AdmissionOptions = Pick<ResolvedOptions,
+  'allowedOrigins' | 'authenticate' | 'authenticateTimeout' | 'maxConnections' | 'maxConnectionsPerIp'>
+
+function randomId (bytes: number): string {
+  return randomBytes(bytes).toString('base64url')
+}
+
+/** Replies before the upgrade (or from the HTTP API), in Fastify's error shape. */
+export function refuse (reply: FastifyReply, statusCode: number, message: string): FastifyReply {
+  return reply.code(statusCode).send({ statusCode, error: STATUS_CODES[statusCode], message })
+}
+
+function originAllowed (origin: string | undefined, host: string | undefined, allowed: ResolvedOptions['allowedOrigins']): boolean {
+  // Browsers always send Origin on a WebSocket handshake; other clients are not subject to same-origin rules.
+  if (origin === undefined || allowed === '*') return true
+  let sameOrigin: boolean
+  try {
+    sameOrigin = new URL(origin).host === host
+  } catch {
+    return false
+  }
+  return sameOrigin || (allowed !== 'same-origin' && allowed.includes(origin))
+}
+
+/** Counts connections from admission until their TCP socket closes, in total and per IP. */
+class ConnectionSlots {
+  private total = 0
+  private readonly perIp = new Map<string, number>()
+
+  constructor (private readonly options: Pick<ResolvedOptions, 'maxConnections' | 'maxConnectionsPerIp'>) {}
+
+  /** Reserves a slot or says which limit is reached. */
+  reserve (ip: string): { release: () => void } | { statusCode: 503 | 429, message: string } {
+    const { maxConnections, maxConnectionsPerIp } = this.options
+    if (maxConnections > 0 && this.total >= maxConnections) return { statusCode: 503, message: 'the server is at its connection limit' }
+    const fromIp = this.perIp.get(ip) ?? 0
+    if (maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp) return { statusCode: 429, message: 'too many connections from this address' }
+    this.total++
+    this.perIp.set(ip, fromIp + 1)
+    let released = false
+    return {
+      release: () => {
+        if (released) return
+        released = true
+        this.total--
+        const left = (this.perIp.get(ip) ?? 1) - 1
+        if (left === 0) this.perIp.delete(ip)
+        else this.perIp.set(ip, left)
+      },
+    }
+  }
+}
+
+/** The admission of one plugin instance; `closing` says whether shutdown has begun (then upgrades get 503). */
+export function admission (options: AdmissionOptions, closing: () => boolean): Admission {
+  const slots = new ConnectionSlots(options)
+  const admitted = new WeakMap<FastifyRequest, Upgrade>()
+
+  async function authenticate (request: FastifyRequest, reply: FastifyReply): Promise<Admitted | undefined> {
+    if (!options.authenticate) return undefined
+    let identity
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(resolve, options.authenticateTimeout, 'timeout') })
+    try {
+      identity = await Promise.race([options.authenticate(request), timeout])
+    } catch (error) {
+      request.log.info({ err: error }, 'chat authenticate hook threw; refusing with 401')
+    } finally {
+      clearTimeout(timer)
+    }
+    if (identity === 'timeout') {
+      request.log.warn('chat authenticate hook did not answer in time; refusing with 503')
+      refuse(reply, 503, 'authentication did not answer in time')
+      return undefined
+    }
+    if (!identity || typeof identity.name !== 'string') {
+      refuse(reply, 401, 'authentication required')
+      return undefined
+    }
+    // The application's id names the user; the suffix keeps each connection's id unique.
+    const id = typeof identity.id === 'string' && identity.id !== '' ? `${identity.id}.${randomId(4)}` : randomId(9)
+    return { id, name: normalizeName(identity.name) }
+  }
+
+  async function admit (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply): Promise<void> {
+    // A plain GET of the route is answered 404 by @fastify/websocket; only upgrades are admitted.
+    if (!request.ws) return
+    if (!originAllowed(request.headers.origin, request.headers.host, options.allowedOrigins)) {
+      return void refuse(reply, 403, 'origin not allowed')
+    }
+    if (closing()) return void refuse(reply, 503, 'the server is shutting down')
+    const slot = slots.reserve(request.ip)
+    if ('statusCode' in slot) return void refuse(reply, slot.statusCode, slot.message)
+    request.raw.socket.once('close', slot.release)
+
+    let name: string | undefined
+    const rawName = request.query.name
+    if (typeof rawName === 'string') {
+      try {
+        name = normalizeName(rawName)
+      } catch (error) {
+        return void refuse(reply, 400, (error as ChatError).message)
+      }
+    }
+    if (options.authenticate) {
+      const identity = await authenticate(request, reply)
+      if (identity) admitted.set(request, { identity, response: reply.raw })
+      return
+    }
+    const identity = { id: randomId(9), name: name ?? `guest-${randomBytes(2).toString('hex')}` }
+    admitted.set(request, { identity, response: reply.raw })
+  }
+
+  return { admit, admitted, authenticate }
+}

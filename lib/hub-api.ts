@@ -1,0 +1,77 @@
+/**
+ * The hub's public API, which `fastify.hub` is: the server's calls and the
+ * hub's events, and nothing of what members do (join, send…), which only
+ * connections may ask of the hub.
+ */
+import type { EventEmitter } from 'node:events'
+import type { RoomInfo } from './broker.js'
+import type { Hub as MemberHub, HubEvents, HubStats } from './hub.js'
+import type { Member, Message } from './protocol.js'
+
+/** A listener of one hub event; it may be async (a rejection is logged, like a throw). */
+export type HubListener<K extends keyof HubEvents> = (...args: HubEvents[K]) => void
+
+/** `fastify.hub`: the chat of this Fastify instance, as the application sees it. */
+export interface Hub {
+  /**
+   * Sends `text` to `room` as the server, or as `from`: it gets a seq, is
+   * stored and delivered exactly like a member's message.
+   * @returns the stored message
+   * @throws {ChatError} `invalid` for a room name or text the options do not allow; `unavailable` while the broker is down
+   */
+  broadcast(room: string, text: string, from?: Member): Promise<Message>
+  /** Rooms with members, across every node, with each one's latest seq. */
+  rooms(): Promise<RoomInfo[]>
+  /** Members of `room`, across every node. */
+  members(room: string): Promise<Member[]>
+  /**
+   * Pages backwards through a room's stored messages, oldest first.
+   * `before` is a seq (exclusive); `limit` is capped at `MAX_HISTORY_LIMIT`.
+   */
+  history(room: string, query?: { before?: number, limit?: number }): Promise<{ messages: Message[], more: boolean }>
+  /**
+   * Closes the connection with `id` if it is on this node (default 1000).
+   * @returns false when this node has no such connection
+   */
+  disconnect(id: string, code?: number, reason?: string): boolean
+  /** Counters of this node. */
+  stats(): HubStats
+  /**
+   * Listens to an event: `message` (stored through this node), `join` and
+   * `leave` (of a member on this node). A listener that throws or rejects is
+   * logged and never fails the member's request.
+   */
+  on<K extends keyof HubEvents>(event: K, listener: HubListener<K>): Hub
+  /** Like `on`, for the next event only. */
+  once<K extends keyof HubEvents>(event: K, listener: HubListener<K>): Hub
+  /** Removes a listener added with `on` or `once`. */
+  off<K extends keyof HubEvents>(event: K, listener: HubListener<K>): Hub
+}
+
+/** The public API over the hub that `fastify.hub` is decorated with; frozen, so it cannot be extended by accident. */
+export function hubApi (hub: MemberHub): Hub {
+  // The same emitter, untyped: TypeScript cannot resolve node's listener type for a generic event name.
+  // `Hub`'s signatures keep each listener typed by its event.
+  const events: EventEmitter = hub
+  const api: Hub = Object.freeze({
+    broadcast: (room: string, text: string, from?: Member) => hub.broadcast(room, text, from),
+    rooms: () => hub.rooms(),
+    members: (room: string) => hub.members(room),
+    history: (room: string, query?: { before?: number, limit?: number }) => hub.history(room, query),
+    disconnect: (id: string, code?: number, reason?: string) => hub.disconnect(id, code, reason),
+    stats: () => hub.stats(),
+    on <K extends keyof HubEvents>(event: K, listener: HubListener<K>): Hub {
+      events.on(event, listener)
+      return api
+    },
+    once <K extends keyof HubEvents>(event: K, listener: HubListener<K>): Hub {
+      events.once(event, listener)
+      return api
+    },
+    off <K extends keyof HubEvents>(event: K, listener: HubListener<K>): Hub {
+      events.off(event, listener)
+      return api
+    },
+  })
+  return api
+}

@@ -1,0 +1,50 @@
+/**
+ * The HTTP API of PROTOCOL.md (with `rest: { prefix }`): rooms and their
+ * stored messages, read through the hub's public API and guarded by the same
+ * `authenticate` hook as the WebSocket route.
+ */
+import type { FastifyInstance } from 'fastify'
+import Type from 'typebox'
+import { refuse, type Authenticate } from './admission.js'
+import { ChatError } from './errors.js'
+import type { Hub } from './hub-api.js'
+import type { ResolvedOptions } from './options.js'
+import { MessageSchema, MAX_HISTORY_LIMIT } from './protocol.js'
+
+const MessagesQuery = Type.Object({
+  before: Type.Optional(Type.Integer({ minimum: 0 })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT })),
+}, { additionalProperties: false })
+const RoomsReply = Type.Object({
+  rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer(), seq: Type.Integer() })),
+})
+const MessagesReply = Type.Object({ room: Type.String(), messages: Type.Array(MessageSchema), more: Type.Boolean() })
+
+export interface RestOptions {
+  hub: Hub
+  options: Pick<ResolvedOptions, 'authenticate' | 'roomPattern'>
+  authenticate: Authenticate
+}
+
+/** Registered with `{ prefix }`: the routes of the HTTP API. */
+export async function restApi (api: FastifyInstance, { hub, options, authenticate }: RestOptions): Promise<void> {
+  if (options.authenticate) {
+    api.addHook('preHandler', async (request, reply) => {
+      if (!(await authenticate(request, reply))) return reply
+      return undefined
+    })
+  }
+  api.get('/rooms', { schema: { response: { 200: RoomsReply } } }, async () => ({ rooms: await hub.rooms() }))
+  api.get<{ Params: { room: string }, Querystring: { before?: number, limit?: number } }>('/rooms/:room/messages', {
+    schema: { querystring: MessagesQuery, response: { 200: MessagesReply } },
+  }, async (request, reply) => {
+    const { room } = request.params
+    if (!options.roomPattern.test(room)) return refuse(reply, 400, `room: must match ${options.roomPattern.source}`)
+    try {
+      return { room, ...(await hub.history(room, request.query)) }
+    } catch (error) {
+      if (error instanceof ChatError && error.code === 'unavailable') return refuse(reply, 503, error.message)
+      throw error
+    }
+  })
+}
