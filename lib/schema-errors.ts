@@ -131,8 +131,8 @@ const BRANCH = /\/anyOf\/\d+$/
 
 /**
  * The errors worth reporting. A union reports every branch's errors and then
- * its own; a branch of the wrong kind for the value (a `type` or `const`
- * error on the branch itself) says nothing useful, so it is dropped. If a
+ * its own; a branch of the wrong kind for the value (a `type`, `const` or
+ * `enum` error on the branch itself) says nothing useful, so it is dropped. If a
  * branch of the right kind remains, its errors are the specific ones and the
  * union's own error is dropped; otherwise the union's error stays, and it is
  * described by all of its branches ("false or { prefix: string }"). An
@@ -140,12 +140,12 @@ const BRANCH = /\/anyOf\/\d+$/
  */
 function relevant (errors: TLocalizedValidationError[]): TLocalizedValidationError[] {
   // Each unknown field is also reported against the `false` schema of additionalProperties: the object's own error says it once.
-  errors = errors.filter((error) => !(error.keyword === 'boolean' && error.schemaPath.endsWith('/additionalProperties')))
-  const wrongKind = new Set(errors
+  const reported = errors.filter((error) => !(error.keyword === 'boolean' && error.schemaPath.endsWith('/additionalProperties')))
+  const wrongKind = new Set(reported
     .filter((error) => ['type', 'const', 'enum'].includes(error.keyword) && BRANCH.test(error.schemaPath))
     .map((error) => error.schemaPath))
   const inWrongKind = (path: string): boolean => [...wrongKind].some((branch) => path === branch || path.startsWith(`${branch}/`))
-  const kept = errors.filter((error) => !inWrongKind(error.schemaPath))
+  const kept = reported.filter((error) => !inWrongKind(error.schemaPath))
   return kept.filter((error) => error.keyword !== 'anyOf' ||
     !kept.some((other) => other.schemaPath.startsWith(`${error.schemaPath}/anyOf/`)))
 }
