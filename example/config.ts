@@ -6,15 +6,16 @@
 import { readFile } from 'node:fs/promises'
 import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
-import { OptionsSchema, OptionsError, describeErrors } from '../lib/options.js'
+import { OptionsSchema, OptionsError, optionRuleProblems } from '../lib/options.js'
+import { schemaErrors } from '../lib/schema-errors.js'
 
 export const ConfigSchema = Type.Object({
   host: Type.String({ minLength: 1 }),
   port: Type.Integer({ minimum: 0, maximum: 65535 }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level))),
-  redis: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  redis: Type.Optional(Type.String({ pattern: '^rediss?://', description: "a Redis URL like 'redis://127.0.0.1:6379'" })),
   chat: OptionsSchema,
-}, { additionalProperties: false })
+}, { additionalProperties: false, description: 'an object { host, port, logLevel, redis?, chat }' })
 
 export type Config = Static<typeof ConfigSchema>
 
@@ -24,16 +25,18 @@ export const DEFAULT_CONFIG_FILE = new URL('../../example/config.json', import.m
 
 /** Reads and validates the config; `HOST` and `PORT` in `env` override the file. */
 export async function loadConfig (file: string | URL, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
-  let value: Record<string, unknown>
+  let value: unknown
   try {
-    value = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>
+    value = JSON.parse(await readFile(file, 'utf8'))
   } catch (error) {
     throw new OptionsError(`config ${String(file)}: cannot be read as JSON (${(error as Error).message})`)
   }
-  if (env.HOST !== undefined) value.host = env.HOST
-  if (env.PORT !== undefined) value.port = Number(env.PORT)
-  if (!validator.Check(value)) {
-    throw new OptionsError(`config ${String(file)}: ${describeErrors(validator.Errors(value), '')}`)
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    const fields = value as Record<string, unknown>
+    if (env.HOST !== undefined) fields.host = env.HOST
+    if (env.PORT !== undefined) fields.port = Number(env.PORT)
   }
-  return value
+  const problems = validator.Check(value) ? optionRuleProblems(value.chat, 'chat.') : schemaErrors(validator, value, 'config')
+  if (problems.length > 0) throw new OptionsError(`config ${String(file)}: ${problems.join('; ')}`)
+  return value as Config
 }

@@ -1,30 +1,37 @@
 /**
  * The plugin's options: one TypeBox schema (the example's config file embeds
- * it), frozen defaults, and errors that name the offending option.
+ * it), frozen defaults, the rules between options that the schema cannot
+ * state, and errors that name the offending option and say what is allowed.
  */
 import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import type { FastifyRequest } from 'fastify'
 import type { Broker } from './broker.js'
 import type { Member } from './protocol.js'
-import { DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN } from './protocol.js'
+import { DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN, MAX_RAW_STRING } from './protocol.js'
+import { schemaErrors } from './schema-errors.js'
 
-const Prefix = Type.String({ pattern: '^/' })
+/** Node's timers take at most this many ms; a longer delay overflows and fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+const Prefix = Type.String({ pattern: '^/', description: "a path starting with '/'" })
 const Count = Type.Integer({ minimum: 0 })
 const Positive = Type.Integer({ minimum: 1 })
+const Origin = Type.String({ pattern: '^https?://[^/]+$', description: "an origin like 'https://example.com' (scheme and host, nothing after)" })
 
 /** The options that are plain data, as they may appear in a JSON config file. */
 export const OptionsSchema = Type.Object({
-  path: Type.Optional(Type.String({ pattern: '^/' })),
+  path: Type.Optional(Prefix),
   home: Type.Optional(Type.Union([Type.Boolean(), Type.Object({ prefix: Prefix }, { additionalProperties: false })])),
   rest: Type.Optional(Type.Union([Type.Literal(false), Type.Object({ prefix: Prefix }, { additionalProperties: false })])),
   allowedOrigins: Type.Optional(Type.Union([
     Type.Literal('same-origin'),
     Type.Literal('*'),
-    Type.Array(Type.String({ pattern: '^https?://[^/]+$' })),
+    Type.Array(Origin, { description: "a list of origins like 'https://example.com'" }),
   ])),
   maxPayload: Type.Optional(Positive),
-  maxTextLength: Type.Optional(Positive),
+  // A longer text would be refused by the wire schema before maxTextLength is looked at.
+  maxTextLength: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_RAW_STRING })),
   maxRoomsPerConnection: Type.Optional(Positive),
   maxMembersPerRoom: Type.Optional(Count),
   maxConnections: Type.Optional(Count),
@@ -32,11 +39,22 @@ export const OptionsSchema = Type.Object({
   rateLimit: Type.Optional(Type.Object({ perSecond: Type.Number({ exclusiveMinimum: 0 }), burst: Positive }, { additionalProperties: false })),
   errorLimit: Type.Optional(Type.Object({ count: Positive, windowMs: Positive }, { additionalProperties: false })),
   maxBufferedBytes: Type.Optional(Positive),
-  heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100 })),
-  authenticateTimeout: Type.Optional(Positive),
+  heartbeatInterval: Type.Optional(Type.Integer({ minimum: 100, maximum: MAX_TIMER_MS })),
+  authenticateTimeout: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS })),
   historySize: Type.Optional(Count),
   historyOnJoin: Type.Optional(Count),
-  roomPattern: Type.Optional(Type.String({ minLength: 1 })),
+  roomPattern: Type.Optional(Type.String({ minLength: 1, description: "a regular expression's source, like '^[a-z]{1,32}$'" })),
+}, { additionalProperties: false, description: "an object of the plugin's options" })
+
+const Hook = Type.Function([], Type.Unknown())
+
+/** Every option of `register`: the data ones, the hooks, and the broker (whose shape `isBroker` checks). */
+const PluginOptionsSchema = Type.Object({
+  ...OptionsSchema.properties,
+  authenticate: Type.Optional(Hook),
+  onJoin: Type.Optional(Hook),
+  onMessage: Type.Optional(Hook),
+  broker: Type.Optional(Type.Unknown()),
 }, { additionalProperties: false })
 
 export type DataOptions = Static<typeof OptionsSchema>
@@ -112,8 +130,30 @@ export const defaults = Object.freeze({
   roomPattern: DEFAULT_ROOM_PATTERN,
 })
 
-const HOOKS = ['authenticate', 'onJoin', 'onMessage'] as const
-const dataValidator = Compile(OptionsSchema)
+const pluginValidator = Compile(PluginOptionsSchema)
+
+/**
+ * Bytes a character of message text may take in a frame as JSON.stringify
+ * writes it: a code point beyond the BMP takes 4 in UTF-8, and a control
+ * character or a lone surrogate takes 6, escaped as \uXXXX. (A client that
+ * escaped every character by hand could spend 12 on an emoji; no JSON encoder
+ * does that by default.)
+ */
+const MAX_BYTES_PER_CHARACTER = 6
+
+/**
+ * Bytes a `send` or a `message` frame takes besides its text. A send's keys
+ * (53 bytes), its room (at most 64 bytes under the default roomPattern) and an
+ * ASCII ref and cid (at most 64 each) take 245; a message's keys with the
+ * largest seq and ts (125), its id, room and cid, and a sender of 32
+ * characters take about 450. 512 bounds both, with room for a longer user id.
+ */
+const FRAME_OVERHEAD = 512
+
+/** The largest `send` a client writes, and `message` a reader gets, for a text of `characters`. */
+function fullFrameBytes (characters: number): number {
+  return MAX_BYTES_PER_CHARACTER * characters + FRAME_OVERHEAD
+}
 
 /** An option or config field that cannot be used; the message names it. */
 export class OptionsError extends Error {
@@ -123,30 +163,56 @@ export class OptionsError extends Error {
   }
 }
 
-/**
- * Turns TypeBox errors into one readable line naming the field, e.g.
- * `maxPayload: must be greater or equal to 1`. `root` prefixes the path.
- */
-export function describeErrors (errors: ReadonlyArray<{ keyword: string, instancePath: string, message: string, params: unknown }>, root: string): string {
-  const unknown = errors.find((error) => error.keyword === 'additionalProperties')
-  if (unknown) {
-    const names = (unknown.params as { additionalProperties?: string[] }).additionalProperties ?? []
-    const at = unknown.instancePath ? `${root}${unknown.instancePath.slice(1).replaceAll('/', '.')}.` : root
-    return names.map((name) => `${at}${name}: unknown field`).join('; ')
-  }
-  // The deepest error is the most specific one; a union reports its branches' errors as well.
-  const deepest = [...errors].sort((a, b) => b.instancePath.length - a.instancePath.length)[0]
-  if (!deepest) return `${root || 'options'}: invalid`
-  const field = `${root}${deepest.instancePath.slice(1).replaceAll('/', '.')}`
-  return `${field || 'options'}: ${deepest.message}`
+/** The one place the room pattern's flags are chosen: `u`, so that it sees characters rather than UTF-16 halves. */
+function compileRoomPattern (source: string): RegExp {
+  return new RegExp(source, 'u')
 }
 
-function compileRoomPattern (source: string): RegExp {
+/**
+ * What the schema cannot say: a `roomPattern` that does not compile, and
+ * options that are valid one by one but not together. One line per problem,
+ * naming every field involved; `root` prefixes the names (the example's config
+ * file passes `chat.`). `data` must already match `OptionsSchema`.
+ */
+export function optionRuleProblems (data: DataOptions, root = ''): string[] {
+  const problems: string[] = []
+  const named = (field: keyof DataOptions): string => `${root}${field}`
+  type Limit = 'historySize' | 'maxPayload' | 'maxTextLength' | 'maxBufferedBytes'
+  const value = (field: Limit): number => data[field] ?? defaults[field]
+  const shown = (field: Limit): string => `${value(field)}${data[field] === undefined ? ' (the default)' : ''}`
+
   try {
-    return new RegExp(source, 'u')
+    compileRoomPattern(data.roomPattern ?? defaults.roomPattern)
   } catch (error) {
-    throw new OptionsError(`fastify-chat-rooms: option roomPattern: not a valid regular expression (${(error as Error).message})`)
+    problems.push(`${named('roomPattern')}: must be a valid regular expression (${(error as Error).message})`)
   }
+
+  // A join sends the newest historyOnJoin messages of those a room keeps: it can never send more.
+  const historySize = value('historySize')
+  if (data.historyOnJoin !== undefined && data.historyOnJoin > historySize) {
+    problems.push(`${named('historyOnJoin')}: must be at most ${named('historySize')}, which is ${shown('historySize')}, not ${data.historyOnJoin}: a join cannot send more messages than a room keeps`)
+  }
+
+  // A send of maxTextLength characters must fit in one frame, or a text the limit allows closes the connection with 1009.
+  const maxTextLength = value('maxTextLength')
+  const maxPayload = value('maxPayload')
+  const fullFrame = fullFrameBytes(maxTextLength)
+  if (fullFrame > maxPayload) {
+    const fits = Math.floor((maxPayload - FRAME_OVERHEAD) / MAX_BYTES_PER_CHARACTER)
+    problems.push(`${named('maxTextLength')}: ${shown('maxTextLength')} does not fit in ${named('maxPayload')}, which is ${shown('maxPayload')}: ` +
+      `a send of ${maxTextLength} characters may take ${fullFrame} bytes (${MAX_BYTES_PER_CHARACTER} a character, escaped, plus ${FRAME_OVERHEAD} for the frame's other fields); ` +
+      `raise ${named('maxPayload')} to ${fullFrame}${fits >= 1 ? ` or lower ${named('maxTextLength')} to ${fits}` : ''}`)
+  }
+
+  // A joined or history reply may fill half of maxBufferedBytes (so that it never makes its own reader a slow
+  // consumer) and must hold at least one message of full size; below that, such a message could never be replied
+  // with, and one delivered behind anything else would close its reader with 4008.
+  const maxBufferedBytes = value('maxBufferedBytes')
+  if (maxBufferedBytes < 2 * fullFrame) {
+    problems.push(`${named('maxBufferedBytes')}: must be at least ${2 * fullFrame}, twice the largest message frame for ${named('maxTextLength')} ${shown('maxTextLength')}, not ${maxBufferedBytes}: ` +
+      'a joined or history reply may fill half of it and must hold one message of full size')
+  }
+  return problems
 }
 
 function isBroker (value: unknown): value is Broker {
@@ -158,21 +224,19 @@ function isBroker (value: unknown): value is Broker {
 
 /** Validates the caller's options and resolves them into a new frozen object; the caller's object is never written. */
 export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions {
-  if (typeof options !== 'object' || options === null) throw new OptionsError('fastify-chat-rooms: options must be an object')
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new OptionsError('fastify-chat-rooms: options must be an object')
+  }
   const { authenticate, onJoin, onMessage, broker, ...data } = options
-  for (const hook of HOOKS) {
-    if (options[hook] !== undefined && typeof options[hook] !== 'function') {
-      throw new OptionsError(`fastify-chat-rooms: option ${hook}: must be a function`)
-    }
-  }
+  const problems = pluginValidator.Check(options) ? optionRuleProblems(data) : schemaErrors(pluginValidator, options, 'options')
   if (broker !== undefined && !isBroker(broker)) {
-    throw new OptionsError('fastify-chat-rooms: option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, close)')
+    problems.push('broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, close)')
   }
-  if (!dataValidator.Check(data)) {
-    throw new OptionsError(`fastify-chat-rooms: option ${describeErrors(dataValidator.Errors(data), '')}`)
-  }
+  if (problems.length > 0) throw new OptionsError(`fastify-chat-rooms: ${problems.map((problem) => `option ${problem}`).join('; ')}`)
+
   const home = data.home === undefined || data.home === true ? defaults.home : data.home
   const allowedOrigins = data.allowedOrigins
+  const historySize = data.historySize ?? defaults.historySize
   return Object.freeze({
     ...defaults,
     ...data,
@@ -182,6 +246,8 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
     allowedOrigins: Array.isArray(allowedOrigins) ? Object.freeze([...allowedOrigins]) : (allowedOrigins ?? defaults.allowedOrigins),
     rateLimit: Object.freeze({ ...(data.rateLimit ?? defaults.rateLimit) }),
     errorLimit: Object.freeze({ ...(data.errorLimit ?? defaults.errorLimit) }),
+    // Unset, it is the default but never more than a room keeps, so that `historySize` alone may be lowered.
+    historyOnJoin: data.historyOnJoin ?? Math.min(defaults.historyOnJoin, historySize),
     roomPattern: compileRoomPattern(data.roomPattern ?? defaults.roomPattern),
     authenticate,
     onJoin,
@@ -189,4 +255,3 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
     broker,
   })
 }
-

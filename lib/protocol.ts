@@ -6,6 +6,7 @@
 import Type, { type Static, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { ErrorCodes, ChatError, type ErrorCode } from './errors.js'
+import { schemaErrors } from './schema-errors.js'
 
 /** Version sent in `welcome`; changes only with a deliberate change of PROTOCOL.md. */
 export const PROTOCOL_VERSION = 1
@@ -20,11 +21,11 @@ export const MAX_NAME_LENGTH = 32
 export const MAX_HISTORY_LIMIT = 100
 export const DEFAULT_HISTORY_LIMIT = 50
 /**
- * Raw strings longer than this are refused by the schema before any closer
- * check, so a configurable rule (room pattern, text length) never has to look
- * at an unbounded string.
+ * Raw strings longer than this many characters are refused by the schema
+ * before any closer check, so a configurable rule (room pattern, text length)
+ * never has to look at an unbounded string. `maxTextLength` may not exceed it.
  */
-const MAX_RAW_STRING = 65536
+export const MAX_RAW_STRING = 65536
 
 /** The limits of one server instance that shape what a client message may hold. */
 export interface WireLimits {
@@ -207,23 +208,6 @@ const validators = Object.fromEntries(
 
 const hasOwn = Object.prototype.hasOwnProperty
 
-function describeSchemaError (validator: Validators[ClientMessageType], value: unknown): string {
-  const errors = validator.Errors(value)
-  const unknownField = errors.find((error) => error.keyword === 'additionalProperties')
-  if (unknownField) {
-    const names = (unknownField.params as { additionalProperties?: string[] }).additionalProperties ?? []
-    return `unknown field: ${names.join(', ')}`
-  }
-  const required = errors.find((error) => error.keyword === 'required')
-  if (required) {
-    const names = (required.params as { requiredProperties?: string[] }).requiredProperties ?? []
-    return `missing field: ${names.join(', ')}`
-  }
-  const first = errors.find((error) => error.instancePath !== '') ?? errors[0]
-  if (!first) return 'does not match the schema'
-  return `${first.instancePath.slice(1) || 'message'}: ${first.message}`
-}
-
 /**
  * Builds the decoder for one server instance: JSON text in, a valid client
  * message or the protocol error to answer out. Never throws.
@@ -249,7 +233,7 @@ export function createDecoder (limits: WireLimits): (data: string) => Decoded {
     if (typeof type !== 'string') return fail('invalid', 'type: must be a string')
     if (!hasOwn.call(validators, type)) return fail('unknown_type', `unknown type: ${type.slice(0, 32)}`)
     const validator = validators[type as ClientMessageType]
-    if (!validator.Check(value)) return fail('invalid', describeSchemaError(validator, value))
+    if (!validator.Check(value)) return fail('invalid', schemaErrors(validator, value, 'message').join('; '))
 
     const message = value as ClientMessage
     if ('room' in message && !roomPattern.test(message.room)) {

@@ -1,13 +1,15 @@
 /**
- * What a user gets from npm works: the package is packed, installed into a
- * fresh project, and registered from both TypeScript and plain JavaScript.
+ * What a user gets from npm works: the package is packed (with its license and
+ * source maps that resolve), installed into a fresh project, and registered
+ * from both TypeScript and plain JavaScript; its production dependencies keep
+ * our Node promise; and the incremental build rebuilds whatever is missing.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, rm, writeFile, readFile, readdir, stat, symlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
@@ -45,14 +47,32 @@ console.log(JSON.stringify({ seq: stored.seq, stats: app.hub.stats().connections
 await app.close()
 `
 
+/** Planted in dist/ before packing: a build output whose source is gone, as after deleting or renaming a module. */
+const ORPHAN = 'dist/lib/orphan-of-a-deleted-module.js'
+
 test('the packed package installs and registers from JavaScript and TypeScript', { timeout: 300_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'chat-pack-'))
   t.after(() => rm(dir, { recursive: true, force: true }))
+  await writeFile(join(root, ORPHAN), 'export {}\n')
+  t.after(() => rm(join(root, ORPHAN), { force: true }))
   const { stdout: packed } = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: root, maxBuffer: 1 << 24 })
   const [{ filename, files }] = JSON.parse(packed.slice(packed.indexOf('['))) as [{ filename: string, files: Array<{ path: string }> }]
   const paths = files.map((file) => file.path)
   assert.ok(paths.includes('dist/lib/index.js') && paths.includes('dist/lib/index.d.ts') && paths.includes('public/index.html'))
   assert.ok(!paths.some((path) => path.startsWith('dist/test/') || path.startsWith('lib/')), 'only the build and the page ship')
+  assert.ok(paths.includes('LICENSE'), 'the license ships')
+  assert.ok(!paths.includes(ORPHAN), 'pack builds from a clean dist: an output without a source does not ship')
+
+  await run('tar', ['xzf', join(dir, filename), '-C', dir])
+  const maps = paths.filter((path) => path.endsWith('.map'))
+  assert.ok(maps.length > 0)
+  for (const path of maps) {
+    const map = JSON.parse(await readFile(join(dir, 'package', path), 'utf8')) as { sources: string[], sourcesContent?: Array<string | null> }
+    map.sources.forEach((source, i) => {
+      const shipped = paths.includes(join(dirname(path), source))
+      assert.ok(shipped || typeof map.sourcesContent?.[i] === 'string', `${path}: ${source} is neither shipped nor inlined`)
+    })
+  }
 
   const devVersions = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }
   await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
@@ -71,4 +91,99 @@ test('the packed package installs and registers from JavaScript and TypeScript',
   await run(join(dir, 'node_modules/.bin/tsc'), ['-p', '.'], { cwd: dir })
   const ts = JSON.parse((await run('node', ['out/app.js'], { cwd: dir })).stdout) as { seq: number, stats: number }
   assert.deepEqual(ts, { seq: 1, stats: 0 })
+})
+
+/** Whether a `engines.node` range admits `version`: npm's range grammar (||, spaces, hyphen, x-ranges, ^, ~), without prereleases. */
+function admits (range: string, version: string): boolean {
+  const parse = (partial: string): number[] => {
+    const parts = partial.replace(/^v/, '').split('.').filter((part) => !/^[x*X]$/.test(part))
+    if (parts.some((part) => !/^\d+$/.test(part))) throw new Error(`cannot read version ${partial} in ${range}`)
+    return parts.map(Number)
+  }
+  const compare = (a: number[], b: number[]): number => {
+    for (let i = 0; i < 3; i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) - (b[i] ?? 0)
+    return 0
+  }
+  /** The first version above every version `partial` covers: `20` → 21.0.0, `20.1` → 20.2.0, `20.1.2` → 20.1.3. */
+  const above = (partial: number[]): number[] => partial.length === 0 ? [Infinity] : [...partial.slice(0, -1), (partial.at(-1) as number) + 1]
+  const wanted = parse(version)
+  const inside = (low: number[], high: number[]): boolean => compare(wanted, low) >= 0 && compare(wanted, high) < 0
+  const comparator = (text: string): boolean => {
+    const [, op = '', partial = ''] = /^(>=|<=|>|<|=|\^|~)?(.*)$/.exec(text) as RegExpExecArray
+    const v = parse(partial)
+    switch (op) {
+      case '>=': return compare(wanted, v) >= 0
+      case '>': return compare(wanted, above(v)) >= 0
+      case '<': return compare(wanted, v) < 0
+      case '<=': return compare(wanted, above(v)) < 0
+      case '~': return inside(v, v.length >= 2 ? above(v.slice(0, 2)) : above(v))
+      case '^': {
+        const significant = v.findIndex((part) => part !== 0)
+        return inside(v, above(v.slice(0, significant === -1 ? v.length : significant + 1)))
+      }
+      default: return inside(v, above(v))
+    }
+  }
+  return range.split('||').some((alternative) => {
+    const text = alternative.trim().replace(/(>=|<=|>|<|=|\^|~)\s+/g, '$1')
+    const hyphen = /^(\S+)\s+-\s+(\S+)$/.exec(text)
+    if (hyphen) return comparator(`>=${hyphen[1] as string}`) && comparator(`<=${hyphen[2] as string}`)
+    return text === '' || text.split(/\s+/).every(comparator)
+  })
+}
+
+test('the range check used below reads engines ranges as npm does', () => {
+  const cases: Array<[string, string, boolean]> = [
+    ['>=20', '20.0.0', true], ['>=22', '20.0.0', false], ['>= 0.8', '20.0.0', true], ['*', '20.0.0', true], ['', '20.0.0', true],
+    ['20 || >=22', '20.0.0', true], ['18 || 20 || >=22', '21.5.0', false], ['>=16 || 14 >=14.17', '20.0.0', true],
+    ['^20.19.0 || >=22.12.0', '20.0.0', false], ['^20.19.0 || >=22.12.0', '20.20.2', true], ['<20', '20.0.0', false],
+    ['~20.1', '20.1.9', true], ['~20.1', '20.2.0', false], ['^0.2.3', '0.3.0', false], ['1.2.3 - 20', '20.9.9', true],
+    ['>20', '20.5.0', false], ['<=20', '20.5.0', true], ['20.x', '20.5.0', true], ['>=10.0.0', '20.0.0', true],
+  ]
+  for (const [range, version, expected] of cases) assert.equal(admits(range, version), expected, `${range} for ${version}`)
+})
+
+test('every production dependency admits the lowest Node we promise', async () => {
+  const manifest = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { engines: { node: string } }
+  const lowest = /^>=\s*(\d+(?:\.\d+){0,2})$/.exec(manifest.engines.node)?.[1]
+  assert.ok(lowest !== undefined, `engines.node is ${manifest.engines.node}, not a lower bound`)
+  const lock = JSON.parse(await readFile(join(root, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { version?: string, dev?: boolean, engines?: { node?: string } }>
+  }
+  const production = Object.entries(lock.packages).filter(([, entry]) => entry.dev !== true)
+  assert.ok(production.some(([path]) => path === 'node_modules/@fastify/static'), 'the lock lists the production tree')
+  const refusing = production
+    .filter(([, entry]) => entry.engines?.node !== undefined && !admits(entry.engines.node, lowest))
+    .map(([path, entry]) => `${path || 'fastify-chat-rooms'}@${entry.version ?? ''} wants node ${entry.engines?.node ?? ''}`)
+  assert.deepEqual(refusing, [], `we promise node ${manifest.engines.node}`)
+})
+
+test('the build is incremental and rebuilds what is missing, even with its build info left behind', { timeout: 120_000 }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'chat-build-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  for (const file of ['package.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts']) await cp(join(root, file), join(dir, file), { recursive: true })
+  await symlink(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir')
+  await mkdir(join(dir, 'lib'))
+  await writeFile(join(dir, 'lib/a.ts'), 'export const a: number = 1\n')
+  const output = join(dir, 'dist/lib/a.js')
+  const build = async (): Promise<void> => { await run('npm', ['run', 'build'], { cwd: dir }) }
+
+  await build()
+  assert.match(await readFile(output, 'utf8'), /a = 1/)
+  const built = (await stat(output)).mtimeMs
+  await build()
+  assert.equal((await stat(output)).mtimeMs, built, 'nothing changed, nothing is written')
+  assert.ok((await readdir(join(dir, 'dist'))).includes('.tsbuildinfo'))
+
+  await rm(join(dir, 'dist/lib'), { recursive: true })
+  await build()
+  assert.match(await readFile(output, 'utf8'), /a = 1/, 'outputs deleted under a stale build info are built again')
+
+  await rm(join(dir, 'dist'), { recursive: true })
+  await build()
+  assert.match(await readFile(output, 'utf8'), /a = 1/, 'a deleted dist is built again')
+
+  await writeFile(join(dir, 'lib/a.ts'), 'export const a: number = 2\n')
+  await build()
+  assert.match(await readFile(output, 'utf8'), /a = 2/, 'a changed source is built again')
 })
