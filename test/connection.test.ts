@@ -116,7 +116,7 @@ const settled = (): Promise<void> => new Promise((resolve) => setTimeout(resolve
 
 test('what a connection gets in one turn is written once, as text frames framed once per broadcast', async (t) => {
   // A text long enough for a frame with a 64-bit length.
-  const { open, hub } = await setup(t, { maxTextLength: 70_000, maxPayload: 1 << 20, maxBufferedBytes: 8 << 20 })
+  const { open, hub } = await setup(t, { maxTextLength: 65_536, maxPayload: 1 << 20, maxBufferedBytes: 8 << 20 })
   const alice = open('alice')
   const bob = open('bob')
   await turn()
@@ -127,11 +127,11 @@ test('what a connection gets in one turn is written once, as text frames framed 
   bob.transport.writes.length = 0
   await hub.broadcast('r', 'one')
   await hub.broadcast('r', 'two')
-  await hub.broadcast('r', 'x'.repeat(70_000))
+  await hub.broadcast('r', 'x'.repeat(65_500))
   await turn()
   for (const { transport } of [alice, bob]) {
     assert.equal(transport.writes.length, 1, 'one write for the turn')
-    assert.deepEqual(transport.frames().map((frame) => frame.type === 'message' && frame.text.length), [3, 3, 70_000])
+    assert.deepEqual(transport.frames().map((frame) => frame.type === 'message' && frame.text.length), [3, 3, 65_500])
   }
   assert.equal(alice.socket.sent.length, 0, 'nothing went through ws.send')
 })
@@ -172,22 +172,22 @@ test('refusals carry the ref of the message they refuse: invalid, rate_limited',
 })
 
 test('binary and oversized frames close with 1003 and 1009', async (t) => {
-  const { open } = await setup(t, { maxPayload: 100 })
+  const { open } = await setup(t, { maxTextLength: 10, maxPayload: 600 })
   const binary = open()
   binary.socket.emit('message', Buffer.from('{}'), true)
   assert.equal(binary.socket.closedWith, CloseCodes.unsupportedData)
   const oversized = open()
-  oversized.socket.receive('x'.repeat(101))
+  oversized.socket.receive('x'.repeat(601))
   assert.equal(oversized.socket.closedWith, CloseCodes.messageTooBig)
 })
 
 test('a reader past maxBufferedBytes is closed with 4008 and the heartbeat leaves it to its close', async (t) => {
-  const { open, hub } = await setup(t, { maxBufferedBytes: 4096 })
+  const { open, hub } = await setup(t, { maxTextLength: 100, maxPayload: 1200, maxBufferedBytes: 4096 })
   const { socket, connection } = open()
   socket.receive({ type: 'join', room: 'r' })
   await turn()
   socket.bufferedAmount = 4000
-  await hub.broadcast('r', 'x'.repeat(200))
+  await hub.broadcast('r', 'x'.repeat(100))
   assert.equal(socket.closedWith, CloseCodes.slowConsumer)
   assert.equal(hub.stats().slowConsumerCloses, 1)
   connection.heartbeat()
