@@ -37,6 +37,13 @@ export interface Admission {
 type AdmissionOptions = Pick<ResolvedOptions,
   'allowedOrigins' | 'authenticate' | 'authenticateTimeout' | 'maxConnections' | 'maxConnectionsPerIp'>
 
+/** A connection id of a guest: 72 random bits, unguessable and unique among the connections of any chat. */
+const GUEST_ID_BYTES = 9
+/** The suffix that tells apart the connections of one authenticated user: 32 bits, unique among one user's tabs. */
+const CONNECTION_SUFFIX_BYTES = 4
+/** A guest's default name is `guest-` and 4 hex digits: a label to tell guests apart on screen, not an id. */
+const GUEST_NAME_BYTES = 2
+
 function randomId (bytes: number): string {
   return randomBytes(bytes).toString('base64url')
 }
@@ -114,7 +121,7 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       return undefined
     }
     // The application's id names the user; the suffix keeps each connection's id unique.
-    const id = typeof identity.id === 'string' && identity.id !== '' ? `${identity.id}.${randomId(4)}` : randomId(9)
+    const id = typeof identity.id === 'string' && identity.id !== '' ? `${identity.id}.${randomId(CONNECTION_SUFFIX_BYTES)}` : randomId(GUEST_ID_BYTES)
     return { id, name: normalizeName(identity.name) }
   }
 
@@ -143,7 +150,7 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       if (identity) admitted.set(request, { identity, response: reply.raw })
       return
     }
-    const identity = { id: randomId(9), name: name ?? `guest-${randomBytes(2).toString('hex')}` }
+    const identity = { id: randomId(GUEST_ID_BYTES), name: name ?? `guest-${randomBytes(GUEST_NAME_BYTES).toString('hex')}` }
     admitted.set(request, { identity, response: reply.raw })
   }
 

@@ -17,7 +17,7 @@ import { CloseCodes } from './errors.js'
 import { Hub } from './hub.js'
 import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
-import { createDecoder } from './protocol.js'
+import { createDecoder, MAX_RAW_NAME_LENGTH } from './protocol.js'
 import { restApi } from './rest.js'
 import { releaseUpgrade, transportOf } from './upgrade.js'
 import { Writer } from './writer.js'
@@ -35,7 +35,7 @@ const SHUTDOWN_WAIT_MS = 3000
 const PUBLIC_DIR = fileURLToPath(new URL('../../public/', import.meta.url))
 const CLIENT_DIR = fileURLToPath(new URL('./client/', import.meta.url))
 
-const NameQuery = Type.Object({ name: Type.Optional(Type.String({ maxLength: 256 })) })
+const NameQuery = Type.Object({ name: Type.Optional(Type.String({ maxLength: MAX_RAW_NAME_LENGTH })) })
 
 async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): Promise<void> {
   const resolved = resolveOptions(options)

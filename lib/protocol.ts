@@ -17,6 +17,16 @@ export const MAX_REF_LENGTH = 64
 export const MAX_CID_LENGTH = 64
 /** Display names are short labels. */
 export const MAX_NAME_LENGTH = 32
+/**
+ * A name as sent (`nick`, the `name` query) before it is trimmed and checked
+ * against MAX_NAME_LENGTH: room for surrounding spaces and for characters that
+ * take two UTF-16 units, while the schema still refuses a long string unread.
+ */
+export const MAX_RAW_NAME_LENGTH = 256
+/** An epoch is a UUID (36 characters) from the broker; this leaves room for other brokers' formats. */
+export const MAX_EPOCH_LENGTH = 64
+/** How much of an unknown `type` the error echoes: enough to recognise it, never a payload. */
+const UNKNOWN_TYPE_ECHO_LENGTH = 32
 /** A `history` request pages at most this many messages. */
 export const MAX_HISTORY_LIMIT = 100
 export const DEFAULT_HISTORY_LIMIT = 50
@@ -51,7 +61,7 @@ function clientMessage<const T extends string, const P extends Record<string, TS
   return Type.Object({ type: Type.Literal(type), ref: Type.Optional(Ref), ...fields }, { additionalProperties: false })
 }
 
-export const JoinSchema = clientMessage('join', { room: Room, since: Type.Optional(Seq), epoch: Type.Optional(Type.String({ maxLength: 64 })) })
+export const JoinSchema = clientMessage('join', { room: Room, since: Type.Optional(Seq), epoch: Type.Optional(Type.String({ maxLength: MAX_EPOCH_LENGTH })) })
 export const LeaveSchema = clientMessage('leave', { room: Room })
 export const SendSchema = clientMessage('send', {
   room: Room,
@@ -59,7 +69,7 @@ export const SendSchema = clientMessage('send', {
   cid: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_CID_LENGTH })),
 })
 export const TypingSchema = clientMessage('typing', { room: Room })
-export const NickSchema = clientMessage('nick', { name: Type.String({ maxLength: 256 }) })
+export const NickSchema = clientMessage('nick', { name: Type.String({ maxLength: MAX_RAW_NAME_LENGTH }) })
 export const HistorySchema = clientMessage('history', {
   room: Room,
   before: Type.Optional(Seq),
@@ -231,7 +241,7 @@ export function createDecoder (limits: WireLimits): (data: string) => Decoded {
 
     const type = record.type
     if (typeof type !== 'string') return fail('invalid', 'type: must be a string')
-    if (!hasOwn.call(validators, type)) return fail('unknown_type', `unknown type: ${type.slice(0, 32)}`)
+    if (!hasOwn.call(validators, type)) return fail('unknown_type', `unknown type: ${type.slice(0, UNKNOWN_TYPE_ECHO_LENGTH)}`)
     const validator = validators[type as ClientMessageType]
     if (!validator.Check(value)) return fail('invalid', schemaErrors(validator, value, 'message').join('; '))
 
