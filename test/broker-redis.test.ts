@@ -3,7 +3,7 @@
  * can show. Needs the Redis at REDIS_URL (default 127.0.0.1:6379).
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { describe, it, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
@@ -43,6 +43,22 @@ const alice: Member = { id: 'a1', name: 'alice' }
 const ghost: Member = { id: 'g1', name: 'ghost' }
 const isLeaveOf = (member: Member) => (event: { type: string }): boolean =>
   event.type === 'presence' && (event as Presence).action === 'leave' && (event as Presence).member.id === member.id
+
+/**
+ * Two nodes subscribed to room `r`, and a third in a child process whose
+ * member `ghost` is in `r`: the child is there to be killed or stopped.
+ */
+async function ghostAmongSurvivors (t: TestContext, leaseMs: number): Promise<{ survivors: Array<{ broker: RedisBroker, node: RecordingNode }>, child: ChildProcess }> {
+  const prefix = uniquePrefix()
+  const survivors = await cluster(t, 2, { prefix, leaseMs })
+  await Promise.all(survivors.map(({ broker }) => broker.subscribe('r')))
+  const script = fileURLToPath(new URL('./helpers/redis-broker-process.js', import.meta.url))
+  const child = spawn(process.execPath, [script, REDIS_URL, prefix, String(leaseMs), 'r', ghost.id, ghost.name], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.after(() => child.kill('SIGKILL'))
+  const [chunk] = await once(child.stdout!, 'data') as [Buffer]
+  assert.equal(chunk.toString().trim(), 'ready')
+  return { survivors, child }
+}
 
 describe('RedisBroker across nodes', { skip }, () => {
   it('gives one contiguous seq per room across nodes, and every node delivers the identical sequence', async (t) => {
@@ -88,14 +104,7 @@ describe('RedisBroker across nodes', { skip }, () => {
 
   it('removes the members of a node killed without closing, with one leave each, within the lease', async (t) => {
     const leaseMs = 1500
-    const prefix = uniquePrefix()
-    const survivors = await cluster(t, 2, { prefix, leaseMs })
-    await Promise.all(survivors.map(({ broker }) => broker.subscribe('r')))
-    const script = fileURLToPath(new URL('./helpers/redis-broker-process.js', import.meta.url))
-    const child = spawn(process.execPath, [script, REDIS_URL, prefix, String(leaseMs), 'r', ghost.id, ghost.name], { stdio: ['ignore', 'pipe', 'inherit'] })
-    t.after(() => child.kill('SIGKILL'))
-    const [chunk] = await once(child.stdout, 'data') as [Buffer]
-    assert.equal(chunk.toString().trim(), 'ready')
+    const { survivors, child } = await ghostAmongSurvivors(t, leaseMs)
     assert.deepEqual(await survivors[0]!.broker.members('r'), [ghost])
 
     const killedAt = Date.now()
@@ -111,14 +120,7 @@ describe('RedisBroker across nodes', { skip }, () => {
 
   it('sweeps a node that hung past its lease once, and takes its member back when the node wakes', async (t) => {
     const leaseMs = 1500
-    const prefix = uniquePrefix()
-    const survivors = await cluster(t, 2, { prefix, leaseMs })
-    await Promise.all(survivors.map(({ broker }) => broker.subscribe('r')))
-    const script = fileURLToPath(new URL('./helpers/redis-broker-process.js', import.meta.url))
-    const child = spawn(process.execPath, [script, REDIS_URL, prefix, String(leaseMs), 'r', ghost.id, ghost.name], { stdio: ['ignore', 'pipe', 'inherit'] })
-    t.after(() => child.kill('SIGKILL'))
-    const [chunk] = await once(child.stdout, 'data') as [Buffer]
-    assert.equal(chunk.toString().trim(), 'ready')
+    const { survivors, child } = await ghostAmongSurvivors(t, leaseMs)
 
     child.kill('SIGSTOP')
     for (const { node } of survivors) await node.until('the hung node\'s leave', () => node.events('r').some(isLeaveOf(ghost)))
