@@ -218,7 +218,7 @@ export function optionRuleProblems (data: DataOptions, root = ''): string[] {
 function isBroker (value: unknown): value is Broker {
   if (typeof value !== 'object' || value === null) return false
   const candidate = value as Record<string, unknown>
-  return ['open', 'subscribe', 'unsubscribe', 'append', 'publish', 'read', 'members', 'rooms', 'close']
+  return ['open', 'subscribe', 'unsubscribe', 'append', 'publish', 'read', 'members', 'rooms', 'nodes', 'close']
     .every((method) => typeof candidate[method] === 'function')
 }
 
@@ -230,7 +230,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
   const { authenticate, onJoin, onMessage, broker, ...data } = options
   const problems = pluginValidator.Check(options) ? optionRuleProblems(data) : schemaErrors(pluginValidator, options, 'options')
   if (broker !== undefined && !isBroker(broker)) {
-    problems.push('broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, close)')
+    problems.push('broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, nodes, close)')
   }
   if (problems.length > 0) throw new OptionsError(`fastify-chat-rooms: ${problems.map((problem) => `option ${problem}`).join('; ')}`)
 

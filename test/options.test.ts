@@ -84,7 +84,7 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ authenticate: 'yes' }, 'option authenticate: must be a function'],
     [{ onJoin: true }, 'option onJoin: must be a function'],
     [{ onMessage: {} }, 'option onMessage: must be a function'],
-    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, close)'],
+    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, nodes, close)'],
   ]
   for (const [options, message] of cases) assert.equal(errorOf(options), message, JSON.stringify(options))
 })
