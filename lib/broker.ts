@@ -48,6 +48,23 @@ export interface RoomInfo {
   seq: number
 }
 
+/** A live node sharing the broker, as `hub.nodes()` lists it. */
+export interface NodeInfo {
+  /** The broker's id of the node: new for every process (and every broker instance). */
+  id: string
+  host: string
+  pid: number
+  /** When the node opened, in ms since the epoch (its own clock). */
+  startedAt: number
+  /** When the node last showed it is alive (renewed its lease), in ms since the epoch. */
+  lastSeen: number
+  /**
+   * Its WebSocket connections. Another node's count is the one it sent with
+   * its last lease renewal, so it may be up to one renewal interval old.
+   */
+  connections: number
+}
+
 /** Minimal logger (pino and Fastify's logger fit). */
 export interface BrokerLogger {
   info(obj: object, msg?: string): void
@@ -71,6 +88,8 @@ export interface BrokerNode {
   deliver(room: string, event: RoomEvent): void
   /** Messages kept per room. */
   historySize: number
+  /** This node's current WebSocket connections, which `nodes()` lists with it. */
+  connections(): number
   log: BrokerLogger
 }
 
@@ -100,6 +119,11 @@ export interface Broker {
   members(room: string): Promise<Member[]>
   /** Rooms that have members, on every node. */
   rooms(): Promise<RoomInfo[]>
+  /**
+   * The live nodes sharing this broker, this one included. It reads the
+   * store, so it also tells whether the store answers (readiness asks it).
+   */
+  nodes(): Promise<NodeInfo[]>
   close(): Promise<void>
 }
 

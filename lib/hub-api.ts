@@ -4,7 +4,7 @@
  * connections may ask of the hub.
  */
 import type { EventEmitter } from 'node:events'
-import type { RoomInfo } from './broker.js'
+import type { NodeInfo, RoomInfo } from './broker.js'
 import type { Hub as MemberHub, HubEvents, HubStats } from './hub.js'
 import type { Member, Message } from './protocol.js'
 
@@ -24,6 +24,14 @@ export interface Hub {
   rooms(): Promise<RoomInfo[]>
   /** Members of `room`, across every node. */
   members(room: string): Promise<Member[]>
+  /**
+   * The live nodes sharing the broker, this one included (with the memory
+   * broker, only this one). A node that stops renewing its lease drops out
+   * within the broker's lease time. Another node's `connections` is the count
+   * it sent with its last renewal, so it may be one renewal interval old.
+   * @throws {ChatError} `unavailable` while the broker is down
+   */
+  nodes(): Promise<NodeInfo[]>
   /**
    * Pages backwards through a room's stored messages, oldest first.
    * `before` is a seq (exclusive); `limit` is capped at `MAX_HISTORY_LIMIT`.
@@ -57,6 +65,7 @@ export function hubApi (hub: MemberHub): Hub {
     broadcast: (room: string, text: string, from?: Member) => hub.broadcast(room, text, from),
     rooms: () => hub.rooms(),
     members: (room: string) => hub.members(room),
+    nodes: () => hub.nodes(),
     history: (room: string, query?: { before?: number, limit?: number }) => hub.history(room, query),
     disconnect: (id: string, code?: number, reason?: string) => hub.disconnect(id, code, reason),
     stats: () => hub.stats(),

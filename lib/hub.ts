@@ -5,7 +5,7 @@
  * come back through `deliver` and are encoded once for all local members.
  */
 import { EventEmitter } from 'node:events'
-import type { Broker, BrokerLogger, ReadResult, RoomInfo } from './broker.js'
+import type { Broker, BrokerLogger, NodeInfo, ReadResult, RoomInfo } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
 import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
@@ -112,6 +112,7 @@ export class Hub extends EventEmitter<HubEvents> {
     await this.broker.open({
       deliver: (room, event) => this.fanOut(room, event),
       historySize: this.options.historySize,
+      connections: () => this.links.size,
       log: this.log,
     })
   }
@@ -274,6 +275,11 @@ export class Hub extends EventEmitter<HubEvents> {
   /** Members of a room, across every node. */
   members (room: string): Promise<Member[]> {
     return this.broker.members(room)
+  }
+
+  /** The live nodes sharing the broker; also how readiness asks whether the broker answers. */
+  nodes (): Promise<NodeInfo[]> {
+    return this.broker.nodes()
   }
 
   /** Pages backwards through a room's stored messages, oldest first. */

@@ -24,6 +24,7 @@ export const OptionsSchema = Type.Object({
   path: Type.Optional(Prefix),
   home: Type.Optional(Type.Union([Type.Boolean(), Type.Object({ prefix: Prefix }, { additionalProperties: false })])),
   rest: Type.Optional(Type.Union([Type.Literal(false), Type.Object({ prefix: Prefix }, { additionalProperties: false })])),
+  health: Type.Optional(Type.Union([Type.Literal(false), Type.Object({ prefix: Prefix }, { additionalProperties: false })])),
   allowedOrigins: Type.Optional(Type.Union([
     Type.Literal('same-origin'),
     Type.Literal('*'),
@@ -87,6 +88,7 @@ export interface ResolvedOptions {
   readonly path: string
   readonly home: false | { readonly prefix: string }
   readonly rest: false | { readonly prefix: string }
+  readonly health: false | { readonly prefix: string }
   readonly allowedOrigins: 'same-origin' | '*' | readonly string[]
   readonly authenticate: ChatRoomsOptions['authenticate']
   readonly onJoin: ChatRoomsOptions['onJoin']
@@ -112,6 +114,7 @@ export const defaults = Object.freeze({
   path: '/ws',
   home: Object.freeze({ prefix: '/' }),
   rest: false as const,
+  health: false as const,
   allowedOrigins: 'same-origin' as const,
   maxPayload: 16384,
   maxTextLength: DEFAULT_MAX_TEXT_LENGTH,
@@ -218,7 +221,7 @@ export function optionRuleProblems (data: DataOptions, root = ''): string[] {
 function isBroker (value: unknown): value is Broker {
   if (typeof value !== 'object' || value === null) return false
   const candidate = value as Record<string, unknown>
-  return ['open', 'subscribe', 'unsubscribe', 'append', 'publish', 'read', 'members', 'rooms', 'close']
+  return ['open', 'subscribe', 'unsubscribe', 'append', 'publish', 'read', 'members', 'rooms', 'nodes', 'close']
     .every((method) => typeof candidate[method] === 'function')
 }
 
@@ -230,7 +233,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
   const { authenticate, onJoin, onMessage, broker, ...data } = options
   const problems = pluginValidator.Check(options) ? optionRuleProblems(data) : schemaErrors(pluginValidator, options, 'options')
   if (broker !== undefined && !isBroker(broker)) {
-    problems.push('broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, close)')
+    problems.push('broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, nodes, close)')
   }
   if (problems.length > 0) throw new OptionsError(`fastify-chat-rooms: ${problems.map((problem) => `option ${problem}`).join('; ')}`)
 
@@ -243,6 +246,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
     path: data.path ?? defaults.path,
     home: home === false ? false : Object.freeze({ ...home }),
     rest: data.rest ? Object.freeze({ ...data.rest }) : false,
+    health: data.health ? Object.freeze({ ...data.health }) : false,
     allowedOrigins: Array.isArray(allowedOrigins) ? Object.freeze([...allowedOrigins]) : (allowedOrigins ?? defaults.allowedOrigins),
     rateLimit: Object.freeze({ ...(data.rateLimit ?? defaults.rateLimit) }),
     errorLimit: Object.freeze({ ...(data.errorLimit ?? defaults.errorLimit) }),

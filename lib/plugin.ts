@@ -1,7 +1,7 @@
 /**
  * Fastify wiring only: options, the WebSocket route, the home page, the HTTP
- * API's registration, the `hub` decorator and shutdown. Admission is in
- * admission.ts, the HTTP API in rest.ts.
+ * API's and health routes' registration, the `hub` decorator and shutdown.
+ * Admission is in admission.ts, the HTTP API in rest.ts, health in health.ts.
  */
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
@@ -14,6 +14,7 @@ import { admission } from './admission.js'
 import { MemoryBroker } from './brokers/memory.js'
 import { Connection, Heartbeat } from './connection.js'
 import { CloseCodes } from './errors.js'
+import { healthRoutes } from './health.js'
 import { Hub } from './hub.js'
 import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
@@ -124,6 +125,9 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
 
   if (resolved.rest) {
     await fastify.register(restApi, { prefix: resolved.rest.prefix.replace(/\/$/, ''), hub: fastify.hub, options: resolved, authenticate })
+  }
+  if (resolved.health) {
+    await fastify.register(healthRoutes, { prefix: resolved.health.prefix.replace(/\/$/, ''), hub: fastify.hub, shuttingDown: () => shuttingDown })
   }
 }
 

@@ -1,7 +1,7 @@
 /**
- * The HTTP API of PROTOCOL.md (with `rest: { prefix }`): rooms and their
- * stored messages, read through the hub's public API and guarded by the same
- * `authenticate` hook as the WebSocket route.
+ * The HTTP API of PROTOCOL.md (with `rest: { prefix }`): rooms, their stored
+ * messages and the live nodes, read through the hub's public API and guarded
+ * by the same `authenticate` hook as the WebSocket route.
  */
 import type { FastifyInstance } from 'fastify'
 import Type from 'typebox'
@@ -19,6 +19,16 @@ const RoomsReply = Type.Object({
   rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer(), seq: Type.Integer() })),
 })
 const MessagesReply = Type.Object({ room: Type.String(), messages: Type.Array(MessageSchema), more: Type.Boolean() })
+const NodesReply = Type.Object({
+  nodes: Type.Array(Type.Object({
+    id: Type.String(),
+    host: Type.String(),
+    pid: Type.Integer(),
+    startedAt: Type.Integer(),
+    lastSeen: Type.Integer(),
+    connections: Type.Integer(),
+  })),
+})
 
 export interface RestOptions {
   hub: Hub
@@ -34,17 +44,18 @@ export async function restApi (api: FastifyInstance, { hub, options, authenticat
       return undefined
     })
   }
+  // Every route reads the broker: while it is down, the answer is 503 in the error shape; other errors go on to the application's handler.
+  api.setErrorHandler(async (error, _request, reply) => {
+    if (error instanceof ChatError && error.code === 'unavailable') return refuse(reply, 503, error.message)
+    throw error
+  })
   api.get('/rooms', { schema: { response: { 200: RoomsReply } } }, async () => ({ rooms: await hub.rooms() }))
+  api.get('/nodes', { schema: { response: { 200: NodesReply } } }, async () => ({ nodes: await hub.nodes() }))
   api.get<{ Params: { room: string }, Querystring: { before?: number, limit?: number } }>('/rooms/:room/messages', {
     schema: { querystring: MessagesQuery, response: { 200: MessagesReply } },
   }, async (request, reply) => {
     const { room } = request.params
     if (!options.roomPattern.test(room)) return refuse(reply, 400, `room: must match ${options.roomPattern.source}`)
-    try {
-      return { room, ...(await hub.history(room, request.query)) }
-    } catch (error) {
-      if (error instanceof ChatError && error.code === 'unavailable') return refuse(reply, 503, error.message)
-      throw error
-    }
+    return { room, ...(await hub.history(room, request.query)) }
   })
 }

@@ -3,6 +3,7 @@
  * runs this suite with a factory; a new broker passes it before anything else.
  */
 import assert from 'node:assert/strict'
+import { hostname } from 'node:os'
 import { describe, it, type TestContext } from 'node:test'
 import type { Broker } from '../lib/broker.js'
 import type { Member, Message } from '../lib/protocol.js'
@@ -187,6 +188,31 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
         'presence', ...Array.from({ length: 40 }, (_, i) => i + 1), 'presence',
       ])
       assert.deepEqual(node.messages('r'), (await broker.read('r', { limit: 100 })).messages)
+    })
+
+    it('lists itself as a live node, with its host, pid and a connection count that follows the node\'s', async (t) => {
+      const broker = makeBroker(t)
+      const node = new RecordingNode()
+      node.connectionCount = 2
+      const before = Date.now()
+      await broker.open(node)
+      const listed = await broker.nodes()
+      assert.equal(listed.length, 1, 'a store of its own holds this node only')
+      const self = listed[0]!
+      assert.ok(self.id.length > 0)
+      assert.deepEqual({ host: self.host, pid: self.pid, connections: self.connections }, { host: hostname(), pid: process.pid, connections: 2 })
+      assert.ok(self.startedAt >= before && self.startedAt <= Date.now(), 'startedAt is when it opened')
+      assert.ok(Math.abs(self.lastSeen - Date.now()) < 60_000)
+      node.connectionCount = 5
+      // Another node may see the count one renewal late; the broker's own listing follows within that.
+      const deadline = Date.now() + 10_000
+      let now = self
+      while (now.connections !== 5) {
+        assert.ok(Date.now() < deadline, `connections still ${now.connections}, expected 5`)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        now = (await broker.nodes())[0]!
+      }
+      assert.equal(now.id, self.id)
     })
 
     it('delivers presence and typing to the subscribed node, its own included', async (t) => {

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { RedisKeys } from '../lib/brokers/redis-scripts.js'
 import { RedisBroker, type RedisBrokerOptions } from '../lib/redis.js'
+import type { NodeInfo } from '../lib/broker.js'
 import type { Member, Presence } from '../lib/protocol.js'
 import { brokerContract } from './broker-contract.js'
 import { RecordingNode } from './helpers/recording-node.js'
@@ -19,7 +20,8 @@ const skip = await skipUnlessRedis()
 
 brokerContract('RedisBroker', (t) => {
   const prefix = uniquePrefix()
-  const broker = new RedisBroker({ url: REDIS_URL, prefix })
+  // A short lease: a renewal (which carries the connection count) every second.
+  const broker = new RedisBroker({ url: REDIS_URL, prefix, leaseMs: 3000 })
   t.after(async () => {
     await broker.close()
     await deleteKeys(prefix)
@@ -37,6 +39,15 @@ async function cluster (t: TestContext, count: number, options: RedisBrokerOptio
   })
   await Promise.all(nodes.map(({ broker, node }) => broker.open(node)))
   return nodes
+}
+
+/** Resolves once `done()` answers true, polling; fails naming `what` after 10 s. */
+async function until (what: string, done: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000
+  while (!(await done())) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
 }
 
 const alice: Member = { id: 'a1', name: 'alice' }
@@ -116,6 +127,27 @@ describe('RedisBroker across nodes', { skip }, () => {
     assert.deepEqual(await survivors[1]!.broker.rooms(), [])
     await new Promise((resolve) => setTimeout(resolve, leaseMs))
     for (const { node } of survivors) assert.equal(node.events('r').filter(isLeaveOf(ghost)).length, 1, 'one leave, whichever node swept')
+  })
+
+  it('lists every live node, and drops one that stops renewing within the lease', async (t) => {
+    const leaseMs = 1500
+    const { survivors: [a, b], child } = await ghostAmongSurvivors(t, leaseMs)
+    a!.node.connectionCount = 3
+    const pids = (nodes: NodeInfo[]): number[] => nodes.map((node) => node.pid).sort()
+    for (const { broker } of [a!, b!]) {
+      const listed = await broker.nodes()
+      assert.deepEqual(pids(listed), [child.pid!, process.pid, process.pid].sort(), 'both nodes here and the child')
+      assert.deepEqual(listed.filter((node) => node.pid === process.pid).map((node) => node.id).sort(), [a!.broker.nodeId, b!.broker.nodeId].sort())
+    }
+    // B sees A's new count with A's next renewal, a third of a lease later.
+    await until('A\'s count as B lists it', async () => (await b!.broker.nodes()).find((node) => node.id === a!.broker.nodeId)?.connections === 3)
+
+    const stoppedAt = Date.now()
+    child.kill('SIGSTOP')
+    await until('the stopped node to drop out', async () => !pids(await b!.broker.nodes()).includes(child.pid!))
+    const elapsed = Date.now() - stoppedAt
+    assert.ok(elapsed <= leaseMs + 500, `dropped out after ${elapsed} ms, lease ${leaseMs} ms`)
+    assert.deepEqual(pids(await a!.broker.nodes()), [process.pid, process.pid])
   })
 
   it('sweeps a node that hung past its lease once, and takes its member back when the node wakes', async (t) => {

@@ -29,6 +29,17 @@ function start (env: NodeJS.ProcessEnv) {
   return { child, exited, output: () => output }
 }
 
+/** The home page once the server listens on `port`; undefined if it does not within 10 s. */
+async function homePage (port: number): Promise<Response | undefined> {
+  const deadline = Date.now() + 10_000
+  let page: Response | undefined
+  while (!page && Date.now() < deadline) {
+    page = await fetch(`http://127.0.0.1:${port}/`).catch(() => undefined)
+    if (!page) await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  return page
+}
+
 test('the example server serves the chat from a config file and closes gracefully on SIGTERM', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
   t.after(() => rm(dir, { recursive: true, force: true }))
@@ -37,13 +48,7 @@ test('the example server serves the chat from a config file and closes gracefull
   const port = await freePort()
   const server = start({ CHAT_CONFIG: config, PORT: String(port) })
   t.after(() => server.child.kill('SIGKILL'))
-  const deadline = Date.now() + 10_000
-  let page: Response | undefined
-  while (!page && Date.now() < deadline) {
-    page = await fetch(`http://127.0.0.1:${port}/`).catch(() => undefined)
-    if (!page) await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  assert.equal(page?.status, 200, server.output())
+  assert.equal((await homePage(port))?.status, 200, server.output())
   assert.deepEqual(await (await fetch(`http://127.0.0.1:${port}/api/rooms`)).json(), { rooms: [] })
   const client = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=newcomer`)
   await client.request('joined', { type: 'join', room: 'lobby' })
@@ -51,6 +56,17 @@ test('the example server serves the chat from a config file and closes gracefull
   assert.equal((await client.closed).code, 1001)
   const [code] = await server.exited
   assert.equal(code, 0)
+})
+
+test('the shipped config answers readiness at /health/ready and lists its one node at /api/nodes', async (t) => {
+  const port = await freePort()
+  const server = start({ CHAT_CONFIG: undefined, PORT: String(port) })
+  t.after(() => server.child.kill('SIGKILL'))
+  assert.equal((await homePage(port))?.status, 200, server.output())
+  const ready = await fetch(`http://127.0.0.1:${port}/health/ready`)
+  assert.deepEqual([ready.status, await ready.json()], [200, { status: 'ok' }])
+  const { nodes } = await (await fetch(`http://127.0.0.1:${port}/api/nodes`)).json() as { nodes: Array<{ pid: number, connections: number }> }
+  assert.deepEqual(nodes.map(({ pid, connections }) => ({ pid, connections })), [{ pid: server.child.pid, connections: 0 }])
 })
 
 test('a bad config stops the example server with a message naming the field', async (t) => {

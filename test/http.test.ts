@@ -1,10 +1,14 @@
-/** The HTTP side: the HTTP API of PROTOCOL.md and the home page. */
+/** The HTTP side: the HTTP API of PROTOCOL.md and the home page. The outage test runs a private redis-server. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
 import fastifyStatic from '@fastify/static'
+import { hostname } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { RedisBroker } from '../lib/redis.js'
 import { RawClient } from './helpers/client.js'
+import { uniquePrefix } from './helpers/redis.js'
+import { RedisServer, skipUnlessRedisServer } from './helpers/redis-server.js'
 import { startServer } from './helpers/server.js'
 
 test('GET {prefix}/rooms lists rooms with members and seq; messages pages like history', async (t) => {
@@ -20,6 +24,33 @@ test('GET {prefix}/rooms lists rooms with members and seq; messages pages like h
   assert.equal(page.more, true)
   assert.equal((await fetch(`${httpUrl}/api/rooms/bad%20room/messages`)).status, 400)
   assert.equal((await fetch(`${httpUrl}/api/rooms/lobby/messages?limit=1000`)).status, 400)
+})
+
+test('GET {prefix}/nodes lists this node with its connections', async (t) => {
+  const { wsUrl, httpUrl } = await startServer(t, { home: false, rest: { prefix: '/api' } })
+  await RawClient.connect(t, wsUrl)
+  await RawClient.connect(t, wsUrl)
+  const { nodes } = await (await fetch(`${httpUrl}/api/nodes`)).json() as { nodes: Array<Record<string, unknown>> }
+  assert.equal(nodes.length, 1)
+  const [node] = nodes as [Record<string, unknown>]
+  assert.deepEqual(Object.keys(node).sort(), ['connections', 'host', 'id', 'lastSeen', 'pid', 'startedAt'])
+  assert.deepEqual([node.pid, node.host, node.connections], [process.pid, hostname(), 2])
+})
+
+test('the HTTP API answers 503 in the error shape while the broker is down', { skip: skipUnlessRedisServer() }, async (t) => {
+  const redis = await RedisServer.start()
+  t.after(() => redis.kill())
+  const broker = new RedisBroker({ url: redis.url, prefix: uniquePrefix(), commandTimeout: 500 })
+  const { httpUrl } = await startServer(t, { home: false, rest: { prefix: '/api' }, broker })
+  assert.equal((await fetch(`${httpUrl}/api/nodes`)).status, 200)
+  await redis.kill()
+  for (const path of ['/api/nodes', '/api/rooms', '/api/rooms/lobby/messages']) {
+    const response = await fetch(`${httpUrl}${path}`)
+    assert.equal(response.status, 503, path)
+    const body = await response.json() as { statusCode: number, error: string, message: string }
+    assert.deepEqual([body.statusCode, body.error], [503, 'Service Unavailable'], path)
+    assert.match(body.message, /Redis/, path)
+  }
 })
 
 test('the HTTP API runs the same authenticate hook as /ws', async (t) => {

@@ -43,7 +43,7 @@ async function node (t: TestContext, prefix: string, leaseMs = LONG_LEASE_MS): P
   await redis.connect()
   const store = new RedisRegistryStore({ commands: redis, scripts: scriptCalls(redis), keys: new RedisKeys(prefix), idleRoomTtl: 60_000, run: (call) => call() })
   const recording = new RecordingNode()
-  const registry = new NodeRegistry(store, { nodeId: randomUUID(), leaseMs, log: recording.log })
+  const registry = new NodeRegistry(store, { nodeId: randomUUID(), leaseMs, connections: () => recording.connections(), log: recording.log })
   t.after(async () => {
     await registry.stop()
     redis.disconnect()

@@ -13,6 +13,7 @@ test('defaults match the documented table', () => {
   assert.equal(resolved.path, '/ws')
   assert.deepEqual(resolved.home, { prefix: '/' })
   assert.equal(resolved.rest, false)
+  assert.equal(resolved.health, false)
   assert.equal(resolved.allowedOrigins, 'same-origin')
   assert.equal(resolved.maxPayload, 16384)
   assert.equal(resolved.maxTextLength, 2000)
@@ -56,6 +57,8 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ rest: true }, 'option rest: must be false or { prefix: string }'],
     [{ rest: { prefix: 3 } }, "option rest.prefix: must be a path starting with '/'"],
     [{ rest: { prefix: '/api', auth: true } }, 'option rest.auth: unknown field (allowed: prefix)'],
+    [{ health: true }, 'option health: must be false or { prefix: string }'],
+    [{ health: { prefix: 'health' } }, "option health.prefix: must be a path starting with '/'"],
     [{ allowedOrigins: 'http://x' }, "option allowedOrigins: must be 'same-origin', '*' or a list of origins like 'https://example.com'"],
     [{ allowedOrigins: ['https://ok.example', 'not a url'] }, "option allowedOrigins.1: must be an origin like 'https://example.com' (scheme and host, nothing after)"],
     [{ maxPayload: 0 }, 'option maxPayload: must be an integer >= 1'],
@@ -84,14 +87,14 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ authenticate: 'yes' }, 'option authenticate: must be a function'],
     [{ onJoin: true }, 'option onJoin: must be a function'],
     [{ onMessage: {} }, 'option onMessage: must be a function'],
-    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, close)'],
+    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, nodes, close)'],
   ]
   for (const [options, message] of cases) assert.equal(errorOf(options), message, JSON.stringify(options))
 })
 
 test('an unknown option is named, with the options there are', () => {
   const message = errorOf({ maxRoomz: 3 })
-  assert.match(message, /^option maxRoomz: unknown field \(allowed: path, home, rest, allowedOrigins, maxPayload, /)
+  assert.match(message, /^option maxRoomz: unknown field \(allowed: path, home, rest, health, allowedOrigins, maxPayload, /)
   assert.match(message, /authenticate, onJoin, onMessage, broker\)$/, 'the hooks and the broker are options too')
   assert.match(errorOf({ a: 1, b: 2, c: 3, d: 4 }), /^option a, b, c and 1 more: unknown fields \(allowed: path, /)
 })

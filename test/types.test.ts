@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
-import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type HubStats, type HubEvents, type Member } from '../lib/index.js'
+import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type NodeInfo, type HubStats, type HubEvents, type Member } from '../lib/index.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_: T): void {}
@@ -18,6 +18,7 @@ test('fastify.hub is typed through declaration merging, and options are checked'
   expectType<Equal<Awaited<ReturnType<Hub['broadcast']>>, Message>>(true)
   expectType<Equal<Awaited<ReturnType<Hub['rooms']>>, RoomInfo[]>>(true)
   expectType<Equal<ReturnType<Hub['stats']>, HubStats>>(true)
+  expectType<Equal<Awaited<ReturnType<Hub['nodes']>>, NodeInfo[]>>(true)
   expectType<Equal<HubEvents['message'], [message: Message]>>(true)
   expectType<Equal<HubEvents['join'][0]['room'], string>>(true)
   expectType<Equal<HubEvents['leave'][0]['member']['name'], string>>(true)
@@ -74,6 +75,6 @@ test('fastify.hub has the server API only: member actions are not on it', async 
   void app.hub.close
   // @ts-expect-error membership of a link is internal
   void app.hub.isMember
-  assert.deepEqual(Object.keys(app.hub).sort(), ['broadcast', 'disconnect', 'history', 'members', 'off', 'on', 'once', 'rooms', 'stats'])
+  assert.deepEqual(Object.keys(app.hub).sort(), ['broadcast', 'disconnect', 'history', 'members', 'nodes', 'off', 'on', 'once', 'rooms', 'stats'])
   assert.ok(Object.isFrozen(app.hub))
 })

@@ -3,7 +3,8 @@
  * so delivery is a direct call, in the same order as append.
  */
 import { randomUUID } from 'node:crypto'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
+import { hostname } from 'node:os'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, messageIds, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import { HistoryRing } from '../history.js'
@@ -47,7 +48,10 @@ interface RoomState {
 }
 
 export class MemoryBroker implements Broker {
+  /** This node's id in `nodes()`, new for every broker like a Redis node's. */
+  readonly nodeId = randomUUID()
   private node: BrokerNode | undefined
+  private startedAt = 0
   private readonly rooms_ = new Map<string, RoomState>()
   private readonly subscribed = new Set<string>()
   private readonly idleRoomTtl: number
@@ -63,6 +67,7 @@ export class MemoryBroker implements Broker {
   async open (node: BrokerNode): Promise<void> {
     if (this.node) throw new Error('MemoryBroker: already open; use one broker per Fastify instance')
     this.node = node
+    this.startedAt = Date.now()
     this.sweeper = setInterval(() => this.sweep(Date.now()), Math.min(SWEEP_INTERVAL_MS, this.idleRoomTtl))
     this.sweeper.unref()
   }
@@ -138,6 +143,12 @@ export class MemoryBroker implements Broker {
       if (state.members.size > 0) rooms.push({ room, members: state.members.size, seq: state.seq })
     }
     return rooms
+  }
+
+  /** This node only: nothing else shares an in-process broker. */
+  async nodes (): Promise<NodeInfo[]> {
+    const node = this.opened()
+    return [{ id: this.nodeId, host: hostname(), pid: process.pid, startedAt: this.startedAt, lastSeen: Date.now(), connections: node.connections() }]
   }
 
   async close (): Promise<void> {

@@ -14,23 +14,16 @@
  * a new serial) keeps them, whatever order the two nodes' steps take.
  */
 import { hostname } from 'node:os'
-import type { BrokerLogger, PublishOptions } from '../broker.js'
+import type { BrokerLogger, NodeInfo, PublishOptions } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence } from '../protocol.js'
 
-/** A node as the registry records it (what `hub.nodes()` will list). */
-export interface NodeRecord {
-  id: string
-  host: string
-  pid: number
-  /** When the node opened, in ms since the epoch (its own clock). */
-  startedAt: number
-  /** When the node last renewed its lease, in ms since the epoch (the store's clock). */
-  lastSeen: number
-}
-
-/** A registered node as the store answers it. */
-export interface RegisteredNode extends NodeRecord {
+/**
+ * A registered node as the store answers it: what `hub.nodes()` lists (its
+ * `lastSeen` by the store's clock, its `connections` as sent with its last
+ * renewal), and its registration.
+ */
+export interface RegisteredNode extends NodeInfo {
   /** Its current registration; a node whose lease lapsed gets a new one when it renews. */
   serial: number
   /** Whether it holds its lease now. */
@@ -61,7 +54,7 @@ export interface RegistryStore {
    * Takes or renews `node`'s lease for `leaseMs` and stores its record.
    * `held` is false when it held no lease (new, or lapsed): then `serial` is new.
    */
-  renew(node: Omit<NodeRecord, 'lastSeen'>, leaseMs: number): Promise<{ held: boolean, serial: number }>
+  renew(node: Omit<NodeInfo, 'lastSeen'>, leaseMs: number): Promise<{ held: boolean, serial: number }>
   /** Every registered node, live or lapsed. */
   nodes(): Promise<RegisteredNode[]>
   /** Gives up `node`'s lease (it closes); members it still lists are swept like a crashed node's. */
@@ -91,6 +84,8 @@ export interface NodeRegistryOptions {
   nodeId: string
   /** How long a node counts as alive without renewing. */
   leaseMs: number
+  /** This node's connection count, stored with every renewal. */
+  connections: () => number
   log: BrokerLogger
 }
 
@@ -102,7 +97,7 @@ export interface NodeRegistryOptions {
 const RENEWALS_PER_LEASE = 3
 
 export class NodeRegistry {
-  private readonly record: Omit<NodeRecord, 'lastSeen'>
+  private readonly record: Omit<NodeInfo, 'lastSeen' | 'connections'>
   /** This node's registration, stamped on every member it announces. */
   private serial = 0
   /** Members who joined through this node, by room: what the rosters should hold for this node. */
@@ -241,7 +236,7 @@ export class NodeRegistry {
   }
 
   private async renew (): Promise<void> {
-    const { held, serial } = await this.store.renew(this.record, this.options.leaseMs)
+    const { held, serial } = await this.store.renew({ ...this.record, connections: this.options.connections() }, this.options.leaseMs)
     this.serial = serial
     this.liveNodes.add(this.nodeId)
     if (!held && this.local.size > 0) {

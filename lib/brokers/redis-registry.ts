@@ -5,9 +5,10 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
+import type { NodeInfo } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence } from '../protocol.js'
-import type { NodeRecord, PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
+import type { PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
 import type { RedisKeys, ScriptCalls } from './redis-scripts.js'
 
 /** What a roster entry holds in Redis. */
@@ -28,7 +29,7 @@ export interface RedisRegistryContext {
 export class RedisRegistryStore implements RegistryStore {
   constructor (private readonly redis: RedisRegistryContext) {}
 
-  async renew (node: Omit<NodeRecord, 'lastSeen'>, leaseMs: number): Promise<{ held: boolean, serial: number }> {
+  async renew (node: Omit<NodeInfo, 'lastSeen'>, leaseMs: number): Promise<{ held: boolean, serial: number }> {
     const { scripts, keys, run } = this.redis
     return await run(() => scripts.renew({ ...keys.registry, id: node.id, record: JSON.stringify(node), leaseMs }))
   }
@@ -36,7 +37,11 @@ export class RedisRegistryStore implements RegistryStore {
   async nodes (): Promise<RegisteredNode[]> {
     const { scripts, keys, run } = this.redis
     const nodes = await run(() => scripts.nodes(keys.registry))
-    return nodes.map(({ record, live }) => ({ ...JSON.parse(record) as Omit<RegisteredNode, 'live'>, live }))
+    return nodes.map(({ record, live }) => {
+      const stored = JSON.parse(record) as Omit<RegisteredNode, 'live' | 'connections'> & { connections?: number }
+      // A node of an earlier version sends no connection count.
+      return { ...stored, connections: stored.connections ?? 0, live }
+    })
   }
 
   async release (node: string): Promise<void> {

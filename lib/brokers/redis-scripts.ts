@@ -16,7 +16,7 @@
  *   P{room}:members   hash member id → JSON { id, name, node, serial }
  *   P{room}:channel   the room's pub/sub channel (not a key)
  *
- *   Pregistry{nodes}:records       hash node id → JSON { serial, lastSeen, id, host, pid, startedAt }
+ *   Pregistry{nodes}:records       hash node id → JSON { serial, lastSeen, id, host, pid, startedAt, connections }
  *   Pregistry{nodes}:leases        sorted set node id → lease deadline (ms, Redis' clock)
  *   Pregistry{nodes}:serial        counter: each registration of a node takes the next value
  *   Pregistry{nodes}:rooms:<node>  set of rooms whose roster may hold the node's members
@@ -328,7 +328,7 @@ return removed
 
 /**
  * Takes or renews a node's lease and stores its record (`record`: JSON of
- * { id, host, pid, startedAt }; the script adds serial and lastSeen). Answers
+ * { id, host, pid, startedAt, connections }; the script adds serial and lastSeen). Answers
  * { held (1 when the lease was still held), serial }: a node without a lease
  * (new, or lapsed) gets a new serial.
  */

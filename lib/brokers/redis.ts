@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, messageIds, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
@@ -88,7 +88,7 @@ export class RedisBroker implements Broker {
     const subscriber = this.connect('subscriber')
     const scripts = scriptCalls(commands)
     const store = new RedisRegistryStore({ commands, scripts, keys: this.keys, idleRoomTtl: this.idleRoomTtl, run: (call) => this.run(call) })
-    const registry = new NodeRegistry(store, { nodeId: this.nodeId, leaseMs: this.leaseMs, log: node.log })
+    const registry = new NodeRegistry(store, { nodeId: this.nodeId, leaseMs: this.leaseMs, connections: () => node.connections(), log: node.log })
     const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), node.log)
     this.state = { node, commands, subscriber, scripts, store, registry, feeds }
     subscriber.on('message', (channel: string, payload: string) => this.receive(channel, payload))
@@ -174,6 +174,13 @@ export class RedisBroker implements Broker {
       return { room, members: roster.filter(({ node }) => live.has(node)).length, seq }
     }))
     return rooms.filter((room) => room.members > 0)
+  }
+
+  /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
+  async nodes (): Promise<NodeInfo[]> {
+    const { registry } = this.opened()
+    return (await registry.nodes()).filter((node) => node.live)
+      .map(({ id, host, pid, startedAt, lastSeen, connections }) => ({ id, host, pid, startedAt, lastSeen, connections }))
   }
 
   async close (): Promise<void> {

@@ -20,7 +20,14 @@ export class RecordingNode implements BrokerNode {
     error: (_obj: object, msg?: string) => this.record('error', msg),
   }
 
+  /** What `connections()` answers: a test sets it to see it listed in `nodes()`. */
+  connectionCount = 0
+
   constructor (readonly historySize = 100) {}
+
+  connections (): number {
+    return this.connectionCount
+  }
 
   deliver (room: string, event: RoomEvent): void {
     this.delivered.push({ room, event })
