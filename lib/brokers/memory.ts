@@ -3,12 +3,11 @@
  * so delivery is a direct call, in the same order as append.
  */
 import { randomUUID } from 'node:crypto'
-import { hostname } from 'node:os'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, messageIds, retryOfTrimmed } from '../broker.js'
-import { ChatError } from '../errors.js'
 import { HistoryRing } from '../history.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+import { InProcessNode } from './in-process.js'
 
 export interface MemoryBrokerOptions {
   /**
@@ -41,19 +40,14 @@ interface RoomState {
   readonly epoch: string
   seq: number
   readonly history: HistoryRing
-  readonly members: Map<string, Member>
   /** cid → when and as which seq it was stored. */
   readonly cids: Map<string, { seq: number, ts: number }>
   lastActive: number
 }
 
 export class MemoryBroker implements Broker {
-  /** This node's id in `nodes()`, new for every broker like a Redis node's. */
-  readonly nodeId = randomUUID()
-  private node: BrokerNode | undefined
-  private startedAt = 0
+  private readonly local = new InProcessNode('MemoryBroker')
   private readonly rooms_ = new Map<string, RoomState>()
-  private readonly subscribed = new Set<string>()
   private readonly idleRoomTtl: number
   private readonly maxRooms: number
   private sweeper: NodeJS.Timeout | undefined
@@ -65,23 +59,21 @@ export class MemoryBroker implements Broker {
   }
 
   async open (node: BrokerNode): Promise<void> {
-    if (this.node) throw new Error('MemoryBroker: already open; use one broker per Fastify instance')
-    this.node = node
-    this.startedAt = Date.now()
+    this.local.open(node)
     this.sweeper = setInterval(() => this.sweep(Date.now()), Math.min(SWEEP_INTERVAL_MS, this.idleRoomTtl))
     this.sweeper.unref()
   }
 
   async subscribe (room: string): Promise<void> {
-    this.subscribed.add(room)
+    this.local.subscribe(room)
   }
 
   async unsubscribe (room: string): Promise<void> {
-    this.subscribed.delete(room)
+    this.local.unsubscribe(room)
   }
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
-    const node = this.opened()
+    this.local.opened()
     const now = Date.now()
     const state = this.touch(room, now)
     if (draft.cid !== undefined) {
@@ -104,26 +96,17 @@ export class MemoryBroker implements Broker {
       state.cids.set(draft.cid, { seq: message.seq, ts: now })
     }
     state.history.push(message)
-    if (this.subscribed.has(room)) node.deliver(room, message)
+    this.local.deliver(room, message)
     return { message, duplicate: false }
   }
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
-    const node = this.opened()
+    this.local.opened()
     if (event.type === 'presence') {
-      const state = this.touch(room, Date.now())
-      const { id, name } = event.member
-      if (event.action === 'leave') {
-        if (!state.members.delete(id)) return
-      } else {
-        const max = options.maxMembers ?? 0
-        if (event.action === 'join' && max > 0 && !state.members.has(id) && state.members.size >= max) {
-          throw new ChatError('room_full', `${room} is full (${max} members)`)
-        }
-        state.members.set(id, { id, name })
-      }
+      this.touch(room, Date.now())
+      if (!this.local.updateRoster(room, event, options)) return
     }
-    if (this.subscribed.has(room)) node.deliver(room, event)
+    this.local.deliver(room, event)
   }
 
   async read (room: string, range: ReadRange): Promise<ReadResult> {
@@ -134,32 +117,20 @@ export class MemoryBroker implements Broker {
   }
 
   async members (room: string): Promise<Member[]> {
-    return [...(this.rooms_.get(room)?.members.values() ?? [])]
+    return this.local.members(room)
   }
 
   async rooms (): Promise<RoomInfo[]> {
-    const rooms: RoomInfo[] = []
-    for (const [room, state] of this.rooms_) {
-      if (state.members.size > 0) rooms.push({ room, members: state.members.size, seq: state.seq })
-    }
-    return rooms
+    return this.local.occupied().map(({ room, members }) => ({ room, members, seq: this.rooms_.get(room)?.seq ?? 0 }))
   }
 
-  /** This node only: nothing else shares an in-process broker. */
   async nodes (): Promise<NodeInfo[]> {
-    const node = this.opened()
-    return [{ id: this.nodeId, host: hostname(), pid: process.pid, startedAt: this.startedAt, lastSeen: Date.now(), connections: node.connections() }]
+    return [this.local.self()]
   }
 
   async close (): Promise<void> {
     clearInterval(this.sweeper)
-    this.node = undefined
-    this.subscribed.clear()
-  }
-
-  private opened (): BrokerNode {
-    if (!this.node) throw new Error('MemoryBroker: not open')
-    return this.node
+    this.local.close()
   }
 
   /**
@@ -176,8 +147,7 @@ export class MemoryBroker implements Broker {
       state = {
         epoch: randomUUID(),
         seq: 0,
-        history: new HistoryRing(this.opened().historySize),
-        members: new Map(),
+        history: new HistoryRing(this.local.opened().historySize),
         cids: new Map(),
         lastActive: now,
       }
@@ -188,8 +158,8 @@ export class MemoryBroker implements Broker {
   }
 
   private forgetLeastActive (): void {
-    for (const [room, state] of this.rooms_) {
-      if (state.members.size === 0) {
+    for (const room of this.rooms_.keys()) {
+      if (this.local.memberCount(room) === 0) {
         this.rooms_.delete(room)
         return
       }
@@ -198,7 +168,7 @@ export class MemoryBroker implements Broker {
 
   private sweep (now: number): void {
     for (const [room, state] of this.rooms_) {
-      if (state.members.size === 0 && now - state.lastActive > this.idleRoomTtl) {
+      if (this.local.memberCount(room) === 0 && now - state.lastActive > this.idleRoomTtl) {
         this.rooms_.delete(room)
         continue
       }

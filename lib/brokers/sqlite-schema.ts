@@ -1,0 +1,98 @@
+/**
+ * The SQLite broker's file: opening it for this process alone, in WAL mode,
+ * and its schema, migrated by `PRAGMA user_version` when the broker opens.
+ *
+ * Tables:
+ *   rooms          one row per room stream: its epoch and latest seq. A room
+ *                  forgotten (idleRoomTtl) loses its row; a later use makes a
+ *                  new row, with a new id and epoch, so old rows never mix in.
+ *   messages       the history, keyed (room_id, seq); cid unique per room.
+ *   trimmed_cids   cids of messages removed by retention, kept CID_RETENTION_MS
+ *                  so that a retry of one is still recognised.
+ *   dropped_rooms  ids of forgotten rooms whose messages are still being deleted, in batches.
+ * Per-room state that comes later (read markers, bans) gets tables keyed by
+ * room_id in a new migration.
+ */
+import Database from 'better-sqlite3'
+
+/** Each entry moves the schema one version up; never edit one that shipped, add another. */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE rooms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    epoch TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    last_active INTEGER NOT NULL
+  );
+  CREATE INDEX rooms_last_active ON rooms (last_active);
+  CREATE TABLE messages (
+    room_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    from_id TEXT NOT NULL,
+    from_name TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    cid TEXT,
+    PRIMARY KEY (room_id, seq)
+  ) WITHOUT ROWID;
+  CREATE UNIQUE INDEX messages_cid ON messages (room_id, cid) WHERE cid IS NOT NULL;
+  CREATE INDEX messages_ts ON messages (ts);
+  CREATE TABLE trimmed_cids (
+    room_id INTEGER NOT NULL,
+    cid TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (room_id, cid)
+  ) WITHOUT ROWID;
+  CREATE INDEX trimmed_cids_ts ON trimmed_cids (ts);
+  CREATE TABLE dropped_rooms (id INTEGER PRIMARY KEY);
+  `,
+]
+
+/**
+ * How long opening waits for another connection to let go of the file: long
+ * enough for a previous process that is still exiting, short enough that a
+ * second server on the same file is told at once.
+ */
+const OPEN_BUSY_TIMEOUT_MS = 1000
+
+/**
+ * Opens `file` for this process alone and brings its schema up to date.
+ * Another process holding it is refused with an error naming the file.
+ */
+export function openDatabase (file: string): Database.Database {
+  let db: Database.Database | undefined
+  try {
+    db = new Database(file, { timeout: OPEN_BUSY_TIMEOUT_MS })
+    // Exclusive before the first access: the lock is taken by the write below
+    // and held until close, so a second process cannot open the file at all.
+    db.pragma('locking_mode = EXCLUSIVE')
+    db.pragma('journal_mode = WAL')
+    // FULL: a commit (and so an ack) survives a power loss, not only a crash of the process.
+    db.pragma('synchronous = FULL')
+    db.exec('BEGIN EXCLUSIVE; COMMIT')
+    migrate(db, file)
+    return db
+  } catch (error) {
+    db?.close()
+    const code = (error as { code?: unknown }).code
+    if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
+      throw new Error(`SqliteBroker: ${file} is in use by another process; one process per file (use the PostgreSQL broker for several nodes)`, { cause: error })
+    }
+    if (error instanceof Error && error.message.startsWith('SqliteBroker:')) throw error
+    throw new Error(`SqliteBroker: cannot open ${file}: ${(error as Error).message}`, { cause: error })
+  }
+}
+
+function migrate (db: Database.Database, file: string): void {
+  const version = db.pragma('user_version', { simple: true }) as number
+  if (version > MIGRATIONS.length) {
+    throw new Error(`SqliteBroker: ${file} has schema version ${version}, newer than this version of fastify-chat-rooms knows (${MIGRATIONS.length})`)
+  }
+  db.transaction(() => {
+    for (const migration of MIGRATIONS.slice(version)) db.exec(migration)
+    db.pragma(`user_version = ${MIGRATIONS.length}`)
+  })()
+}
