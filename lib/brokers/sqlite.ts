@@ -280,7 +280,7 @@ export class SqliteBroker implements Broker {
       }
       const dropped = s.droppedRoom.get() as { id: number } | undefined
       if (!dropped) return false
-      if (s.deleteDropped.run(dropped.id, TRIM_BATCH).changes < TRIM_BATCH) s.forgetDropped.run(dropped.id)
+      if (s.deleteDropped.run({ room: dropped.id, limit: TRIM_BATCH }).changes < TRIM_BATCH) s.forgetDropped.run({ room: dropped.id })
       return true
     })()
   }
@@ -329,7 +329,7 @@ function prepare (db: Database.Database) {
     markDropped: db.prepare('INSERT INTO dropped_rooms (id) VALUES (?)'),
     deleteRoom: db.prepare('DELETE FROM rooms WHERE id = ?'),
     droppedRoom: db.prepare('SELECT id FROM dropped_rooms LIMIT 1'),
-    deleteDropped: db.prepare('DELETE FROM messages WHERE room_id = ?1 AND seq IN (SELECT seq FROM messages WHERE room_id = ?1 ORDER BY seq LIMIT ?2)'),
-    forgetDropped: db.prepare('DELETE FROM dropped_rooms WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE room_id = ?1)'),
+    deleteDropped: db.prepare('DELETE FROM messages WHERE room_id = @room AND seq IN (SELECT seq FROM messages WHERE room_id = @room ORDER BY seq LIMIT @limit)'),
+    forgetDropped: db.prepare('DELETE FROM dropped_rooms WHERE id = @room AND NOT EXISTS (SELECT 1 FROM messages WHERE room_id = @room)'),
   }
 }

@@ -1,0 +1,239 @@
+import { test, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import Database from 'better-sqlite3'
+import { SqliteBroker, type SqliteBrokerOptions } from '../lib/sqlite.js'
+import type { Member } from '../lib/protocol.js'
+import { brokerContract } from './broker-contract.js'
+import { RawClient } from './helpers/client.js'
+import { RecordingNode } from './helpers/recording-node.js'
+import { startServer } from './helpers/server.js'
+
+const PROCESS = fileURLToPath(new URL('./helpers/sqlite-process.js', import.meta.url))
+const alice: Member = { id: 'a1', name: 'alice' }
+
+/** A database file in a temp dir of its own, removed after the test. */
+async function tempFile (t: TestContext): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'chat-sqlite-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  return join(dir, 'chat.db')
+}
+
+/** An opened broker on `file`, closed after the test. */
+async function openBroker (t: TestContext, options: SqliteBrokerOptions, node = new RecordingNode()): Promise<SqliteBroker> {
+  const broker = new SqliteBroker(options)
+  await broker.open(node)
+  t.after(() => broker.close())
+  return broker
+}
+
+// The contract holds the broker to `historySize`; the option that keeps it does.
+brokerContract('SqliteBroker', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'chat-sqlite-'))
+  const broker = new SqliteBroker({ file: join(dir, 'chat.db'), retention: { messages: 'historySize' } })
+  t.after(async () => {
+    await broker.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+  return broker
+})
+
+test('keeps every message by default, whatever historySize', async (t) => {
+  const broker = await openBroker(t, { file: await tempFile(t) }, new RecordingNode(5))
+  for (let i = 1; i <= 12; i++) await broker.append('r', { from: alice, text: `m${i}` })
+  const all = await broker.read('r', { limit: 100 })
+  assert.deepEqual(all.messages.map((m) => m.seq), Array.from({ length: 12 }, (_, i) => i + 1))
+})
+
+test('a broker reopened on the same file keeps seq, epoch, history and cid retries', async (t) => {
+  const file = await tempFile(t)
+  const first = new SqliteBroker({ file })
+  await first.open(new RecordingNode())
+  await first.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+  const sent = [await first.append('r', { from: alice, text: 'one', cid: 'c1' }), await first.append('r', { from: alice, text: 'two', cid: 'c2' })]
+  const before = await first.read('r', { limit: 10 })
+  await first.close()
+
+  const second = await openBroker(t, { file })
+  const after = await second.read('r', { limit: 10 })
+  assert.deepEqual(after, before)
+  assert.deepEqual(after.messages, sent.map((s) => s.message))
+  assert.deepEqual(await second.members('r'), [], 'rosters are not durable: nobody is connected after a restart')
+  const retry = await second.append('r', { from: alice, text: 'two', cid: 'c2' })
+  assert.deepEqual(retry, { message: sent[1]!.message, duplicate: true })
+  assert.equal((await second.append('r', { from: alice, text: 'three' })).message.seq, 3)
+  assert.equal((await second.read('r', { limit: 1 })).epoch, before.epoch)
+})
+
+test('appends of one turn are committed together and delivered in seq order after the commit', async (t) => {
+  const node = new RecordingNode()
+  const broker = await openBroker(t, { file: await tempFile(t) }, node)
+  await broker.subscribe('r')
+  const sends = Array.from({ length: 50 }, (_, i) => broker.append('r', { from: alice, text: `m${i}` }))
+  assert.equal(node.messages('r').length, 0, 'nothing is delivered before the commit')
+  const results = await Promise.all(sends)
+  assert.deepEqual(results.map((r) => r.message.seq), Array.from({ length: 50 }, (_, i) => i + 1))
+  assert.deepEqual(node.messages('r').map((m) => m.seq), results.map((r) => r.message.seq))
+})
+
+test('retention by count keeps the newest messages per room and still recognises a trimmed cid', async (t) => {
+  const broker = await openBroker(t, { file: await tempFile(t), retention: { messages: 3 } })
+  await broker.append('r', { from: alice, text: 'first', cid: 'early' })
+  for (let i = 0; i < 9; i++) await broker.append('r', { from: alice, text: `m${i}` })
+  assert.deepEqual((await broker.read('r', { limit: 100 })).messages.map((m) => m.seq), [8, 9, 10])
+  const retry = await broker.append('r', { from: alice, text: 'first', cid: 'early' })
+  assert.deepEqual([retry.duplicate, retry.message.seq], [true, 1])
+})
+
+test('pages back through 10,000 messages with read({ before, limit })', async (t) => {
+  const broker = await openBroker(t, { file: await tempFile(t) })
+  await Promise.all(Array.from({ length: 10_000 }, (_, i) => broker.append('r', { from: alice, text: `m${i + 1}` })))
+  const seen: number[] = []
+  let before: number | undefined
+  let more = true
+  while (more) {
+    const page = await broker.read('r', { ...(before === undefined ? {} : { before }), limit: 250 })
+    seen.unshift(...page.messages.map((m) => m.seq))
+    assert.ok(page.messages.every((m) => m.text === `m${m.seq}`))
+    more = page.more
+    before = page.messages[0]?.seq
+  }
+  assert.deepEqual(seen, Array.from({ length: 10_000 }, (_, i) => i + 1))
+})
+
+/** Runs test/helpers/sqlite-process.js; `lines` gets each line it prints. */
+function child (mode: 'burst' | 'open', file: string, lines: (line: string) => void) {
+  const proc = spawn(process.execPath, [PROCESS, mode, file], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let rest = ''
+  proc.stdout.on('data', (chunk: Buffer) => {
+    const parts = (rest + String(chunk)).split('\n')
+    rest = parts.pop() ?? ''
+    for (const line of parts) lines(line)
+  })
+  return { proc, exited: once(proc, 'exit') as Promise<[number | null, string | null]> }
+}
+
+test('after a SIGKILL right after a burst of acked appends, every acked message is stored, in order, none twice', async (t) => {
+  const file = await tempFile(t)
+  const acked: number[] = []
+  let reached: () => void = () => {}
+  const enough = new Promise<void>((resolve) => { reached = resolve })
+  const burst = child('burst', file, (line) => {
+    if (/^\d+$/.test(line)) acked.push(Number(line))
+    if (acked.length >= 1000) reached()
+  })
+  t.after(() => burst.proc.kill('SIGKILL'))
+  await enough
+  burst.proc.kill('SIGKILL')
+  await burst.exited
+  const broker = await openBroker(t, { file })
+  const stored = await broker.read('r', { after: 0, limit: 1_000_000 })
+  const seqs = stored.messages.map((m) => m.seq)
+  assert.deepEqual(seqs, Array.from({ length: stored.seq }, (_, i) => i + 1), 'contiguous from 1, in order')
+  assert.equal(new Set(stored.messages.map((m) => m.cid)).size, seqs.length, 'nothing stored twice')
+  assert.ok(Math.max(...acked) <= stored.seq, `acked up to ${Math.max(...acked)}, stored up to ${stored.seq}`)
+})
+
+test('a second process opening the same file is refused with an error naming the file, and may open it once the first closed', async (t) => {
+  const file = await tempFile(t)
+  const broker = await openBroker(t, { file })
+  await broker.append('r', { from: alice, text: 'held' })
+  const lines: string[] = []
+  const second = child('open', file, (line) => lines.push(line))
+  const [code] = await second.exited
+  assert.equal(code, 1)
+  assert.deepEqual(lines, [`refused: SqliteBroker: ${file} is in use by another process; one process per file (use the PostgreSQL broker for several nodes)`])
+  await broker.close()
+  const after: string[] = []
+  const third = child('open', file, (line) => after.push(line))
+  const [thirdCode] = await third.exited
+  assert.deepEqual([thirdCode, after], [0, ['opened']])
+})
+
+test('a client resuming after a server restart with since and the old epoch gets recovered: true and exactly what it missed', async (t) => {
+  const file = await tempFile(t)
+  const first = await startServer(t, { broker: new SqliteBroker({ file }) })
+  const reader = await RawClient.connect(t, `${first.wsUrl}?name=reader`)
+  const writer = await RawClient.connect(t, `${first.wsUrl}?name=writer`)
+  const joined = await reader.request('joined', { type: 'join', room: 'lobby' })
+  await writer.request('joined', { type: 'join', room: 'lobby' })
+  await writer.request('ack', { type: 'send', room: 'lobby', text: 'seen' })
+  const seen = await reader.next('message', (m) => m.text === 'seen')
+  reader.socket.terminate()
+  const missed = [await writer.request('ack', { type: 'send', room: 'lobby', text: 'missed 1' }), await writer.request('ack', { type: 'send', room: 'lobby', text: 'missed 2' })]
+  await first.app.close()
+
+  const second = await startServer(t, { broker: new SqliteBroker({ file }) })
+  const back = await RawClient.connect(t, `${second.wsUrl}?name=reader`)
+  const resumed = await back.request('joined', { type: 'join', room: 'lobby', since: seen.seq, epoch: joined.epoch })
+  assert.equal(resumed.recovered, true)
+  assert.equal(resumed.epoch, joined.epoch)
+  assert.deepEqual(resumed.history.map((m) => [m.seq, m.text]), missed.map((a, i) => [a.seq, `missed ${i + 1}`]))
+})
+
+/** Polls `check` (on real timers) until it holds, for up to 5 s. */
+async function eventually (what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = performance.now() + 5000
+  while (!await check()) {
+    assert.ok(performance.now() < deadline, `still not: ${what}`)
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
+
+test('the sweep deletes messages past retention.age and forgets rooms idle past idleRoomTtl, but not rooms with members', async (t) => {
+  t.mock.timers.enable({ apis: ['Date', 'setInterval'], now: 1_000_000 })
+  const broker = await openBroker(t, { file: await tempFile(t), retention: { age: 60_000 }, idleRoomTtl: 120_000 })
+  await broker.append('r', { from: alice, text: 'old', cid: 'old' })
+  await broker.append('idle', { from: alice, text: 'x' })
+  await broker.publish('busy', { type: 'presence', room: 'busy', action: 'join', member: alice })
+  t.mock.timers.tick(30_000)
+  await broker.append('r', { from: alice, text: 'new' })
+  t.mock.timers.tick(30_001)
+  const texts = async (room: string): Promise<string[]> => (await broker.read(room, { limit: 10 })).messages.map((m) => m.text)
+  await eventually('the old message is deleted', async () => (await texts('r')).join() === 'new')
+  const retry = await broker.append('r', { from: alice, text: 'old', cid: 'old' })
+  assert.deepEqual([retry.duplicate, retry.message.seq], [true, 1], 'a retry of a deleted message is still recognised')
+  assert.equal((await broker.read('idle', { limit: 1 })).seq, 1, 'not idle long enough yet')
+  t.mock.timers.tick(60_000)
+  await eventually('the idle room is forgotten', async () => (await broker.read('idle', { limit: 1 })).epoch === '')
+  assert.equal((await broker.read('r', { limit: 1 })).seq, 2, 'a room active since is kept')
+  assert.notEqual((await broker.read('busy', { limit: 1 })).epoch, '', 'a room with members is kept')
+})
+
+test('bad options are refused with the field named', () => {
+  assert.throws(() => new SqliteBroker({ file: '' }), /file: must be a non-empty path/)
+  assert.throws(() => new SqliteBroker({ file: 'x.db', retention: { messages: 0 } }), /retention\.messages: must be a positive integer, not 0/)
+  assert.throws(() => new SqliteBroker({ file: 'x.db', idleRoomTtl: -1 }), /idleRoomTtl: must be a positive integer, not -1/)
+})
+
+test('a retention lowered between restarts is caught up by the sweep, in batches, and reads never show the excess', async (t) => {
+  const file = await tempFile(t)
+  const first = new SqliteBroker({ file })
+  await first.open(new RecordingNode())
+  await Promise.all(Array.from({ length: 1200 }, (_, i) => first.append('r', { from: alice, text: `m${i + 1}` })))
+  await first.close()
+  t.mock.timers.enable({ apis: ['setInterval'] })
+  const second = new SqliteBroker({ file, retention: { messages: 10 } })
+  await second.open(new RecordingNode())
+  const newest = await second.read('r', { limit: 100 })
+  assert.deepEqual([newest.messages.map((m) => m.seq), newest.more], [Array.from({ length: 10 }, (_, i) => 1191 + i), false])
+  t.mock.timers.tick(60_000)
+  const stored = (): number => {
+    const db = new Database(file, { readonly: true })
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM messages').get() as { n: number }).n
+    } finally {
+      db.close()
+    }
+  }
+  // Let the sweep's batches run (each yields a turn), then look at the file itself.
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve))
+  await second.close()
+  assert.equal(stored(), 10)
+})

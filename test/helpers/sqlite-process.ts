@@ -1,0 +1,25 @@
+/**
+ * A SQLite broker in a process of its own, for the crash and second-process
+ * tests: `burst FILE` appends without end, printing each acked seq until
+ * killed; `open FILE` opens the file and prints `opened`, or the error.
+ */
+import { SqliteBroker } from '../../lib/sqlite.js'
+import { RecordingNode } from './recording-node.js'
+
+const [mode, file] = process.argv.slice(2) as [string, string]
+const broker = new SqliteBroker({ file })
+try {
+  await broker.open(new RecordingNode())
+} catch (error) {
+  process.stdout.write(`refused: ${(error as Error).message}\n`)
+  process.exit(1)
+}
+process.stdout.write('opened\n')
+if (mode === 'burst') {
+  // Waves of concurrent appends, so that kills land inside group commits.
+  for (let wave = 0; ; wave++) {
+    const sends = Array.from({ length: 20 }, (_, i) => broker.append('r', { from: { id: 'a', name: 'a' }, text: `w${wave}-${i}`, cid: `w${wave}-${i}` })
+      .then(({ message }) => { process.stdout.write(`${message.seq}\n`) }))
+    await Promise.all(sends)
+  }
+}
