@@ -385,7 +385,9 @@ export class Hub extends EventEmitter<HubEvents> {
     const since = request.since
     const after = await this.broker.read(room, { after: since, limit: this.options.historySize })
     const sameStream = request.epoch === undefined || request.epoch === after.epoch
-    if (sameStream && since <= after.seq) {
+    // A store that keeps more than `historySize` (SQLite) may hold more after `since` than one reply hands out.
+    const reachesLatest = since === after.seq || after.messages.at(-1)?.seq === after.seq
+    if (sameStream && since <= after.seq && reachesLatest) {
       const recovered = since === after.seq || after.messages[0]?.seq === since + 1
       const fit = fitting(after)
       // What was missed is stored but too much for one reply: the client pages back with `history`.

@@ -237,3 +237,17 @@ test('a retention lowered between restarts is caught up by the sweep, in batches
   await second.close()
   assert.equal(stored(), 10)
 })
+
+test('a client that missed more than historySize after a restart gets recovered: false and the newest messages, not the oldest it missed', async (t) => {
+  const file = await tempFile(t)
+  const options = { historySize: 5, historyOnJoin: 3 }
+  const first = await startServer(t, { ...options, broker: new SqliteBroker({ file }) })
+  const writer = await RawClient.connect(t, `${first.wsUrl}?name=writer`)
+  const joined = await writer.request('joined', { type: 'join', room: 'lobby' })
+  for (let i = 1; i <= 8; i++) await writer.request('ack', { type: 'send', room: 'lobby', text: `m${i}` })
+  await first.app.close()
+  const second = await startServer(t, { ...options, broker: new SqliteBroker({ file }) })
+  const back = await RawClient.connect(t, `${second.wsUrl}?name=reader`)
+  const resumed = await back.request('joined', { type: 'join', room: 'lobby', since: 0, epoch: joined.epoch })
+  assert.deepEqual([resumed.recovered, resumed.seq, resumed.history.map((m) => m.text)], [false, 8, ['m6', 'm7', 'm8']])
+})
