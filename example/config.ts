@@ -1,7 +1,8 @@
 /**
- * The example server's config file: `{ host, port, logLevel, redis?, chat }`,
- * where `chat` holds the plugin's options. Validated at start so a bad field
- * stops the server with a message naming it.
+ * The example server's config file: `{ host, port, logLevel, redis? | sqlite?
+ * | postgres?, chat }`, where `chat` holds the plugin's options and at most one
+ * broker key names where rooms live. Validated at start so a bad field stops
+ * the server with a message naming it.
  */
 import { readFile } from 'node:fs/promises'
 import Type, { type Static } from 'typebox'
@@ -14,8 +15,13 @@ export const ConfigSchema = Type.Object({
   port: Type.Integer({ minimum: 0, maximum: 65535 }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level))),
   redis: Type.Optional(Type.String({ pattern: '^rediss?://', description: "a Redis URL like 'redis://127.0.0.1:6379'" })),
+  sqlite: Type.Optional(Type.String({ minLength: 1, description: "a database file like 'data/chat.db', relative to the working directory" })),
+  postgres: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: "a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'" })),
   chat: OptionsSchema,
-}, { additionalProperties: false, description: 'an object { host, port, logLevel, redis?, chat }' })
+}, { additionalProperties: false, description: 'an object { host, port, logLevel, redis? | sqlite? | postgres?, chat }' })
+
+/** The config keys that each name a broker; a config names at most one. */
+export const BROKER_KEYS = ['redis', 'sqlite', 'postgres'] as const
 
 export type Config = Static<typeof ConfigSchema>
 
@@ -36,7 +42,13 @@ export async function loadConfig (file: string | URL, env: NodeJS.ProcessEnv = p
     if (env.HOST !== undefined) fields.host = env.HOST
     if (env.PORT !== undefined) fields.port = Number(env.PORT)
   }
-  const problems = validator.Check(value) ? optionRuleProblems(value.chat, 'chat.') : schemaErrors(validator, value, 'config')
+  const problems = validator.Check(value) ? [...brokerProblems(value), ...optionRuleProblems(value.chat, 'chat.')] : schemaErrors(validator, value, 'config')
   if (problems.length > 0) throw new OptionsError(`config ${String(file)}: ${problems.join('; ')}`)
   return value as Config
+}
+
+function brokerProblems (config: Config): string[] {
+  const named = BROKER_KEYS.filter((key) => config[key] !== undefined)
+  if (named.length <= 1) return []
+  return [`${named.join(' and ')}: a config names at most one broker (where rooms live); keep one of them`]
 }

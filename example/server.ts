@@ -1,17 +1,39 @@
 /**
  * The example server: the plugin on port 9999 from example/config.json.
  * `CHAT_CONFIG` names another config file; `HOST` and `PORT` override it.
- * With `redis` (a URL), several such servers share their rooms through Redis.
+ * With `sqlite` (a file) its rooms outlive restarts; with `redis` (a URL),
+ * several such servers share their rooms through Redis.
  */
+import { mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import Fastify from 'fastify'
+import type { Broker } from '../lib/broker.js'
 import chatRooms from '../lib/index.js'
-import { DEFAULT_CONFIG_FILE, loadConfig } from './config.js'
+import { OptionsError } from '../lib/options.js'
+import { type Config, DEFAULT_CONFIG_FILE, loadConfig } from './config.js'
+
+/**
+ * The broker the config names, or none (the memory broker). Each is loaded
+ * only when named, so the example needs no ioredis, better-sqlite3 or pg it does not use.
+ */
+async function makeBroker (config: Config): Promise<Broker | undefined> {
+  if (config.redis !== undefined) return new (await import('../lib/redis.js')).RedisBroker({ url: config.redis })
+  if (config.sqlite !== undefined) {
+    await mkdir(dirname(config.sqlite), { recursive: true })
+    return new (await import('../lib/sqlite.js')).SqliteBroker({ file: config.sqlite })
+  }
+  if (config.postgres !== undefined) {
+    // INTEGRATION POINT: once lib/postgres.ts lands, replace this throw with
+    // `return new (await import('../lib/postgres.js')).PostgresBroker({ connectionString: config.postgres })`.
+    throw new OptionsError('config: postgres: the PostgreSQL broker is not available yet in this version')
+  }
+  return undefined
+}
 
 async function main (): Promise<void> {
   const config = await loadConfig(process.env.CHAT_CONFIG ?? DEFAULT_CONFIG_FILE)
   const app = Fastify({ logger: { level: config.logLevel } })
-  // Loaded only when configured, so the memory-only example needs no ioredis.
-  const broker = config.redis === undefined ? undefined : new (await import('../lib/redis.js')).RedisBroker({ url: config.redis })
+  const broker = await makeBroker(config)
   await app.register(chatRooms, { ...config.chat, broker })
   await app.listen({ host: config.host, port: config.port })
 

@@ -1,9 +1,9 @@
 /** The example server as a newcomer runs it: its own process, a config file, signals. */
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,8 +20,9 @@ async function freePort (): Promise<number> {
   return port
 }
 
-function start (env: NodeJS.ProcessEnv) {
-  const child = spawn(process.execPath, [SERVER], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+/** Runs the example server; `cwd` is where the shipped config's `data/chat.db` goes. */
+function start (env: NodeJS.ProcessEnv, cwd?: string) {
+  const child = spawn(process.execPath, [SERVER], { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout.on('data', (chunk: Buffer) => { output += String(chunk) })
   child.stderr.on('data', (chunk: Buffer) => { output += String(chunk) })
@@ -58,9 +59,16 @@ test('the example server serves the chat from a config file and closes gracefull
   assert.equal(code, 0)
 })
 
+/** A temp working directory, removed after the test. */
+async function tempDir (t: TestContext): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
 test('the shipped config answers readiness at /health/ready and lists its one node at /api/nodes', async (t) => {
   const port = await freePort()
-  const server = start({ CHAT_CONFIG: undefined, PORT: String(port) })
+  const server = start({ CHAT_CONFIG: undefined, PORT: String(port) }, await tempDir(t))
   t.after(() => server.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, server.output())
   const ready = await fetch(`http://127.0.0.1:${port}/health/ready`)
@@ -79,4 +87,37 @@ test('a bad config stops the example server with a message naming the field', as
   const [code] = await server.exited
   assert.equal(code, 1)
   assert.match(server.output(), /chat\.maxPayload:/)
+})
+
+test('the shipped config keeps its chat in data/chat.db across a restart', async (t) => {
+  const cwd = await tempDir(t)
+  const port = await freePort()
+  const first = start({ CHAT_CONFIG: undefined, PORT: String(port) }, cwd)
+  t.after(() => first.child.kill('SIGKILL'))
+  assert.equal((await homePage(port))?.status, 200, first.output())
+  const writer = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=writer`)
+  const joined = await writer.request('joined', { type: 'join', room: 'lobby' })
+  const ack = await writer.request('ack', { type: 'send', room: 'lobby', text: 'still here?' })
+  first.child.kill('SIGTERM')
+  assert.equal((await first.exited)[0], 0, first.output())
+  assert.ok((await stat(join(cwd, 'data', 'chat.db'))).isFile(), 'the database is data/chat.db in the working directory')
+
+  const second = start({ CHAT_CONFIG: undefined, PORT: String(port) }, cwd)
+  t.after(() => second.child.kill('SIGKILL'))
+  assert.equal((await homePage(port))?.status, 200, second.output())
+  const reader = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=reader`)
+  const again = await reader.request('joined', { type: 'join', room: 'lobby' })
+  assert.equal(again.epoch, joined.epoch)
+  assert.deepEqual(again.history.map((m) => [m.seq, m.text]), [[ack.seq, 'still here?']])
+})
+
+test('a config naming two brokers stops the example server with a message naming both', async (t) => {
+  const dir = await tempDir(t)
+  const config = join(dir, 'config.json')
+  await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 9999, logLevel: 'info', redis: 'redis://127.0.0.1:6379', sqlite: join(dir, 'chat.db'), chat: {} }))
+  const server = start({ CHAT_CONFIG: config }, dir)
+  t.after(() => server.child.kill('SIGKILL'))
+  const [code] = await server.exited
+  assert.equal(code, 1)
+  assert.match(server.output(), /redis and sqlite: a config names at most one broker/)
 })
