@@ -21,8 +21,10 @@ import Fastify from 'fastify'
 import chatRooms from 'fastify-chat-rooms'
 import { ChatClient } from 'fastify-chat-rooms/client'
 import { RedisBroker } from 'fastify-chat-rooms/redis'
+import { SqliteBroker } from 'fastify-chat-rooms/sqlite'
 import WebSocket from 'ws'
 if (typeof RedisBroker !== 'function') throw new Error('no RedisBroker export')
+if (typeof SqliteBroker !== 'function') throw new Error('no SqliteBroker export')
 const app = Fastify()
 await app.register(chatRooms, { maxTextLength: 100 })
 await app.listen({ host: '127.0.0.1', port: 0 })
@@ -79,6 +81,8 @@ test('the packed package installs and registers from JavaScript and TypeScript',
   await run('npm', ['install', '--no-audit', '--no-fund', join(dir, filename), `fastify@${devVersions.devDependencies.fastify}`, 'ws',
     `typescript@${devVersions.devDependencies.typescript}`, `ioredis@${devVersions.devDependencies.ioredis}`, `@types/node@${devVersions.devDependencies['@types/node']}`], { cwd: dir, maxBuffer: 1 << 24 })
 
+  // better-sqlite3 (an optional peer) is the one this checkout built: a fresh copy would compile from source again.
+  await symlink(join(root, 'node_modules/better-sqlite3'), join(dir, 'node_modules/better-sqlite3'), 'dir')
   await writeFile(join(dir, 'app.mjs'), jsApp)
   const js = JSON.parse((await run('node', ['app.mjs'], { cwd: dir })).stdout) as { home: number, seq: number, rooms: number }
   assert.deepEqual(js, { home: 200, seq: 1, rooms: 1 })
