@@ -37,8 +37,13 @@ export interface SqliteBrokerOptions {
 
 /** Rows deleted per retention transaction: small enough that a batch never holds the file for long. */
 const TRIM_BATCH = 500
-/** How often retention and idle rooms are looked at: often enough to bound the file, rare enough to cost nothing. */
+/**
+ * How often retention and idle rooms are looked at: often enough to bound the
+ * file, rare enough to cost nothing; more often (down to a second) when
+ * `retention.age` or `idleRoomTtl` is shorter, so they hold within one interval.
+ */
 const SWEEP_INTERVAL_MS = 60_000
+const MIN_SWEEP_INTERVAL_MS = 1000
 
 /** The epoch of a room that was never used. */
 const NO_STREAM_YET = ''
@@ -87,7 +92,7 @@ export class SqliteBroker implements Broker {
     this.statements = prepare(this.db)
     const messages = this.options.retention?.messages
     this.keep = messages === 'historySize' ? node.historySize : messages
-    const interval = Math.min(SWEEP_INTERVAL_MS, this.options.retention?.age ?? Infinity, this.options.idleRoomTtl ?? Infinity)
+    const interval = Math.max(MIN_SWEEP_INTERVAL_MS, Math.min(SWEEP_INTERVAL_MS, this.options.retention?.age ?? Infinity, this.options.idleRoomTtl ?? Infinity))
     this.sweeper = setInterval(() => { void this.sweep() }, interval)
     this.sweeper.unref()
   }
