@@ -75,6 +75,11 @@ interface Open {
   timer: NodeJS.Timeout | undefined
 }
 
+/**
+ * Durable rooms shared by many nodes. `historySize` (`BrokerNode`) is not a
+ * cap on storage here: every message is kept until `retention` deletes it,
+ * and `historySize` is how far back reads reach (history, resume, gap fills).
+ */
 export class PostgresBroker implements Broker {
   /** Random per broker: a restarted process is a new node, and its old members are swept like a crash's. */
   readonly nodeId = randomUUID()
