@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { describe, it, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import pg from 'pg'
 import { ChatError } from '../lib/errors.js'
 import { PostgresBroker, type PostgresBrokerOptions } from '../lib/postgres.js'
 import type { Member, Presence } from '../lib/protocol.js'
@@ -157,6 +158,21 @@ describe('PostgresBroker across nodes', { skip }, () => {
     assert.deepEqual([kept.messages.map((m) => m.seq), kept.more, kept.seq], [[8, 9, 10], false, 10])
     assert.equal((await broker.append('r', { from: alice, text: 'next' })).message.seq, 11)
   })
+
+  it('deletes a room without members idle past idleRoomTtl, with its history, and keeps one with members', async (t) => {
+    const broker = (await cluster(t, 1, { idleRoomTtl: 200 }))[0]!.broker
+    await broker.append('idle', { from: alice, text: 'x', cid: 'c' })
+    const { epoch } = await broker.read('idle', { limit: 1 })
+    await broker.publish('busy', { type: 'presence', room: 'busy', action: 'join', member: alice })
+    await broker.append('busy', { from: alice, text: 'x' })
+    await new Promise((resolve) => setTimeout(resolve, 400))
+    assert.equal(await broker.enforceRetention(), 1, 'one room deleted')
+    assert.equal((await broker.read('busy', { limit: 10 })).messages.length, 1)
+    assert.deepEqual(await broker.members('busy'), [alice])
+    const { message } = await broker.append('idle', { from: alice, text: 'again', cid: 'c' })
+    assert.equal(message.seq, 1, 'a deleted room starts again at seq 1')
+    assert.notEqual((await broker.read('idle', { limit: 1 })).epoch, epoch, 'under a new epoch')
+  })
 })
 
 describe('PostgresBroker when its connections are cut', { skip }, () => {
@@ -214,5 +230,26 @@ describe('PostgresBroker when its connections are cut', { skip }, () => {
     const logs = (node: RecordingNode, level: string, text: string): number => node.logs.filter((e) => e.level === level && e.msg?.includes(text)).length
     await sender!.node.until('the recovery log', () => logs(sender!.node, 'info', 'available again') >= 1)
     assert.ok(logs(sender!.node, 'warn', 'unavailable') >= 1, 'the outage is logged')
+  })
+
+  it('fails an append with unavailable in bounded time while its room\'s row is locked, and stores the retry once afterwards', async (t) => {
+    const schema = uniqueSchema()
+    const { broker, node } = (await cluster(t, 1, { schema, commandTimeout: COMMAND_TIMEOUT_MS }))[0]!
+    await broker.append('r', { from: alice, text: 'first' })
+    const locker = new pg.Client({ connectionString: POSTGRES_URL })
+    await locker.connect()
+    t.after(() => locker.end())
+    await locker.query('BEGIN')
+    await locker.query(`SELECT 1 FROM "${schema}".rooms WHERE room = 'r' FOR UPDATE`)
+    const started = Date.now()
+    await assert.rejects(broker.append('r', { from: alice, text: 'stuck', cid: 'stuck' }), (error: unknown) => error instanceof ChatError && error.code === 'unavailable')
+    const elapsed = Date.now() - started
+    assert.ok(elapsed <= COMMAND_TIMEOUT_MS + SLACK_MS, `rejected after ${elapsed} ms`)
+    assert.equal((await broker.read('r', { limit: 10 })).seq, 1, 'reads go on meanwhile')
+    await locker.query('COMMIT')
+    const retry = await broker.append('r', { from: alice, text: 'stuck', cid: 'stuck' })
+    assert.deepEqual([retry.message.seq, retry.duplicate], [2, false], 'the timed-out append was rolled back')
+    assert.equal((await broker.append('r', { from: alice, text: 'stuck', cid: 'stuck' })).duplicate, true)
+    assert.ok(node.logs.some((entry) => entry.level === 'warn' && entry.msg?.includes('unavailable')))
   })
 })
