@@ -48,6 +48,17 @@ async function cluster (t: TestContext, count: number, options: PostgresBrokerOp
   return nodes
 }
 
+describe('PostgresBroker options', () => {
+  it('refuses bad options, naming the field and what is allowed', () => {
+    assert.throws(() => new PostgresBroker({ schema: 'Chat; DROP' }), /schema must be 1 to 50 lower-case letters, digits or _/)
+    assert.throws(() => new PostgresBroker({ connectionString: POSTGRES_URL, pool: new pg.Pool() }), /connectionString or pool, not both/)
+    assert.throws(() => new PostgresBroker({ leaseMs: 0 }), /leaseMs must be a positive integer/)
+    assert.throws(() => new PostgresBroker({ commandTimeout: 1.5 }), /commandTimeout must be a positive integer/)
+    assert.throws(() => new PostgresBroker({ retention: { messages: -1 } }), /retention.messages must be a positive integer/)
+    assert.throws(() => new PostgresBroker({ retention: { age: Number.NaN } }), /retention.age must be a positive integer/)
+  })
+})
+
 const seqs = (count: number, from = 1): number[] => Array.from({ length: count }, (_, i) => i + from)
 
 describe('PostgresBroker across nodes', { skip }, () => {

@@ -23,6 +23,14 @@ const BATCH_ROOMS = 20
 /** How often each node enforces retention: history a minute over its bound costs little, and a minute is no load. */
 const INTERVAL_MS = 60_000
 
+/** Throws, naming the field, unless `options` are valid retention options. */
+export function checkRetention (options: RetentionOptions): void {
+  for (const name of ['messages', 'age'] as const) {
+    const value = options[name]
+    if (value !== undefined && !(Number.isInteger(value) && value > 0)) throw new Error(`PostgresBroker: retention.${name} must be a positive integer, not ${String(value)}`)
+  }
+}
+
 export class PostgresRetention {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<number> | undefined
@@ -30,10 +38,7 @@ export class PostgresRetention {
   private readonly statements: Array<{ sql: string, batch: number }> = []
 
   constructor (private readonly query: Query, table: string, options: RetentionOptions, idleRoomTtl: number | undefined, private readonly log: BrokerLogger) {
-    for (const name of ['messages', 'age'] as const) {
-      const value = options[name]
-      if (value !== undefined && !(Number.isInteger(value) && value > 0)) throw new Error(`PostgresBroker: retention.${name} must be a positive integer, not ${String(value)}`)
-    }
+    checkRetention(options)
     const young = `m.created_at > now() - ${CID_RETENTION_MS} * interval '1 millisecond'`
     if (options.messages !== undefined) {
       this.statements.push({ batch: BATCH_ROWS, sql: `DELETE FROM ${table}.messages WHERE (room, seq) IN (

@@ -20,7 +20,7 @@ import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { PostgresRegistryStore, type Query } from './postgres-registry.js'
 import { SCHEMA_PATTERN, channelOf, migrate } from './postgres-schema.js'
-import { PostgresRetention, type RetentionOptions } from './postgres-retention.js'
+import { PostgresRetention, checkRetention, type RetentionOptions } from './postgres-retention.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
 export type { RetentionOptions } from './postgres-retention.js'
@@ -70,6 +70,7 @@ interface Open {
   readonly registry: NodeRegistry
   readonly feeds: RoomFeeds
   readonly retention: PostgresRetention
+  readonly onPoolError: (error: Error) => void
   listener: pg.PoolClient | undefined
   reconnects: number
   timer: NodeJS.Timeout | undefined
@@ -102,6 +103,7 @@ export class PostgresBroker implements Broker {
       const value = options[name]
       if (value !== undefined && !(Number.isInteger(value) && value > 0)) throw new Error(`PostgresBroker: ${name} must be a positive integer (ms), not ${String(value)}`)
     }
+    checkRetention(options.retention ?? {})
     this.table = `"${this.schema}"`
     this.channel = channelOf(this.schema)
     this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS
@@ -134,10 +136,11 @@ export class PostgresBroker implements Broker {
         client.release()
       }
     } catch (error) {
+      pool.off('error', onPoolError)
       if (!this.options.pool) await pool.end().catch(() => {})
       throw new Error(`PostgresBroker: cannot prepare schema "${this.schema}": ${(error as Error).message}`, { cause: error })
     }
-    this.state = { node, pool, store, registry, feeds, retention, listener: undefined, reconnects: 0, timer: undefined }
+    this.state = { node, pool, store, registry, feeds, retention, onPoolError, listener: undefined, reconnects: 0, timer: undefined }
     await this.listen()
     await registry.start()
     retention.start()
@@ -240,7 +243,8 @@ export class PostgresBroker implements Broker {
     const listener = state.listener
     state.listener = undefined
     listener?.release(true)
-    if (!this.options.pool) await state.pool.end().catch(() => {})
+    if (this.options.pool) state.pool.off('error', state.onPoolError)
+    else await state.pool.end().catch(() => {})
   }
 
   // ------------------------------------------------------------ connections and outages
