@@ -131,6 +131,34 @@ describe('PostgresBroker across nodes', { skip }, () => {
     for (const { node } of survivors) assert.equal(node.events('r').filter(isLeave).length, 1, 'one leave, whichever node swept')
   })
 
+  it('keeps every acked message, in order and once, when the sending node is SIGKILLed mid-burst', async (t) => {
+    const schema = uniqueSchema()
+    const [reader] = await cluster(t, 1, { schema }, 100_000)
+    const script = fileURLToPath(new URL('./helpers/postgres-broker-process.js', import.meta.url))
+    const child = spawn(process.execPath, [script, POSTGRES_URL, schema, '3000', 'r', ghost.id, ghost.name, 'send'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.after(() => child.kill('SIGKILL'))
+    const acked = new Map<string, number>()
+    let buffered = ''
+    await new Promise<void>((resolve) => {
+      child.stdout!.on('data', (chunk: Buffer) => {
+        const lines = (buffered + chunk.toString()).split('\n')
+        buffered = lines.pop()!
+        for (const line of lines) {
+          const [word, cid, seq] = line.split(' ')
+          if (word === 'acked') acked.set(cid!, Number(seq))
+        }
+        if (acked.size >= 300) resolve()
+      })
+    })
+    child.kill('SIGKILL')
+    await once(child, 'exit')
+    const stored = (await reader!.broker.read('r', { limit: 100_000 })).messages
+    assert.deepEqual(stored.map((m) => m.seq), seqs(stored.length), 'contiguous')
+    assert.equal(new Set(stored.map((m) => m.cid)).size, stored.length, 'none twice')
+    assert.ok(stored.length >= acked.size)
+    for (const [cid, seq] of acked) assert.equal(stored[seq - 1]?.cid, cid, `${cid} is stored at its acked seq`)
+  })
+
   it('migrates one schema safely when several nodes open it at once, and again on a later open', async (t) => {
     const schema = uniqueSchema()
     const nodes = await cluster(t, 5, { schema })
