@@ -22,9 +22,11 @@ import chatRooms from 'fastify-chat-rooms'
 import { ChatClient } from 'fastify-chat-rooms/client'
 import { RedisBroker } from 'fastify-chat-rooms/redis'
 import { SqliteBroker } from 'fastify-chat-rooms/sqlite'
+import { PostgresBroker } from 'fastify-chat-rooms/postgres'
 import WebSocket from 'ws'
 if (typeof RedisBroker !== 'function') throw new Error('no RedisBroker export')
 if (typeof SqliteBroker !== 'function') throw new Error('no SqliteBroker export')
+if (typeof PostgresBroker !== 'function') throw new Error('no PostgresBroker export')
 const app = Fastify()
 await app.register(chatRooms, { maxTextLength: 100 })
 await app.listen({ host: '127.0.0.1', port: 0 })
@@ -79,7 +81,7 @@ test('the packed package installs and registers from JavaScript and TypeScript',
   const devVersions = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }
   await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
   await run('npm', ['install', '--no-audit', '--no-fund', join(dir, filename), `fastify@${devVersions.devDependencies.fastify}`, 'ws',
-    `typescript@${devVersions.devDependencies.typescript}`, `ioredis@${devVersions.devDependencies.ioredis}`, `@types/node@${devVersions.devDependencies['@types/node']}`], { cwd: dir, maxBuffer: 1 << 24 })
+    `typescript@${devVersions.devDependencies.typescript}`, `ioredis@${devVersions.devDependencies.ioredis}`, `pg@${devVersions.devDependencies.pg}`, `@types/node@${devVersions.devDependencies['@types/node']}`], { cwd: dir, maxBuffer: 1 << 24 })
 
   // better-sqlite3 (an optional peer) is the one this checkout built: a fresh copy would compile from source again.
   await symlink(join(root, 'node_modules/better-sqlite3'), join(dir, 'node_modules/better-sqlite3'), 'dir')

@@ -1,0 +1,370 @@
+/**
+ * The durable broker for many processes: rooms live in PostgreSQL, so every
+ * node that shares a database and schema serves the same rooms, and history
+ * outlives every node. Each change is one call of a function of
+ * postgres-schema.ts that takes the room's row lock, stores the change and
+ * NOTIFYs it in one transaction; one LISTEN connection per node receives the
+ * events in commit order and `RoomFeeds` turns them into ordered, gap-free
+ * delivery (a message too large for NOTIFY is read from the table). Nodes
+ * hold leases in the `NodeRegistry`, timed by the database's clock.
+ *
+ * When PostgreSQL is down or hung, every call fails with `unavailable` within
+ * `commandTimeout`; the broker reconnects by itself and catches its feeds up.
+ */
+import { randomUUID } from 'node:crypto'
+import pg from 'pg'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
+import { messageIds } from '../broker.js'
+import { ChatError } from '../errors.js'
+import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+import { NodeRegistry } from './node-registry.js'
+import { PostgresRegistryStore, type Query } from './postgres-registry.js'
+import { SCHEMA_PATTERN, channelOf, migrate } from './postgres-schema.js'
+import { PostgresRetention, checkRetention, type RetentionOptions } from './postgres-retention.js'
+import { RoomFeeds, type Envelope } from './room-feeds.js'
+
+export type { RetentionOptions } from './postgres-retention.js'
+
+export interface PostgresBrokerOptions {
+  /** `postgres://` URL of the database. Default: pg's default (the `PG*` environment variables, then localhost). */
+  connectionString?: string
+  /**
+   * A `pg.Pool` of your own, instead of `connectionString`: the broker uses it
+   * and leaves it open on close. It holds one of its connections for LISTEN.
+   */
+  pool?: pg.Pool
+  /** The PostgreSQL schema of the chat's tables, created if missing: nodes sharing a database and a schema form one chat. Default `'chat'`. */
+  schema?: string
+  /**
+   * How long a node counts as alive without renewing its lease. A node that
+   * dies without closing has its members removed (and `leave` sent) within
+   * about 4/3 of this. Default 15000.
+   */
+  leaseMs?: number
+  /** A call that PostgreSQL has not answered after this many ms fails with `unavailable`. Default 2000. */
+  commandTimeout?: number
+  /** A room without members is deleted, with its history, this many ms after its last change. Default: never. */
+  idleRoomTtl?: number
+  /** What history to delete, and when. Default: none; history is kept without a bound. */
+  retention?: RetentionOptions
+}
+
+const DEFAULT_SCHEMA = 'chat'
+/** Short enough that a crashed node's members vanish within seconds, long enough to ride out a GC pause. */
+const DEFAULT_LEASE_MS = 15_000
+/** Well above a healthy round trip (and a contended row lock), well below a client's patience. */
+const DEFAULT_COMMAND_TIMEOUT_MS = 2000
+/** Reconnect attempt n of the LISTEN connection waits n times this: a database that only blinked is back quickly. */
+const RECONNECT_STEP_MS = 100
+/** Reconnect attempts back off to this: a returning database is found within two seconds. */
+const MAX_RECONNECT_DELAY_MS = 2000
+/** How often the LISTEN connection is checked: a hung connection delivers nothing and raises no error by itself. */
+const LISTEN_CHECK_MS = 5000
+/** SQLSTATE classes of errors that say the database is unreachable, shutting down or overloaded (not a bug of ours). */
+const OUTAGE_STATES = /^(08|53|57)/
+
+interface Open {
+  readonly node: BrokerNode
+  readonly pool: pg.Pool
+  readonly store: PostgresRegistryStore
+  readonly registry: NodeRegistry
+  readonly feeds: RoomFeeds
+  readonly retention: PostgresRetention
+  readonly onPoolError: (error: Error) => void
+  listener: pg.PoolClient | undefined
+  reconnects: number
+  timer: NodeJS.Timeout | undefined
+}
+
+/**
+ * Durable rooms shared by many nodes. `historySize` (`BrokerNode`) is not a
+ * cap on storage here: every message is kept until `retention` deletes it,
+ * and `historySize` is how far back reads reach (history, resume, gap fills).
+ */
+export class PostgresBroker implements Broker {
+  /** Random per broker: a restarted process is a new node, and its old members are swept like a crash's. */
+  readonly nodeId = randomUUID()
+  private readonly nextId = messageIds()
+  private readonly schema: string
+  private readonly table: string
+  private readonly channel: string
+  private readonly leaseMs: number
+  private readonly commandTimeout: number
+  private state: Open | undefined
+  private available = true
+
+  constructor (private readonly options: PostgresBrokerOptions = {}) {
+    this.schema = options.schema ?? DEFAULT_SCHEMA
+    if (!SCHEMA_PATTERN.test(this.schema)) {
+      throw new Error(`PostgresBroker: schema must be 1 to 50 lower-case letters, digits or _, not starting with a digit; got ${JSON.stringify(this.schema)}`)
+    }
+    if (options.pool !== undefined && options.connectionString !== undefined) throw new Error('PostgresBroker: give connectionString or pool, not both')
+    for (const name of ['leaseMs', 'commandTimeout', 'idleRoomTtl'] as const) {
+      const value = options[name]
+      if (value !== undefined && !(Number.isInteger(value) && value > 0)) throw new Error(`PostgresBroker: ${name} must be a positive integer (ms), not ${String(value)}`)
+    }
+    checkRetention(options.retention ?? {})
+    this.table = `"${this.schema}"`
+    this.channel = channelOf(this.schema)
+    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS
+    this.commandTimeout = options.commandTimeout ?? DEFAULT_COMMAND_TIMEOUT_MS
+  }
+
+  async open (node: BrokerNode): Promise<void> {
+    if (this.state) throw new Error('PostgresBroker: already open; use one broker per Fastify instance')
+    const pool = this.options.pool ?? new pg.Pool({
+      connectionString: this.options.connectionString,
+      application_name: `fastify-chat-rooms-${this.nodeId}`,
+      connectionTimeoutMillis: this.commandTimeout,
+      query_timeout: this.commandTimeout,
+      statement_timeout: this.commandTimeout,
+      keepAlive: true,
+    })
+    // An idle connection that breaks: the outage shows in the next call; this keeps it from crashing the process.
+    const onPoolError = (error: Error): void => this.unavailable(error)
+    pool.on('error', onPoolError)
+    const query: Query = (text, values) => this.run(async () => (await pool.query(text, values)).rows)
+    const store = new PostgresRegistryStore(query, this.table, this.channel)
+    const registry = new NodeRegistry(store, { nodeId: this.nodeId, leaseMs: this.leaseMs, connections: () => node.connections(), log: node.log })
+    const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), node.log)
+    const retention = new PostgresRetention(query, this.table, this.options.retention ?? {}, this.options.idleRoomTtl, node.log)
+    try {
+      const client = await pool.connect()
+      try {
+        await migrate(client, this.schema)
+      } finally {
+        client.release()
+      }
+    } catch (error) {
+      pool.off('error', onPoolError)
+      if (!this.options.pool) await pool.end().catch(() => {})
+      throw new Error(`PostgresBroker: cannot prepare schema "${this.schema}": ${(error as Error).message}`, { cause: error })
+    }
+    this.state = { node, pool, store, registry, feeds, retention, onPoolError, listener: undefined, reconnects: 0, timer: undefined }
+    await this.listen()
+    await registry.start()
+    retention.start()
+  }
+
+  async subscribe (room: string): Promise<void> {
+    const { feeds } = this.opened()
+    // Every node listens to one channel for all rooms: a feed holds what arrives until `begin`.
+    const token = feeds.open(room)
+    try {
+      const { epoch, seq } = await this.read(room, { limit: 0 })
+      feeds.begin(room, token, epoch, seq)
+    } catch (error) {
+      feeds.close(room, token)
+      throw error
+    }
+  }
+
+  async unsubscribe (room: string): Promise<void> {
+    this.opened().feeds.close(room)
+  }
+
+  async append (room: string, draft: MessageDraft): Promise<AppendResult> {
+    const { pool } = this.opened()
+    const from = { id: draft.from.id, name: draft.from.name }
+    const rest = { id: this.nextId(), from, text: draft.text, ts: Date.now(), ...(draft.cid === undefined ? {} : { cid: draft.cid }) }
+    // The function splices the seq it takes between these two halves of the message JSON.
+    const head = `{"type":"message","room":${JSON.stringify(room)},"seq":`
+    const tail = `,${JSON.stringify(rest).slice(1)}`
+    const { rows } = await this.run(() => pool.query<{ r_outcome: string, r_body: string }>(
+      `SELECT * FROM ${this.table}.chat_append($1, $2, $3, $4, $5, $6)`, [room, randomUUID(), draft.cid ?? null, head, tail, this.channel]))
+    const [row] = rows
+    return { message: JSON.parse(row!.r_body) as Message, duplicate: row!.r_outcome === 'stored' }
+  }
+
+  async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
+    const { pool, registry } = this.opened()
+    if (event.type === 'typing') {
+      await this.run(() => pool.query('SELECT pg_notify($1, $2)', [this.channel, JSON.stringify({ room, event })]))
+      return
+    }
+    await registry.announce(room, event, options)
+  }
+
+  /**
+   * Reads within the room's newest `historySize` messages (`BrokerNode`): the
+   * window clients page back through and resume from. Older messages stay in
+   * the table until `retention` deletes them.
+   */
+  async read (room: string, range: ReadRange): Promise<ReadResult> {
+    const { pool, node } = this.opened()
+    const { rows } = await this.run(() => pool.query<{ r_epoch: string, r_seq: string, r_more: boolean, r_messages: string[] }>(
+      `SELECT * FROM ${this.table}.chat_read($1, $2, $3, $4, $5)`, [room, range.after ?? null, range.before ?? null, range.limit, node.historySize]))
+    const [row] = rows
+    return { epoch: row!.r_epoch, seq: Number(row!.r_seq), more: row!.r_more, messages: row!.r_messages.map((json) => JSON.parse(json) as Message) }
+  }
+
+  /** Members on live nodes (`NodeRegistry.live`): a crashed node's members are gone before they are swept. */
+  async members (room: string): Promise<Member[]> {
+    const { store, registry } = this.opened()
+    const roster = await store.roster(room)
+    const live = await registry.live(roster.map(({ node }) => node))
+    return roster.filter(({ node }) => live.has(node)).map(({ member }) => member)
+  }
+
+  async rooms (): Promise<RoomInfo[]> {
+    const { pool, registry } = this.opened()
+    const live = (await registry.nodes()).filter((node) => node.live).map((node) => node.id)
+    const { rows } = await this.run(() => pool.query<{ room: string, members: number, seq: string }>(
+      `SELECT m.room, count(*)::int AS members, coalesce(max(r.seq), 0) AS seq FROM ${this.table}.members m
+        LEFT JOIN ${this.table}.rooms r ON r.room = m.room WHERE m.node = ANY($1::text[]) GROUP BY m.room ORDER BY m.room`, [live]))
+    return rows.map(({ room, members, seq }) => ({ room, members, seq: Number(seq) }))
+  }
+
+  /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
+  async nodes (): Promise<NodeInfo[]> {
+    const { registry } = this.opened()
+    return (await registry.nodes()).filter((node) => node.live)
+      .map(({ id, host, pid, startedAt, lastSeen, connections }) => ({ id, host, pid, startedAt, lastSeen, connections }))
+  }
+
+  /**
+   * Deletes the history `retention` and `idleRoomTtl` say to delete, now, in
+   * small batches; answers how many messages and rooms went. Every node also
+   * does it at open and once a minute.
+   */
+  async enforceRetention (): Promise<number> {
+    return await this.opened().retention.enforce()
+  }
+
+  async close (): Promise<void> {
+    const state = this.state
+    if (!state) return
+    this.state = undefined
+    state.feeds.clear()
+    state.retention.stop()
+    clearTimeout(state.timer)
+    // Give up the lease now: other nodes remove any member still listed here at their next sweep.
+    await state.registry.stop()
+    const listener = state.listener
+    state.listener = undefined
+    listener?.release(true)
+    if (this.options.pool) state.pool.off('error', state.onPoolError)
+    else await state.pool.end().catch(() => {})
+  }
+
+  // ------------------------------------------------------------ connections and outages
+
+  /** Runs one call; any failure becomes `unavailable` within `commandTimeout` (PROTOCOL.md: retry with the same cid). */
+  private async run<T> (call: () => Promise<T>): Promise<T> {
+    try {
+      const result = await within(call(), this.commandTimeout)
+      this.recovered()
+      return result
+    } catch (error) {
+      const code = (error as { code?: unknown }).code
+      if (typeof code === 'string' && !OUTAGE_STATES.test(code)) this.state?.node.log.error({ err: error }, 'chat: a PostgreSQL statement failed')
+      else this.unavailable(error as Error)
+      throw new ChatError('unavailable', 'the chat store (PostgreSQL) did not answer in time; retry with the same cid')
+    }
+  }
+
+  private unavailable (error: Error): void {
+    this.state?.registry.markStale()
+    if (!this.available || !this.state) return
+    this.available = false
+    this.state.node.log.warn({ err: error.message }, 'chat: PostgreSQL is unavailable; chat calls fail with "unavailable" until it answers again')
+  }
+
+  private recovered (): void {
+    const state = this.state
+    if (this.available || !state || !state.listener) return
+    this.available = true
+    state.node.log.info({}, 'chat: PostgreSQL is available again')
+  }
+
+  /** (Re)opens the LISTEN connection, then fills what every feed missed meanwhile; on failure, tries again later. */
+  private async listen (): Promise<void> {
+    const state = this.state
+    if (!state) return
+    let client: pg.PoolClient | undefined
+    try {
+      client = await state.pool.connect()
+      const connected = client
+      let lost = false
+      const drop = (error: Error): void => {
+        if (lost) return
+        lost = true
+        this.listenerLost(state, connected, error)
+      }
+      connected.on('error', drop)
+      connected.on('end', () => drop(new Error('the LISTEN connection ended')))
+      connected.on('notification', ({ payload }) => this.receive(payload))
+      await within(connected.query(`LISTEN "${this.channel}"`), this.commandTimeout)
+      if (this.state !== state || lost) {
+        if (!lost) connected.release(true)
+        return
+      }
+      state.listener = connected
+      state.reconnects = 0
+      state.timer = setTimeout(() => void this.check(state, connected), LISTEN_CHECK_MS)
+      for (const room of state.feeds.rooms()) state.feeds.catchUp(room)
+      this.recovered()
+    } catch (error) {
+      client?.release(true)
+      if (this.state !== state) return
+      this.unavailable(error as Error)
+      state.reconnects++
+      state.timer = setTimeout(() => void this.listen(), Math.min(state.reconnects * RECONNECT_STEP_MS, MAX_RECONNECT_DELAY_MS))
+    }
+  }
+
+  private listenerLost (state: Open, client: pg.PoolClient, error: Error): void {
+    if (state.listener === client) {
+      state.listener = undefined
+      clearTimeout(state.timer)
+      client.release(true)
+      if (this.state !== state) return
+      this.unavailable(error)
+      state.timer = setTimeout(() => void this.listen(), RECONNECT_STEP_MS)
+    }
+  }
+
+  /** A LISTEN connection that does not answer is dropped, and another one opened. */
+  private async check (state: Open, client: pg.PoolClient): Promise<void> {
+    try {
+      await within(client.query('SELECT 1'), this.commandTimeout)
+      if (state.listener === client) state.timer = setTimeout(() => void this.check(state, client), LISTEN_CHECK_MS)
+    } catch (error) {
+      this.listenerLost(state, client, error as Error)
+    }
+  }
+
+  private receive (payload: string | undefined): void {
+    const state = this.state
+    if (!state || payload === undefined) return
+    let notice: Envelope & { room: string, seq?: number }
+    try {
+      notice = JSON.parse(payload) as typeof notice
+    } catch {
+      return // not ours: something else notified on our channel
+    }
+    // A message too large for NOTIFY comes as its seq alone: the feed reads it from the table.
+    if (notice.event === undefined) state.feeds.catchUp(notice.room)
+    else state.feeds.receive(notice.room, notice)
+  }
+
+  private opened (): Open {
+    if (!this.state) throw new Error('PostgresBroker: not open')
+    return this.state
+  }
+}
+
+/** `pending`, or a rejection after `ms`: a pool without its own timeouts (given by the user) still answers in time. */
+async function within<T> (pending: Promise<T>, ms: number): Promise<T> {
+  // Settled late, after the caller got its rejection: nothing more to do.
+  pending.catch(() => {})
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([pending, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
