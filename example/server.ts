@@ -1,15 +1,14 @@
 /**
  * The example server: the plugin on port 9999 from example/config.json.
  * `CHAT_CONFIG` names another config file; `HOST` and `PORT` override it.
- * With `sqlite` (a file) its rooms outlive restarts; with `redis` (a URL),
- * several such servers share their rooms through Redis.
+ * With `sqlite` (a file) its rooms outlive restarts; with `redis` or
+ * `postgres` (a URL), several such servers share their rooms.
  */
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import Fastify from 'fastify'
 import type { Broker } from '../lib/broker.js'
 import chatRooms from '../lib/index.js'
-import { OptionsError } from '../lib/options.js'
 import { type Config, DEFAULT_CONFIG_FILE, loadConfig } from './config.js'
 
 /**
@@ -22,11 +21,7 @@ async function makeBroker (config: Config): Promise<Broker | undefined> {
     await mkdir(dirname(config.sqlite), { recursive: true })
     return new (await import('../lib/sqlite.js')).SqliteBroker({ file: config.sqlite })
   }
-  if (config.postgres !== undefined) {
-    // INTEGRATION POINT: once lib/postgres.ts lands, replace this throw with
-    // `return new (await import('../lib/postgres.js')).PostgresBroker({ connectionString: config.postgres })`.
-    throw new OptionsError('config: postgres: the PostgreSQL broker is not available yet in this version')
-  }
+  if (config.postgres !== undefined) return new (await import('../lib/postgres.js')).PostgresBroker({ connectionString: config.postgres })
   return undefined
 }
 

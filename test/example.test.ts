@@ -2,6 +2,7 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
@@ -9,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { RawClient } from './helpers/client.js'
+import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
 
 const SERVER = fileURLToPath(new URL('../example/server.js', import.meta.url))
 
@@ -89,10 +91,10 @@ test('a bad config stops the example server with a message naming the field', as
   assert.match(server.output(), /chat\.maxPayload:/)
 })
 
-test('the shipped config keeps its chat in data/chat.db across a restart', async (t) => {
-  const cwd = await tempDir(t)
+/** Sends a message through a first server, restarts it, and checks a second one has it in the same epoch. */
+async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEnv, cwd?: string): Promise<void> {
   const port = await freePort()
-  const first = start({ CHAT_CONFIG: undefined, PORT: String(port) }, cwd)
+  const first = start({ ...env, PORT: String(port) }, cwd)
   t.after(() => first.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, first.output())
   const writer = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=writer`)
@@ -100,15 +102,32 @@ test('the shipped config keeps its chat in data/chat.db across a restart', async
   const ack = await writer.request('ack', { type: 'send', room: 'lobby', text: 'still here?' })
   first.child.kill('SIGTERM')
   assert.equal((await first.exited)[0], 0, first.output())
-  assert.ok((await stat(join(cwd, 'data', 'chat.db'))).isFile(), 'the database is data/chat.db in the working directory')
 
-  const second = start({ CHAT_CONFIG: undefined, PORT: String(port) }, cwd)
+  const second = start({ ...env, PORT: String(port) }, cwd)
   t.after(() => second.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, second.output())
   const reader = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=reader`)
   const again = await reader.request('joined', { type: 'join', room: 'lobby' })
   assert.equal(again.epoch, joined.epoch)
   assert.deepEqual(again.history.map((m) => [m.seq, m.text]), [[ack.seq, 'still here?']])
+}
+
+test('the shipped config keeps its chat in data/chat.db across a restart', async (t) => {
+  const cwd = await tempDir(t)
+  await keepsItsChatAcrossARestart(t, { CHAT_CONFIG: undefined }, cwd)
+  assert.ok((await stat(join(cwd, 'data', 'chat.db'))).isFile(), 'the database is data/chat.db in the working directory')
+})
+
+test('a config with postgres keeps its chat in PostgreSQL across a restart', { skip: await skipUnlessPostgres() }, async (t) => {
+  const database = `chat_example_${randomBytes(6).toString('hex')}`
+  await asAdmin((admin) => admin.query(`CREATE DATABASE ${database}`))
+  t.after(() => asAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)))
+  const url = new URL(POSTGRES_URL)
+  url.pathname = `/${database}`
+  const dir = await tempDir(t)
+  const config = join(dir, 'config.json')
+  await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', postgres: url.href, chat: {} }))
+  await keepsItsChatAcrossARestart(t, { CHAT_CONFIG: config })
 })
 
 test('a config naming two brokers stops the example server with a message naming both', async (t) => {
