@@ -138,6 +138,24 @@ export const CID_RETENTION_MS = 10 * 60 * 1000
 export const DEFAULT_IDLE_ROOM_TTL_MS = 24 * 60 * 60 * 1000
 
 /**
+ * Defaults of the brokers that talk to a server (Redis, PostgreSQL), shared so
+ * that they behave alike during an outage.
+ */
+/** A call the server has not answered after this many ms fails with `unavailable`: well above a healthy round trip, well below a client's patience. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2000
+/** Short enough that a crashed node's members vanish within seconds, long enough to ride out a GC pause. */
+export const DEFAULT_LEASE_MS = 15_000
+/** Reconnect attempt n waits n times this: the first retries come quickly, for a server that only blinked. */
+export const RECONNECT_STEP_MS = 100
+/** Reconnect attempts back off to this: a returning server is found within two seconds. */
+const MAX_RECONNECT_DELAY_MS = 2000
+
+/** How long reconnect attempt `attempt` (1, 2, …) waits. */
+export function reconnectDelay (attempt: number): number {
+  return Math.min(attempt * RECONNECT_STEP_MS, MAX_RECONNECT_DELAY_MS)
+}
+
+/**
  * Message ids for one broker: a random prefix (96 bits, so brokers never share
  * one) and a counter. Unique like a UUID, without a call into crypto per message.
  */

@@ -14,7 +14,7 @@
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { messageIds } from '../broker.js'
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, messageIds, reconnectDelay } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
@@ -50,14 +50,6 @@ export interface PostgresBrokerOptions {
 }
 
 const DEFAULT_SCHEMA = 'chat'
-/** Short enough that a crashed node's members vanish within seconds, long enough to ride out a GC pause. */
-const DEFAULT_LEASE_MS = 15_000
-/** Well above a healthy round trip (and a contended row lock), well below a client's patience. */
-const DEFAULT_COMMAND_TIMEOUT_MS = 2000
-/** Reconnect attempt n of the LISTEN connection waits n times this: a database that only blinked is back quickly. */
-const RECONNECT_STEP_MS = 100
-/** Reconnect attempts back off to this: a returning database is found within two seconds. */
-const MAX_RECONNECT_DELAY_MS = 2000
 /** How often the LISTEN connection is checked: a hung connection delivers nothing and raises no error by itself. */
 const LISTEN_CHECK_MS = 5000
 /** SQLSTATE classes of errors that say the database is unreachable, shutting down or overloaded (not a bug of ours). */
@@ -309,7 +301,7 @@ export class PostgresBroker implements Broker {
       if (this.state !== state) return
       this.unavailable(error as Error)
       state.reconnects++
-      state.timer = setTimeout(() => void this.listen(), Math.min(state.reconnects * RECONNECT_STEP_MS, MAX_RECONNECT_DELAY_MS))
+      state.timer = setTimeout(() => void this.listen(), reconnectDelay(state.reconnects))
     }
   }
 

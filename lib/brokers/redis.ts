@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, messageIds, retryOfTrimmed } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, messageIds, reconnectDelay, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
@@ -45,14 +45,6 @@ export interface RedisBrokerOptions {
 }
 
 const DEFAULT_PREFIX = 'chat:'
-/** Short enough that a crashed node's members vanish within seconds, long enough to ride out a GC pause. */
-const DEFAULT_LEASE_MS = 15_000
-/** Well above a healthy Redis round trip, well below a client's patience. */
-const DEFAULT_COMMAND_TIMEOUT_MS = 2000
-/** Reconnect attempt n waits n times this: the first retries come quickly, for a Redis that only blinked. */
-const RECONNECT_STEP_MS = 100
-/** Reconnect attempts back off to this: a returning Redis is found within two seconds. */
-const MAX_RECONNECT_DELAY_MS = 2000
 
 interface Open {
   readonly node: BrokerNode
@@ -199,7 +191,7 @@ export class RedisBroker implements Broker {
 
   private connect (name: string): Redis {
     const options: RedisOptions = {
-      retryStrategy: (attempt) => Math.min(attempt * RECONNECT_STEP_MS, MAX_RECONNECT_DELAY_MS),
+      retryStrategy: reconnectDelay,
       connectionName: `fastify-chat-rooms-${name}-${this.nodeId}`,
       ...this.options.redis,
       // Fail at once while disconnected, and never resend a command behind its caller's back:
