@@ -15,8 +15,8 @@ import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, messageIds, reconnectDelay } from '../broker.js'
-import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+import { Availability } from './availability.js'
 import { NodeRegistry } from './node-registry.js'
 import { PostgresRegistryStore, type Query } from './postgres-registry.js'
 import { SCHEMA_PATTERN, channelOf, migrate } from './postgres-schema.js'
@@ -83,7 +83,12 @@ export class PostgresBroker implements Broker {
   private readonly leaseMs: number
   private readonly commandTimeout: number
   private state: Open | undefined
-  private available = true
+  private readonly availability = new Availability({
+    store: 'PostgreSQL',
+    log: () => this.state?.node.log,
+    connected: () => this.state?.listener !== undefined,
+    onLoss: () => this.state?.registry.markStale(),
+  })
 
   constructor (private readonly options: PostgresBrokerOptions = {}) {
     this.schema = options.schema ?? DEFAULT_SCHEMA
@@ -113,7 +118,7 @@ export class PostgresBroker implements Broker {
       keepAlive: true,
     })
     // An idle connection that breaks: the outage shows in the next call; this keeps it from crashing the process.
-    const onPoolError = (error: Error): void => this.unavailable(error)
+    const onPoolError = (error: Error): void => this.availability.lost(error)
     pool.on('error', onPoolError)
     const query: Query = (text, values) => this.run(async () => (await pool.query(text, values)).rows)
     const store = new PostgresRegistryStore(query, this.table, this.channel)
@@ -241,32 +246,12 @@ export class PostgresBroker implements Broker {
 
   // ------------------------------------------------------------ connections and outages
 
-  /** Runs one call; any failure becomes `unavailable` within `commandTimeout` (PROTOCOL.md: retry with the same cid). */
+  /** Runs one call; any failure becomes `unavailable` within `commandTimeout`, and a statement that failed is logged as an error. */
   private async run<T> (call: () => Promise<T>): Promise<T> {
-    try {
-      const result = await within(call(), this.commandTimeout)
-      this.recovered()
-      return result
-    } catch (error) {
+    return await this.availability.run(within(call(), this.commandTimeout), (error) => {
       const code = (error as { code?: unknown }).code
-      if (typeof code === 'string' && !OUTAGE_STATES.test(code)) this.state?.node.log.error({ err: error }, 'chat: a PostgreSQL statement failed')
-      else this.unavailable(error as Error)
-      throw new ChatError('unavailable', 'the chat store (PostgreSQL) did not answer in time; retry with the same cid')
-    }
-  }
-
-  private unavailable (error: Error): void {
-    this.state?.registry.markStale()
-    if (!this.available || !this.state) return
-    this.available = false
-    this.state.node.log.warn({ err: error.message }, 'chat: PostgreSQL is unavailable; chat calls fail with "unavailable" until it answers again')
-  }
-
-  private recovered (): void {
-    const state = this.state
-    if (this.available || !state || !state.listener) return
-    this.available = true
-    state.node.log.info({}, 'chat: PostgreSQL is available again')
+      return typeof code !== 'string' || OUTAGE_STATES.test(code)
+    })
   }
 
   /** (Re)opens the LISTEN connection, then fills what every feed missed meanwhile; on failure, tries again later. */
@@ -295,11 +280,11 @@ export class PostgresBroker implements Broker {
       state.reconnects = 0
       state.timer = setTimeout(() => void this.check(state, connected), LISTEN_CHECK_MS)
       for (const room of state.feeds.rooms()) state.feeds.catchUp(room)
-      this.recovered()
+      this.availability.answered()
     } catch (error) {
       client?.release(true)
       if (this.state !== state) return
-      this.unavailable(error as Error)
+      this.availability.lost(error as Error)
       state.reconnects++
       state.timer = setTimeout(() => void this.listen(), reconnectDelay(state.reconnects))
     }
@@ -311,7 +296,7 @@ export class PostgresBroker implements Broker {
       clearTimeout(state.timer)
       client.release(true)
       if (this.state !== state) return
-      this.unavailable(error)
+      this.availability.lost(error)
       state.timer = setTimeout(() => void this.listen(), RECONNECT_STEP_MS)
     }
   }

@@ -14,11 +14,11 @@ import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, messageIds, reconnectDelay, retryOfTrimmed } from '../broker.js'
-import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { RedisRegistryStore } from './redis-registry.js'
 import { RedisKeys, SCRIPT_COMMANDS, scriptCalls, type ScriptCalls } from './redis-scripts.js'
+import { Availability } from './availability.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
 export interface RedisBrokerOptions {
@@ -65,7 +65,12 @@ export class RedisBroker implements Broker {
   private readonly leaseMs: number
   private readonly commandTimeout: number
   private state: Open | undefined
-  private available = true
+  private readonly availability = new Availability({
+    store: 'Redis',
+    log: () => this.state?.node.log,
+    connected: () => this.state?.commands.status === 'ready' && this.state.subscriber.status === 'ready',
+    onLoss: () => this.state?.registry.markStale(),
+  })
 
   constructor (private readonly options: RedisBrokerOptions = {}) {
     this.keys = new RedisKeys(options.prefix ?? DEFAULT_PREFIX)
@@ -85,12 +90,12 @@ export class RedisBroker implements Broker {
     this.state = { node, commands, subscriber, scripts, store, registry, feeds }
     subscriber.on('message', (channel: string, payload: string) => this.receive(channel, payload))
     commands.on('ready', () => {
-      this.recovered()
+      this.availability.answered()
       // Renew at once; sweep only at the next tick, so after an outage other nodes get to renew first.
       void registry.renewNow()
     })
     subscriber.on('ready', () => {
-      this.recovered()
+      this.availability.answered()
       void this.resubscribe()
     })
     await Promise.all([whenReady(commands, this.commandTimeout), whenReady(subscriber, this.commandTimeout)])
@@ -208,35 +213,13 @@ export class RedisBroker implements Broker {
     }
     const redis = this.options.url === undefined ? new Redis(options) : new Redis(this.options.url, options)
     // Connection errors repeat on every reconnect attempt; the outage is logged once.
-    redis.on('error', (error: Error) => this.unavailable(error))
+    redis.on('error', (error: Error) => this.availability.lost(error))
     return redis
   }
 
-  /** Runs one Redis call; any failure becomes `unavailable` (PROTOCOL.md: retry with the same cid). */
+  /** Runs one Redis call; any failure becomes `unavailable`, and a script that failed is logged as an error. */
   private async run<T> (call: () => Promise<T>): Promise<T> {
-    try {
-      const result = await call()
-      this.recovered()
-      return result
-    } catch (error) {
-      if ((error as Error).name === 'ReplyError') this.state?.node.log.error({ err: error }, 'chat: a Redis command failed')
-      else this.unavailable(error as Error)
-      throw new ChatError('unavailable', 'the chat store (Redis) did not answer in time; retry with the same cid')
-    }
-  }
-
-  private unavailable (error: Error): void {
-    this.state?.registry.markStale()
-    if (!this.available || !this.state) return
-    this.available = false
-    this.state.node.log.warn({ err: error.message }, 'chat: Redis is unavailable; chat calls fail with "unavailable" until it answers again')
-  }
-
-  private recovered (): void {
-    const state = this.state
-    if (this.available || !state || state.commands.status !== 'ready' || state.subscriber.status !== 'ready') return
-    this.available = true
-    state.node.log.info({}, 'chat: Redis is available again')
+    return await this.availability.run(call(), (error) => (error as Error).name !== 'ReplyError')
   }
 
   /** After a reconnect: subscribe again to every room with a feed, then fill what was published meanwhile. */
