@@ -165,8 +165,27 @@ export function messageIds (): () => string {
   return () => `${prefix}.${(++count).toString(36)}`
 }
 
+/** The epoch `read` answers for a room that was never used; a join creates the room, and its real epoch, first. */
+export const NO_STREAM_YET = ''
+
+/** The message a broker stores for `draft`, once it has its seq. */
+export function newMessage (room: string, seq: number, id: string, draft: MessageDraft, ts: number): Message {
+  const message: Message = { type: 'message', room, seq, id, from: { id: draft.from.id, name: draft.from.name }, text: draft.text, ts }
+  if (draft.cid !== undefined) message.cid = draft.cid
+  return message
+}
+
+/**
+ * A message's JSON in two halves around its seq, for a store that takes the
+ * seq and splices it in, in one atomic step (Redis, PostgreSQL).
+ */
+export function messageJsonAroundSeq (room: string, id: string, draft: MessageDraft, ts: number): { head: string, tail: string } {
+  const head = `{"type":"message","room":${JSON.stringify(room)},"seq":`
+  // `newMessage` puts seq third, so its JSON with seq 0 is exactly head, '0', tail.
+  return { head, tail: JSON.stringify(newMessage(room, 0, id, draft, ts)).slice(head.length + 1) }
+}
+
 /** The answer to a retry whose original was trimmed from the history: its seq and time are all that is left. */
 export function retryOfTrimmed (room: string, draft: MessageDraft, seq: number, ts: number): AppendResult {
-  const message: Message = { type: 'message', room, seq, id: '', from: draft.from, text: draft.text, ts, cid: draft.cid as string }
-  return { message, duplicate: true }
+  return { message: newMessage(room, seq, '', draft, ts), duplicate: true }
 }

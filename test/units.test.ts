@@ -1,9 +1,10 @@
-/** Pure pieces: the decoder, name rules, the token bucket and the history ring. */
+/** Pure pieces: the decoder, name rules, the token bucket, the history ring and the brokers' message builders. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createDecoder, normalizeName, characterCount, DEFAULT_ROOM_PATTERN, type Message } from '../lib/protocol.js'
 import { TokenBucket } from '../lib/rate-limit.js'
 import { HistoryRing } from '../lib/history.js'
+import { messageJsonAroundSeq, newMessage } from '../lib/broker.js'
 
 const decode = createDecoder({ roomPattern: new RegExp(DEFAULT_ROOM_PATTERN, 'u'), maxTextLength: 5 })
 
@@ -72,4 +73,12 @@ test('the history ring keeps the newest capacity messages and reads ranges', () 
   assert.deepEqual(seqs({ after: 6, limit: 10 }), [])
   assert.equal(ring.get(2), undefined)
   assert.equal(ring.get(6)?.seq, 6)
+})
+
+test('a message\'s JSON halves around its seq make the JSON of the message with that seq, with and without cid', () => {
+  for (const draft of [{ from: { id: 'a', name: 'ann "q"' }, text: 'hé\n' }, { from: { id: 'b', name: 'bob' }, text: 'x', cid: 'c1' }]) {
+    const { head, tail } = messageJsonAroundSeq('r"1', 'id1', draft, 42)
+    assert.deepEqual(JSON.parse(`${head}1234${tail}`), newMessage('r"1', 1234, 'id1', draft, 42))
+    assert.equal(`${head}1234${tail}`, JSON.stringify(newMessage('r"1', 1234, 'id1', draft, 42)))
+  }
 })

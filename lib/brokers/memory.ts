@@ -4,9 +4,9 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, messageIds, retryOfTrimmed } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, messageIds, newMessage, retryOfTrimmed } from '../broker.js'
 import { HistoryRing } from '../history.js'
-import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+import type { Member, Presence, TypingEvent } from '../protocol.js'
 import { InProcessNode } from './in-process.js'
 
 export interface MemoryBrokerOptions {
@@ -32,9 +32,6 @@ const SWEEP_INTERVAL_MS = 60_000
  * new rooms can make it hold.
  */
 const DEFAULT_MAX_ROOMS = 100_000
-
-/** The epoch of a room that was never used; a join creates the room, and its real epoch, first. */
-const NO_STREAM_YET = ''
 
 interface RoomState {
   readonly epoch: string
@@ -82,19 +79,8 @@ export class MemoryBroker implements Broker {
       if (original) return { message: original, duplicate: true }
       if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
     }
-    const message: Message = {
-      type: 'message',
-      room,
-      seq: ++state.seq,
-      id: this.nextId(),
-      from: { id: draft.from.id, name: draft.from.name },
-      text: draft.text,
-      ts: now,
-    }
-    if (draft.cid !== undefined) {
-      message.cid = draft.cid
-      state.cids.set(draft.cid, { seq: message.seq, ts: now })
-    }
+    const message = newMessage(room, ++state.seq, this.nextId(), draft, now)
+    if (draft.cid !== undefined) state.cids.set(draft.cid, { seq: message.seq, ts: now })
     state.history.push(message)
     this.local.deliver(room, message)
     return { message, duplicate: false }

@@ -14,7 +14,7 @@
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, messageIds, reconnectDelay } from '../broker.js'
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, messageIds, messageJsonAroundSeq, reconnectDelay } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { Availability } from './availability.js'
 import { NodeRegistry } from './node-registry.js'
@@ -162,11 +162,8 @@ export class PostgresBroker implements Broker {
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
     const { pool } = this.opened()
-    const from = { id: draft.from.id, name: draft.from.name }
-    const rest = { id: this.nextId(), from, text: draft.text, ts: Date.now(), ...(draft.cid === undefined ? {} : { cid: draft.cid }) }
     // The function splices the seq it takes between these two halves of the message JSON.
-    const head = `{"type":"message","room":${JSON.stringify(room)},"seq":`
-    const tail = `,${JSON.stringify(rest).slice(1)}`
+    const { head, tail } = messageJsonAroundSeq(room, this.nextId(), draft, Date.now())
     const { rows } = await this.run(() => pool.query<{ r_outcome: string, r_body: string }>(
       `SELECT * FROM ${this.table}.chat_append($1, $2, $3, $4, $5, $6)`, [room, randomUUID(), draft.cid ?? null, head, tail, this.channel]))
     const [row] = rows

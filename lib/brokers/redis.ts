@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, messageIds, reconnectDelay, retryOfTrimmed } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, messageIds, messageJsonAroundSeq, reconnectDelay, retryOfTrimmed } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { RedisRegistryStore } from './redis-registry.js'
@@ -126,11 +126,8 @@ export class RedisBroker implements Broker {
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
     const { node, scripts } = this.opened()
     const ts = Date.now()
-    const from = { id: draft.from.id, name: draft.from.name }
-    const rest = { id: this.nextId(), from, text: draft.text, ts, ...(draft.cid === undefined ? {} : { cid: draft.cid }) }
     // The script splices the seq it takes between these two halves of the message JSON.
-    const head = `{"type":"message","room":${JSON.stringify(room)},"seq":`
-    const tail = `,${JSON.stringify(rest).slice(1)}`
+    const { head, tail } = messageJsonAroundSeq(room, this.nextId(), draft, ts)
     const stored = await this.run(() => scripts.append({
       ...this.keys.room(room), epoch: randomUUID(), head, tail, cid: draft.cid ?? '', historySize: node.historySize, now: ts,
       idleTtl: this.idleRoomTtl, channel: this.keys.channel(room), cidRetentionMs: CID_RETENTION_MS,

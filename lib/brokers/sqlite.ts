@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type Database from 'better-sqlite3'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS, messageIds, retryOfTrimmed } from '../broker.js'
+import { CID_RETENTION_MS, NO_STREAM_YET, messageIds, newMessage, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { InProcessNode } from './in-process.js'
@@ -45,8 +45,6 @@ const TRIM_BATCH = 500
 const SWEEP_INTERVAL_MS = 60_000
 const MIN_SWEEP_INTERVAL_MS = 1000
 
-/** The epoch of a room that was never used. */
-const NO_STREAM_YET = ''
 
 interface RoomRow { id: number, epoch: string, seq: number }
 interface MessageRow { seq: number, id: string, from_id: string, from_name: string, text: string, ts: number, cid: string | null }
@@ -224,10 +222,7 @@ export class SqliteBroker implements Broker {
       const seen = stored ?? s.trimmedCid.get(row.id, draft.cid) as { seq: number, ts: number } | undefined
       if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
     }
-    const message: Message = {
-      type: 'message', room, seq: row.seq + 1, id: this.nextId(), from: { id: draft.from.id, name: draft.from.name }, text: draft.text, ts: now,
-    }
-    if (draft.cid !== undefined) message.cid = draft.cid
+    const message = newMessage(room, row.seq + 1, this.nextId(), draft, now)
     s.insert.run(row.id, message.seq, message.id, message.from.id, message.from.name, message.text, now, draft.cid ?? null)
     s.setSeq.run(message.seq, row.id)
     // Retention by count keeps pace with appends here, a bounded batch at a time.
