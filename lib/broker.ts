@@ -65,6 +65,27 @@ export interface NodeInfo {
   connections: number
 }
 
+/**
+ * What history a durable broker (SQLite, PostgreSQL) keeps. Default: all of
+ * it; reads reach whatever is kept.
+ */
+export interface RetentionOptions {
+  /**
+   * Keep the newest this many messages per room; `'historySize'`: the
+   * plugin's `historySize`, as many as the memory and Redis brokers keep.
+   * Reads never show older ones, even before they are deleted.
+   */
+  messages?: number | 'historySize'
+  /** Delete messages older than this many ms. */
+  age?: number
+}
+
+/** The per-room bound of `retention.messages` once the node's `historySize` is known; undefined: no bound. */
+export function keptPerRoom (retention: RetentionOptions | undefined, node: BrokerNode): number | undefined {
+  const messages = retention?.messages
+  return messages === 'historySize' ? node.historySize : messages
+}
+
 /** Minimal logger (pino and Fastify's logger fit). */
 export interface BrokerLogger {
   info(obj: object, msg?: string): void

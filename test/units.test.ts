@@ -1,10 +1,11 @@
-/** Pure pieces: the decoder, name rules, the token bucket, the history ring and the brokers' message builders. */
+/** Pure pieces: the decoder, name rules, the token bucket, the history ring, the brokers' message builders and group commit. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createDecoder, normalizeName, characterCount, DEFAULT_ROOM_PATTERN, type Message } from '../lib/protocol.js'
 import { TokenBucket } from '../lib/rate-limit.js'
 import { HistoryRing } from '../lib/history.js'
 import { messageJsonAroundSeq, newMessage } from '../lib/broker.js'
+import { GroupCommit } from '../lib/brokers/group-commit.js'
 
 const decode = createDecoder({ roomPattern: new RegExp(DEFAULT_ROOM_PATTERN, 'u'), maxTextLength: 5 })
 
@@ -81,4 +82,49 @@ test('a message\'s JSON halves around its seq make the JSON of the message with 
     assert.deepEqual(JSON.parse(`${head}1234${tail}`), newMessage('r"1', 1234, 'id1', draft, 42))
     assert.equal(`${head}1234${tail}`, JSON.stringify(newMessage('r"1', 1234, 'id1', draft, 42)))
   }
+})
+
+test('group commit: a turn\'s calls commit together, calls made during a commit wait for the next one, one commit at a time', async () => {
+  const batches: number[][] = []
+  let running = 0
+  let release: () => void = () => {}
+  const commits = new GroupCommit<number, string>(async (batch) => {
+    assert.equal(running++, 0, 'one commit at a time')
+    batches.push(batch.map(({ call }) => call))
+    await new Promise<void>((resolve) => { release = resolve })
+    running--
+    for (const { call, resolve } of batch) resolve(`stored ${call}`)
+  })
+  assert.equal(commits.idle, true)
+  const first = [commits.add(1), commits.add(2), commits.add(3)]
+  assert.equal(commits.idle, false)
+  await new Promise((resolve) => setImmediate(resolve))
+  await new Promise((resolve) => setImmediate(resolve))
+  // The first commit is under way: these wait for the next.
+  const second = [commits.add(4), commits.add(5)]
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.deepEqual(batches, [[1, 2, 3]])
+  release()
+  assert.deepEqual(await Promise.all(first), ['stored 1', 'stored 2', 'stored 3'])
+  await new Promise((resolve) => setImmediate(resolve))
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.deepEqual(batches, [[1, 2, 3], [4, 5]])
+  const settled = commits.settled()
+  release()
+  await settled
+  assert.deepEqual(await Promise.all(second), ['stored 4', 'stored 5'])
+  assert.equal(commits.idle, true)
+})
+
+test('group commit: a commit that throws rejects the calls it left unsettled, and the next batch still commits', async () => {
+  let fail = true
+  const commits = new GroupCommit<number, number>((batch) => {
+    batch[0]!.resolve(batch[0]!.call)
+    if (fail) throw new Error('disk full')
+    for (const { call, resolve } of batch) resolve(call)
+  })
+  const results = await Promise.allSettled([commits.add(1), commits.add(2)])
+  assert.deepEqual(results.map((r) => r.status === 'fulfilled' ? r.value : (r.reason as Error).message), [1, 'disk full'])
+  fail = false
+  assert.deepEqual(await Promise.all([commits.add(3), commits.add(4)]), [3, 4])
 })

@@ -6,15 +6,8 @@
  * kept for at least the cid retention time, so a retried send is still
  * recognised as one.
  */
-import { CID_RETENTION_MS, type BrokerLogger } from '../broker.js'
+import { CID_RETENTION_MS, type BrokerLogger, type RetentionOptions } from '../broker.js'
 import type { Query } from './postgres-registry.js'
-
-export interface RetentionOptions {
-  /** Keep at most this many of each room's newest messages. Default: all. */
-  messages?: number
-  /** Delete messages older than this many ms (by the database's clock). Default: never. */
-  age?: number
-}
 
 /** Rows per DELETE: short enough that each statement holds its locks for milliseconds. */
 const BATCH_ROWS = 1000
@@ -25,10 +18,10 @@ const INTERVAL_MS = 60_000
 
 /** Throws, naming the field, unless `options` are valid retention options. */
 export function checkRetention (options: RetentionOptions): void {
-  for (const name of ['messages', 'age'] as const) {
-    const value = options[name]
-    if (value !== undefined && !(Number.isInteger(value) && value > 0)) throw new Error(`PostgresBroker: retention.${name} must be a positive integer, not ${String(value)}`)
+  if (options.messages !== 'historySize' && options.messages !== undefined && !(Number.isInteger(options.messages) && options.messages > 0)) {
+    throw new Error(`PostgresBroker: retention.messages must be a positive integer or 'historySize', not ${String(options.messages)}`)
   }
+  if (options.age !== undefined && !(Number.isInteger(options.age) && options.age > 0)) throw new Error(`PostgresBroker: retention.age must be a positive integer, not ${String(options.age)}`)
 }
 
 export class PostgresRetention {
@@ -37,18 +30,18 @@ export class PostgresRetention {
   /** Each DELETE with the most rows one run of it removes. */
   private readonly statements: Array<{ sql: string, batch: number }> = []
 
-  constructor (private readonly query: Query, table: string, options: RetentionOptions, idleRoomTtl: number | undefined, private readonly log: BrokerLogger) {
-    checkRetention(options)
+  /** `keep`: the newest messages kept per room (`retention.messages`, resolved); `age` as in `RetentionOptions`. */
+  constructor (private readonly query: Query, table: string, keep: number | undefined, age: number | undefined, idleRoomTtl: number | undefined, private readonly log: BrokerLogger) {
     const young = `m.created_at > now() - ${CID_RETENTION_MS} * interval '1 millisecond'`
-    if (options.messages !== undefined) {
+    if (keep !== undefined) {
       this.statements.push({ batch: BATCH_ROWS, sql: `DELETE FROM ${table}.messages WHERE (room, seq) IN (
-        SELECT m.room, m.seq FROM ${table}.rooms r JOIN ${table}.messages m ON m.room = r.room AND m.seq <= r.seq - ${options.messages}
+        SELECT m.room, m.seq FROM ${table}.rooms r JOIN ${table}.messages m ON m.room = r.room AND m.seq <= r.seq - ${keep}
         WHERE NOT (${young}) LIMIT ${BATCH_ROWS})` })
     }
-    if (options.age !== undefined) {
+    if (age !== undefined) {
       this.statements.push({ batch: BATCH_ROWS, sql: `DELETE FROM ${table}.messages WHERE (room, seq) IN (
         SELECT m.room, m.seq FROM ${table}.messages m
-        WHERE m.created_at < now() - ${options.age} * interval '1 millisecond' AND NOT (${young}) LIMIT ${BATCH_ROWS})` })
+        WHERE m.created_at < now() - ${age} * interval '1 millisecond' AND NOT (${young}) LIMIT ${BATCH_ROWS})` })
     }
     if (idleRoomTtl !== undefined) {
       // Checked again on the row itself: a join or message meanwhile updates changed_at, and the room stays.

@@ -118,7 +118,18 @@ BEGIN
 END
 $fn$;
 
--- A room's epoch, latest seq and a range of the messages with seq > latest - p_window,
+-- Appends a batch in one transaction, in the order given (the caller sorts by room, so
+-- concurrent batches lock rooms in one order); r_index is the append's place in the arrays.
+CREATE FUNCTION chat_append_batch(p_rooms text[], p_epochs text[], p_cids text[], p_heads text[], p_tails text[], p_channel text)
+RETURNS TABLE (r_index int, r_outcome text, r_body text) LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+BEGIN
+  FOR i IN 1 .. coalesce(array_length(p_rooms, 1), 0) LOOP
+    RETURN QUERY SELECT i, a.r_outcome, a.r_body FROM chat_append(p_rooms[i], p_epochs[i], p_cids[i], p_heads[i], p_tails[i], p_channel) a;
+  END LOOP;
+END
+$fn$;
+
+-- A room's epoch, latest seq and a range of its messages (of the newest p_window, if not null),
 -- as HistoryRing.read answers (lib/broker.ts ReadRange).
 CREATE FUNCTION chat_read(p_room text, p_after bigint, p_before bigint, p_limit int, p_window bigint)
 RETURNS TABLE (r_epoch text, r_seq bigint, r_more boolean, r_messages text[]) LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $fn$
@@ -134,7 +145,7 @@ BEGIN
     RETURN QUERY SELECT ''::text, 0::bigint, false, ARRAY[]::text[];
     RETURN;
   END IF;
-  v_floor := v_last - p_window;
+  v_floor := greatest(coalesce(v_last - p_window, 0), 0);
   IF p_limit > 0 AND p_after IS NOT NULL THEN
     SELECT array_agg(x.body ORDER BY x.seq), min(x.seq) INTO v_messages, v_first FROM (
       SELECT m.body, m.seq FROM messages m WHERE m.room = p_room AND m.seq > greatest(p_after, v_floor) ORDER BY m.seq LIMIT p_limit

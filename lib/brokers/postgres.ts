@@ -14,16 +14,16 @@
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, messageIds, messageJsonAroundSeq, reconnectDelay } from '../broker.js'
+import type { RetentionOptions } from '../broker.js'
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { Availability } from './availability.js'
+import { GroupCommit, type Pending } from './group-commit.js'
 import { NodeRegistry } from './node-registry.js'
 import { PostgresRegistryStore, type Query } from './postgres-registry.js'
 import { SCHEMA_PATTERN, channelOf, migrate } from './postgres-schema.js'
-import { PostgresRetention, checkRetention, type RetentionOptions } from './postgres-retention.js'
+import { PostgresRetention, checkRetention } from './postgres-retention.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
-
-export type { RetentionOptions } from './postgres-retention.js'
 
 export interface PostgresBrokerOptions {
   /** `postgres://` URL of the database. Default: pg's default (the `PG*` environment variables, then localhost). */
@@ -45,7 +45,7 @@ export interface PostgresBrokerOptions {
   commandTimeout?: number
   /** A room without members is deleted, with its history, this many ms after its last change. Default: never. */
   idleRoomTtl?: number
-  /** What history to delete, and when. Default: none; history is kept without a bound. */
+  /** What history to delete, and when (`RetentionOptions`). Default: none; history is kept without a bound. */
   retention?: RetentionOptions
 }
 
@@ -62,6 +62,8 @@ interface Open {
   readonly registry: NodeRegistry
   readonly feeds: RoomFeeds
   readonly retention: PostgresRetention
+  /** The newest messages kept per room (`retention.messages`); reads reach no further. Undefined: all. */
+  readonly keep: number | undefined
   readonly onPoolError: (error: Error) => void
   listener: pg.PoolClient | undefined
   reconnects: number
@@ -71,12 +73,14 @@ interface Open {
 /**
  * Durable rooms shared by many nodes. `historySize` (`BrokerNode`) is not a
  * cap on storage here: every message is kept until `retention` deletes it,
- * and `historySize` is how far back reads reach (history, resume, gap fills).
+ * and reads reach every message kept.
  */
 export class PostgresBroker implements Broker {
   /** Random per broker: a restarted process is a new node, and its old members are swept like a crash's. */
   readonly nodeId = randomUUID()
   private readonly nextId = messageIds()
+  /** Appends go to PostgreSQL in batches: each commit waits for a disk flush, and NOTIFY serializes commits database-wide. */
+  private readonly appends = new GroupCommit<{ room: string, draft: MessageDraft }, AppendResult>((batch) => this.appendBatch(batch))
   private readonly schema: string
   private readonly table: string
   private readonly channel: string
@@ -124,7 +128,8 @@ export class PostgresBroker implements Broker {
     const store = new PostgresRegistryStore(query, this.table, this.channel)
     const registry = new NodeRegistry(store, { nodeId: this.nodeId, leaseMs: this.leaseMs, connections: () => node.connections(), log: node.log })
     const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), node.log)
-    const retention = new PostgresRetention(query, this.table, this.options.retention ?? {}, this.options.idleRoomTtl, node.log)
+    const keep = keptPerRoom(this.options.retention, node)
+    const retention = new PostgresRetention(query, this.table, keep, this.options.retention?.age, this.options.idleRoomTtl, node.log)
     try {
       const client = await pool.connect()
       try {
@@ -137,7 +142,7 @@ export class PostgresBroker implements Broker {
       if (!this.options.pool) await pool.end().catch(() => {})
       throw new Error(`PostgresBroker: cannot prepare schema "${this.schema}": ${(error as Error).message}`, { cause: error })
     }
-    this.state = { node, pool, store, registry, feeds, retention, onPoolError, listener: undefined, reconnects: 0, timer: undefined }
+    this.state = { node, pool, store, registry, feeds, retention, keep, onPoolError, listener: undefined, reconnects: 0, timer: undefined }
     await this.listen()
     await registry.start()
     retention.start()
@@ -161,13 +166,37 @@ export class PostgresBroker implements Broker {
   }
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
+    this.opened()
+    return await this.appends.add({ room, draft })
+  }
+
+  /**
+   * One transaction for a batch of appends. Rooms are locked in name order,
+   * so concurrent batches of other nodes cannot deadlock with this one; each
+   * room's appends keep the order they were made in.
+   */
+  private async appendBatch (batch: Array<Pending<{ room: string, draft: MessageDraft }, AppendResult>>): Promise<void> {
     const { pool } = this.opened()
-    // The function splices the seq it takes between these two halves of the message JSON.
-    const { head, tail } = messageJsonAroundSeq(room, this.nextId(), draft, Date.now())
-    const { rows } = await this.run(() => pool.query<{ r_outcome: string, r_body: string }>(
-      `SELECT * FROM ${this.table}.chat_append($1, $2, $3, $4, $5, $6)`, [room, randomUUID(), draft.cid ?? null, head, tail, this.channel]))
-    const [row] = rows
-    return { message: JSON.parse(row!.r_body) as Message, duplicate: row!.r_outcome === 'stored' }
+    const ordered = [...batch].sort((a, b) => a.call.room < b.call.room ? -1 : a.call.room > b.call.room ? 1 : 0)
+    const now = Date.now()
+    const columns = { rooms: [] as string[], epochs: [] as string[], cids: [] as Array<string | null>, heads: [] as string[], tails: [] as string[] }
+    for (const { call: { room, draft } } of ordered) {
+      // The function splices the seq it takes between these two halves of the message JSON.
+      const { head, tail } = messageJsonAroundSeq(room, this.nextId(), draft, now)
+      columns.rooms.push(room)
+      columns.epochs.push(randomUUID())
+      columns.cids.push(draft.cid ?? null)
+      columns.heads.push(head)
+      columns.tails.push(tail)
+    }
+    const { rows } = await this.run(() => pool.query<{ r_index: number, r_outcome: string, r_body: string }>(
+      `SELECT * FROM ${this.table}.chat_append_batch($1, $2, $3, $4, $5, $6)`,
+      [columns.rooms, columns.epochs, columns.cids, columns.heads, columns.tails, this.channel]))
+    for (const row of rows) {
+      ordered[row.r_index - 1]!.resolve({ message: JSON.parse(row.r_body) as Message, duplicate: row.r_outcome === 'stored' })
+    }
+    // Only if the function broke its promise of a row per append; a settled call ignores this.
+    for (const pending of ordered) pending.reject(new Error('PostgresBroker: chat_append_batch returned no row for this append'))
   }
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
@@ -179,15 +208,11 @@ export class PostgresBroker implements Broker {
     await registry.announce(room, event, options)
   }
 
-  /**
-   * Reads within the room's newest `historySize` messages (`BrokerNode`): the
-   * window clients page back through and resume from. Older messages stay in
-   * the table until `retention` deletes them.
-   */
+  /** Reads every message kept; with `retention.messages`, never one beyond it, even before it is deleted. */
   async read (room: string, range: ReadRange): Promise<ReadResult> {
-    const { pool, node } = this.opened()
+    const { pool, keep } = this.opened()
     const { rows } = await this.run(() => pool.query<{ r_epoch: string, r_seq: string, r_more: boolean, r_messages: string[] }>(
-      `SELECT * FROM ${this.table}.chat_read($1, $2, $3, $4, $5)`, [room, range.after ?? null, range.before ?? null, range.limit, node.historySize]))
+      `SELECT * FROM ${this.table}.chat_read($1, $2, $3, $4, $5)`, [room, range.after ?? null, range.before ?? null, range.limit, keep ?? null]))
     const [row] = rows
     return { epoch: row!.r_epoch, seq: Number(row!.r_seq), more: row!.r_more, messages: row!.r_messages.map((json) => JSON.parse(json) as Message) }
   }
@@ -228,6 +253,8 @@ export class PostgresBroker implements Broker {
   async close (): Promise<void> {
     const state = this.state
     if (!state) return
+    // Appends already made are committed (or refused) before the pool closes.
+    await this.appends.settled()
     this.state = undefined
     state.feeds.clear()
     state.retention.stop()

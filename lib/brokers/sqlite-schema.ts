@@ -13,6 +13,8 @@
  * Per-room state that comes later (read markers, bans) gets tables keyed by
  * room_id in a new migration.
  */
+import { closeSync, fdatasync, openSync } from 'node:fs'
+import { promisify } from 'node:util'
 import Database from 'better-sqlite3'
 
 /** Each entry moves the schema one version up; never edit one that shipped, add another. */
@@ -62,7 +64,7 @@ const OPEN_BUSY_TIMEOUT_MS = 1000
  * Opens `file` for this process alone and brings its schema up to date.
  * Another process holding it is refused with an error naming the file.
  */
-export function openDatabase (file: string): Database.Database {
+export function openDatabase (file: string): DurableFile {
   let db: Database.Database | undefined
   try {
     db = new Database(file, { timeout: OPEN_BUSY_TIMEOUT_MS })
@@ -70,11 +72,14 @@ export function openDatabase (file: string): Database.Database {
     // and held until close, so a second process cannot open the file at all.
     db.pragma('locking_mode = EXCLUSIVE')
     db.pragma('journal_mode = WAL')
-    // FULL: a commit (and so an ack) survives a power loss, not only a crash of the process.
-    db.pragma('synchronous = FULL')
+    // A commit writes the log without flushing it to disk, which would block the
+    // event loop for the whole flush; `DurableFile.flush` does that off the loop,
+    // and nothing is acknowledged before it. (NORMAL keeps the file consistent
+    // on a power loss; the flush makes the commits before it survive one too.)
+    db.pragma('synchronous = NORMAL')
     db.exec('BEGIN EXCLUSIVE; COMMIT')
     migrate(db, file)
-    return db
+    return new DurableFile(db, openSync(`${file}-wal`, 'r'))
   } catch (error) {
     db?.close()
     const code = (error as { code?: unknown }).code
@@ -83,6 +88,26 @@ export function openDatabase (file: string): Database.Database {
     }
     if (error instanceof Error && error.message.startsWith('SqliteBroker:')) throw error
     throw new Error(`SqliteBroker: cannot open ${file}: ${(error as Error).message}`, { cause: error })
+  }
+}
+
+const flushToDisk = promisify(fdatasync)
+
+/** The open database and its write-ahead log, which `flush` puts on disk without blocking the event loop. */
+export class DurableFile {
+  constructor (readonly db: Database.Database, private readonly wal: number) {}
+
+  /**
+   * Flushes the log (on the thread pool), so every transaction committed
+   * before the call survives a crash of the machine, not only of the process.
+   */
+  async flush (): Promise<void> {
+    await flushToDisk(this.wal)
+  }
+
+  close (): void {
+    this.db.close()
+    closeSync(this.wal)
   }
 }
 

@@ -1,18 +1,21 @@
 /**
  * The durable one-process broker: rooms' seq, epoch, history and cids in a
  * SQLite file, events delivered in-process as by the memory broker. Appends of
- * one event-loop turn are committed together; each is delivered and
- * acknowledged only after that commit.
+ * one event-loop turn (and those made while a commit is being flushed to
+ * disk) are committed together; each is delivered and acknowledged only once
+ * that commit is on disk.
  */
 import { randomUUID } from 'node:crypto'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type Database from 'better-sqlite3'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS, NO_STREAM_YET, messageIds, newMessage, retryOfTrimmed } from '../broker.js'
+import type { RetentionOptions } from '../broker.js'
+import { CID_RETENTION_MS, NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+import { GroupCommit, type Pending } from './group-commit.js'
 import { InProcessNode } from './in-process.js'
-import { openDatabase } from './sqlite-schema.js'
+import { type DurableFile, openDatabase } from './sqlite-schema.js'
 
 export interface SqliteBrokerOptions {
   /** The database file, made if missing (its directory must exist). One process at a time may open it. */
@@ -24,15 +27,12 @@ export interface SqliteBrokerOptions {
    */
   idleRoomTtl?: number
   /**
-   * What history is kept. Default: all of it, whatever the hub's `historySize`
-   * (which then bounds only what one resume or join hands out, not what is stored).
-   * - `messages`: keep the newest this many per room; `'historySize'` keeps the
-   *   hub's `historySize`, as the memory and Redis brokers do.
-   * - `age`: delete messages older than this many ms.
-   * Older messages are deleted in small batches, a transaction each, so no
-   * lock is held long; reads never show messages beyond `messages`.
+   * What history is kept (`RetentionOptions`). Default: all of it, whatever
+   * the hub's `historySize` (which then bounds only what one resume or join
+   * hands out, not what is stored or paged through). Older messages are
+   * deleted in small batches, a transaction each, so no lock is held long.
    */
-  retention?: { messages?: number | 'historySize', age?: number }
+  retention?: RetentionOptions
 }
 
 /** Rows deleted per retention transaction: small enough that a batch never holds the file for long. */
@@ -49,20 +49,21 @@ const MIN_SWEEP_INTERVAL_MS = 1000
 interface RoomRow { id: number, epoch: string, seq: number }
 interface MessageRow { seq: number, id: string, from_id: string, from_name: string, text: string, ts: number, cid: string | null }
 
-/** A call waiting for the next group commit. */
-type Pending =
-  | { kind: 'append', room: string, draft: MessageDraft, resolve: (result: AppendResult) => void, reject: (error: Error) => void }
-  | { kind: 'event', room: string, event: Presence | TypingEvent, options: PublishOptions, resolve: () => void, reject: (error: Error) => void }
+/** A call that waits for the next group commit: an append, or an event that must not overtake one. */
+type Call =
+  | { kind: 'append', room: string, draft: MessageDraft }
+  | { kind: 'event', room: string, event: Presence | TypingEvent, options: PublishOptions }
 
 export class SqliteBroker implements Broker {
   // Rosters live in memory only: members are this process's connections, and
   // after a restart nobody is connected, so there is nothing to keep.
   private readonly local = new InProcessNode('SqliteBroker')
-  private db: Database.Database | undefined
+  private file: DurableFile | undefined
   private statements: ReturnType<typeof prepare> | undefined
+  /** Set when a flush to disk failed: what the disk holds is unknown, so nothing more is acknowledged. */
+  private failure: Error | undefined
   private keep: number | undefined
-  private queue: Pending[] = []
-  private flushing: NodeJS.Immediate | undefined
+  private readonly commits = new GroupCommit<Call, AppendResult | undefined>((batch) => this.commit(batch))
   private sweeper: NodeJS.Timeout | undefined
   private sweeping = false
   private readonly nextId = messageIds()
@@ -82,14 +83,14 @@ export class SqliteBroker implements Broker {
   async open (node: BrokerNode): Promise<void> {
     this.local.open(node)
     try {
-      this.db = openDatabase(this.options.file)
+      this.file = openDatabase(this.options.file)
     } catch (error) {
       this.local.close()
       throw error
     }
-    this.statements = prepare(this.db)
-    const messages = this.options.retention?.messages
-    this.keep = messages === 'historySize' ? node.historySize : messages
+    this.failure = undefined
+    this.statements = prepare(this.file.db)
+    this.keep = keptPerRoom(this.options.retention, node)
     const interval = Math.max(MIN_SWEEP_INTERVAL_MS, Math.min(SWEEP_INTERVAL_MS, this.options.retention?.age ?? Infinity, this.options.idleRoomTtl ?? Infinity))
     this.sweeper = setInterval(() => { void this.sweep() }, interval)
     this.sweeper.unref()
@@ -104,17 +105,17 @@ export class SqliteBroker implements Broker {
   }
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
-    this.local.opened()
-    return await new Promise((resolve, reject) => this.enqueue({ kind: 'append', room, draft, resolve, reject }))
+    this.prepared()
+    return (await this.commits.add({ kind: 'append', room, draft }))!
   }
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
-    this.local.opened()
-    // Typing touches no table: with nothing queued ahead of it, it goes out now.
-    if (event.type === 'typing' && this.queue.length === 0) return this.local.deliver(room, event)
+    this.prepared()
+    // Typing touches no table: with nothing being committed ahead of it, it goes out now.
+    if (event.type === 'typing' && this.commits.idle) return this.local.deliver(room, event)
     // Presence creates the room (its epoch) in the file, and anything queued
     // behind appends waits for them, so events go out in the order they came.
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'event', room, event, options, resolve, reject }))
+    await this.commits.add({ kind: 'event', room, event, options })
   }
 
   async read (room: string, range: ReadRange): Promise<ReadResult> {
@@ -150,13 +151,10 @@ export class SqliteBroker implements Broker {
 
   async close (): Promise<void> {
     clearInterval(this.sweeper)
-    // Whatever was queued is committed (or rejected) before the file closes.
-    if (this.flushing) {
-      clearImmediate(this.flushing)
-      this.flush()
-    }
-    this.db?.close()
-    this.db = undefined
+    // Whatever was queued is committed (or refused) before the file closes.
+    await this.commits.settled()
+    this.file?.close()
+    this.file = undefined
     this.statements = undefined
     this.local.close()
   }
@@ -164,51 +162,50 @@ export class SqliteBroker implements Broker {
   private prepared (): ReturnType<typeof prepare> {
     this.local.opened()
     if (!this.statements) throw new Error('SqliteBroker: not open')
+    if (this.failure) throw new ChatError('unavailable', `the chat store (SQLite) could not write to disk (${this.failure.message}); the server must be restarted`)
     return this.statements
   }
 
-  private enqueue (pending: Pending): void {
-    this.queue.push(pending)
-    this.flushing ??= setImmediate(() => this.flush())
-  }
-
   /**
-   * The group commit: every append queued this turn in one transaction, then
-   * (only once it committed) deliveries in queue order, so per room in seq
+   * The group commit: a batch of calls in one transaction, flushed to disk,
+   * then (only then) deliveries in the calls' order, so per room in seq
    * order. A failed commit stores none of them, and each caller is told.
    */
-  private flush (): void {
-    const batch = this.queue
-    this.queue = []
-    this.flushing = undefined
+  private async commit (batch: Array<Pending<Call, AppendResult | undefined>>): Promise<void> {
+    const s = this.prepared()
+    const log = this.local.opened().log
     let results: Array<AppendResult | undefined>
     try {
-      const s = this.prepared()
       const now = Date.now()
-      results = s.db.transaction(() => batch.map((pending) => {
-        if (pending.kind === 'append') return this.store(s, pending.room, pending.draft, now)
-        if (pending.event.type === 'presence') this.touch(s, pending.room, now)
+      results = s.db.transaction(() => batch.map(({ call }) => {
+        if (call.kind === 'append') return this.store(s, call.room, call.draft, now)
+        if (call.event.type === 'presence') this.touch(s, call.room, now)
         return undefined
       }))()
     } catch (error) {
-      this.local.opened().log.error({ err: error, file: this.options.file, calls: batch.length }, 'SqliteBroker: commit failed')
-      const refusal = new ChatError('unavailable', 'the chat store (SQLite) could not commit; retry with the same cid')
-      for (const pending of batch) pending.reject(refusal)
-      return
+      log.error({ err: error, file: this.options.file, calls: batch.length }, 'SqliteBroker: commit failed')
+      throw new ChatError('unavailable', 'the chat store (SQLite) could not commit; retry with the same cid')
     }
-    batch.forEach((pending, i) => {
-      if (pending.kind === 'append') {
-        const result = results[i] as AppendResult
-        if (!result.duplicate) this.local.deliver(pending.room, result.message)
-        pending.resolve(result)
+    try {
+      await this.file!.flush()
+    } catch (error) {
+      // As PostgreSQL does on a failed fsync: what reached the disk is unknown, so stop rather than acknowledge.
+      this.failure = error as Error
+      log.error({ err: error, file: this.options.file }, 'SqliteBroker: flushing to disk failed; refusing every call until the server restarts')
+      throw new ChatError('unavailable', `the chat store (SQLite) could not write to disk (${(error as Error).message})`)
+    }
+    batch.forEach(({ call, resolve, reject }, i) => {
+      if (call.kind === 'append') {
+        const result = results[i]!
+        if (!result.duplicate) this.local.deliver(call.room, result.message)
+        resolve(result)
         return
       }
       try {
-        const { room, event, options } = pending
-        if (event.type === 'typing' || this.local.updateRoster(room, event, options)) this.local.deliver(room, event)
-        pending.resolve()
+        if (call.event.type === 'typing' || this.local.updateRoster(call.room, call.event, call.options)) this.local.deliver(call.room, call.event)
+        resolve(undefined)
       } catch (error) {
-        pending.reject(error as Error)
+        reject(error as Error)
       }
     })
   }
@@ -248,9 +245,9 @@ export class SqliteBroker implements Broker {
     if (this.sweeping) return
     this.sweeping = true
     try {
-      while (this.statements && this.sweepStep(this.statements, Date.now())) await nextTurn()
+      while (this.statements && !this.failure && this.sweepStep(this.statements, Date.now())) await nextTurn()
     } catch (error) {
-      if (this.db) this.local.opened().log.warn({ err: error, file: this.options.file }, 'SqliteBroker: retention sweep failed; retried at the next sweep')
+      if (this.file) this.local.opened().log.warn({ err: error, file: this.options.file }, 'SqliteBroker: retention sweep failed; retried at the next sweep')
     } finally {
       this.sweeping = false
     }
