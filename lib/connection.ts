@@ -149,7 +149,9 @@ export class Connection implements MemberLink {
     const decoded = this.context.decode(bytes.toString('utf8'))
     if (!decoded.ok) return this.refuse(decoded, decoded.ref)
     if (!this.rate.take(Date.now())) {
-      return this.refuse({ ok: false, code: 'rate_limited', message: 'too many messages; slow down' }, decoded.message.ref)
+      // Flow control, not a mistake of the client's: it is told when to retry, and its error budget is untouched.
+      const ref = decoded.message.ref === undefined ? {} : { ref: decoded.message.ref }
+      return this.reply({ type: 'error', ...ref, code: 'rate_limited', message: 'too many messages; slow down', retryAfter: this.rate.msUntilToken() })
     }
     if (!this.busy) {
       void this.pump(decoded.message)

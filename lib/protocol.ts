@@ -139,6 +139,8 @@ export const ErrorFrameSchema = serverFrame('error', {
   ref: Type.Optional(Type.String()),
   code: Type.Enum(ErrorCodes),
   message: Type.String(),
+  /** With `rate_limited`: ms until the connection's rate allows its next message. */
+  retryAfter: Type.Optional(Type.Integer({ minimum: 0 })),
 })
 
 export const ServerSchemas = {

@@ -21,4 +21,9 @@ export class TokenBucket {
     this.tokens -= 1
     return true
   }
+
+  /** After a refused `take`: ms until the next token, rounded up so that a retry then is accepted. */
+  msUntilToken (): number {
+    return Math.ceil(((1 - this.tokens) * 1000) / this.perSecond)
+  }
 }

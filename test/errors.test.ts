@@ -94,6 +94,20 @@ test('rate_limited: more than the burst at once is refused, and the rate refills
   assert.equal((await client.request('pong', { type: 'ping' })).type, 'pong')
 })
 
+test('rate_limited is flow control: it says when to retry (retryAfter), and does not count toward the error budget', async (t) => {
+  const { wsUrl } = await startServer(t, { home: false, rateLimit: { perSecond: 10, burst: 2 }, errorLimit: { count: 3, windowMs: 60000 } })
+  const client = await RawClient.connect(t, wsUrl)
+  for (let i = 0; i < 12; i++) client.send({ type: 'ping', ref: `p${i}` })
+  const refused = []
+  for (let i = 2; i < 12; i++) refused.push(await client.next('error', (e) => e.ref === `p${i}`))
+  assert.deepEqual(refused.map((error) => error.code), Array(10).fill('rate_limited'))
+  for (const { retryAfter } of refused) {
+    assert.ok(retryAfter !== undefined && retryAfter >= 1 && retryAfter <= 100, `retryAfter ${retryAfter} is within one token's time (100 ms)`)
+  }
+  await sleep(Math.max(...refused.map((error) => error.retryAfter ?? 0)))
+  assert.equal((await client.request('pong', { type: 'ping' })).type, 'pong', 'after retryAfter the next message is accepted; ten refusals did not close the connection')
+})
+
 test('forbidden: onJoin and onMessage may refuse; onMessage may rewrite the text', async (t) => {
   const { wsUrl } = await startServer(t, {
     home: false,
