@@ -39,6 +39,8 @@ const DEFAULTS = {
   requestTimeout: 10_000,
   /** A person offline does not type more than this; beyond it the app should say so rather than pile up. */
   maxQueuedSends: 100,
+  /** How long to wait after a `rate_limited` that does not say (`retryAfter`): one second refills any sane rate. */
+  retryAfter: 1000,
 }
 
 /** A failed request: `code` says why (see `ClientErrorCode`). */
@@ -160,6 +162,14 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   private connectionTimer: ReturnType<typeof setTimeout> | undefined
   private pingTimer: ReturnType<typeof setInterval> | undefined
   private retryTimer: ReturnType<typeof setTimeout> | undefined
+  /**
+   * Set while the server's rate limit holds requests back: nothing is written
+   * until it fires. Then, until every refused request has gone out again, one
+   * request is written at a time (`pacedRef`), so they are stored in call order.
+   */
+  private paceTimer: ReturnType<typeof setTimeout> | undefined
+  private pacing = false
+  private pacedRef: string | undefined
 
   private readonly positions = new Map<string, RoomPosition>()
   /** Requests not answered yet, by ref, in call order (the order they are written). */
@@ -261,7 +271,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   /** Tells the room's others that this member is typing; dropped when offline (it is ephemeral). */
   typing (room: string): void {
-    if (this.ready) this.write({ type: 'typing', room })
+    if (this.ready && !this.pacing) this.write({ type: 'typing', room })
   }
 
   /**
@@ -310,6 +320,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     this.rejoining.clear()
     clearTimeout(this.connectionTimer)
     clearInterval(this.pingTimer)
+    this.stopPacing()
     for (const [ref, pending] of this.pending) {
       if (!pending.written) continue
       pending.written = false
@@ -346,6 +357,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     clearTimeout(this.connectionTimer)
     clearTimeout(this.retryTimer)
     clearInterval(this.pingTimer)
+    this.stopPacing()
     // Before the rejections: a rejoin that fails because the client closed is no lost room to report.
     this.positions.clear()
     const error = new ChatClientError('closed', `the client is closed (${code} ${reason})`.trim())
@@ -419,10 +431,15 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     if (this.writable(pending)) this.writeRequest(ref, pending)
   }
 
-  /** Joins and leaves go out as soon as connected; sends and history need the rooms rejoined first. */
+  /**
+   * Joins and leaves go out as soon as connected; sends and history need the
+   * rooms rejoined first; while the rate limit holds, nothing goes out, and
+   * while pacing, one at a time.
+   */
   private writable (pending: Pending): boolean {
     const needsRooms = pending.frame.type === 'send' || pending.frame.type === 'history'
-    return this.live && !pending.written && (this.ready || !needsRooms)
+    const paced = this.paceTimer === undefined && this.pacedRef === undefined
+    return this.live && !pending.written && (this.ready || !needsRooms) && (!this.pacing || paced)
   }
 
   private flush (): void {
@@ -438,6 +455,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     const resume = position?.epoch === undefined ? {} : { since: position.seq, epoch: position.epoch }
     this.write({ ...frame, ...resume, ref })
     pending.written = true
+    if (this.pacing) this.pacedRef = ref
     if (frame.type === 'join' && !this.ready) this.rejoining.add(ref)
     if (pending.deadline === 'write') pending.timer = setTimeout(() => this.expire(ref), this.requestTimeout)
   }
@@ -465,6 +483,38 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     clearTimeout(pending.timer)
     if (pending.frame.type === 'send') this.sendRefs.delete(pending.frame.cid as string)
     if (this.rejoining.delete(ref) && this.rejoining.size === 0) this.becomeReady()
+    if (ref === this.pacedRef) this.nextPaced()
+  }
+
+  /**
+   * The server's rate refused a request: it waits in its place and goes out
+   * again once the rate allows (`retryAfter`), as does everything after it.
+   */
+  private retryLater (pending: Pending, retryAfter: number | undefined): void {
+    pending.written = false
+    if (pending.deadline === 'write') clearTimeout(pending.timer)
+    this.pacing = true
+    this.pacedRef = undefined
+    // Refusals of requests written together come together: the hold starts once, from the first.
+    if (this.paceTimer !== undefined) return
+    this.paceTimer = setTimeout(() => {
+      this.paceTimer = undefined
+      this.flush()
+    }, retryAfter ?? DEFAULTS.retryAfter)
+  }
+
+  /** The request written while pacing was answered: the next goes out, or pacing ends when none waits. */
+  private nextPaced (): void {
+    this.pacedRef = undefined
+    if (![...this.pending.values()].some((pending) => !pending.written)) this.pacing = false
+    this.flush()
+  }
+
+  private stopPacing (): void {
+    clearTimeout(this.paceTimer)
+    this.paceTimer = undefined
+    this.pacing = false
+    this.pacedRef = undefined
   }
 
   private answer (ref: string | undefined, frame: ServerFrame): void {
@@ -530,6 +580,11 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   private failed (frame: ServerFrameOf<'error'>): void {
     const pending = frame.ref === undefined ? undefined : this.pending.get(frame.ref)
+    if (frame.code === 'rate_limited') {
+      // Flow control: a request is retried; a refused ping or typing without one is ephemeral and let go.
+      if (pending) this.retryLater(pending, frame.retryAfter)
+      return
+    }
     const cid = pending?.frame.type === 'send' ? pending.frame.cid : undefined
     const error = new ChatClientError(frame.code, frame.message, cid)
     if (!pending || frame.ref === undefined) return this.emit('error', error)
