@@ -11,6 +11,7 @@ import type { WebSocket } from 'ws'
 import fastifyStatic from '@fastify/static'
 import Type from 'typebox'
 import { admission } from './admission.js'
+import { ClientMistakes } from './client-mistakes.js'
 import { MemoryBroker } from './brokers/memory.js'
 import { Connection, Heartbeat } from './connection.js'
 import { CloseCodes } from './errors.js'
@@ -61,7 +62,9 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     await Promise.race([closed, new Promise((resolve) => { timer = setTimeout(resolve, SHUTDOWN_WAIT_MS) })])
     clearTimeout(timer)
   })
+  const mistakes = new ClientMistakes(fastify.log, Date.now())
   fastify.addHook('onClose', async () => {
+    mistakes.flush()
     await hub.close()
   })
 
@@ -79,9 +82,13 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     // Our own preClose closes our connections with 1001; the plugin's default would close them without a code.
     await fastify.register(websocket, { options: { maxPayload: resolved.maxPayload }, preClose: (done) => done() })
   }
-  /** What @fastify/websocket's default error handler does, without holding the request. */
-  function onSocketError (this: WebSocket, error: Error): void {
-    fastify.log.error({ err: error }, 'chat socket error')
+  /**
+   * What @fastify/websocket's default error handler does, without holding the
+   * request. ws reports only what the peer sent wrong (a malformed frame, one
+   * past maxPayload, invalid UTF-8): a client's mistake, logged as one.
+   */
+  function onSocketError (this: WebSocket, error: Error & { code?: string }): void {
+    mistakes.record({ code: error.code, reason: error.message }, 'chat client sent a malformed frame; closed', Date.now())
     this.terminate()
   }
 
