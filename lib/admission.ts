@@ -8,6 +8,7 @@ import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { ChatError } from './errors.js'
 import type { ResolvedOptions } from './options.js'
+import { originOf } from './origin.js'
 import { normalizeName } from './protocol.js'
 
 export interface Admitted {
@@ -53,16 +54,20 @@ export function refuse (reply: FastifyReply, statusCode: number, message: string
   return reply.code(statusCode).send({ statusCode, error: STATUS_CODES[statusCode], message })
 }
 
-function originAllowed (origin: string | undefined, host: string | undefined, allowed: ResolvedOptions['allowedOrigins']): boolean {
-  // Browsers always send Origin on a WebSocket handshake; other clients are not subject to same-origin rules.
-  if (origin === undefined || allowed === '*') return true
-  let sameOrigin: boolean
-  try {
-    sameOrigin = new URL(origin).host === host
-  } catch {
-    return false
+/** Compares origins as origins, whatever their letter case, written-out default port or IPv6 form. */
+function originCheck (allowed: ResolvedOptions['allowedOrigins']): (request: FastifyRequest) => boolean {
+  const listed = new Set(Array.isArray(allowed) ? allowed.map(originOf) : [])
+  return (request) => {
+    const origin = request.headers.origin
+    // Browsers always send Origin on a WebSocket handshake; other clients are not subject to same-origin rules.
+    if (origin === undefined || allowed === '*') return true
+    const normalized = originOf(origin)
+    if (normalized === undefined) return false
+    // `protocol` is https over TLS, or when a proxy that Fastify's `trustProxy` trusts says so: then the page's
+    // scheme is known. Plain HTTP may still come from a TLS proxy that is not declared, so either scheme may be the page's.
+    const schemes = request.protocol === 'https' ? ['https'] : ['http', 'https']
+    return schemes.some((scheme) => originOf(`${scheme}://${request.host}`) === normalized) || listed.has(normalized)
   }
-  return sameOrigin || (allowed !== 'same-origin' && allowed.includes(origin))
 }
 
 /** Counts connections from admission until their TCP socket closes, in total and per IP. */
@@ -97,6 +102,7 @@ class ConnectionSlots {
 /** The admission of one plugin instance; `closing` says whether shutdown has begun (then upgrades get 503). */
 export function admission (options: AdmissionOptions, closing: () => boolean): Admission {
   const slots = new ConnectionSlots(options)
+  const originAllowed = originCheck(options.allowedOrigins)
   const admitted = new WeakMap<FastifyRequest, Upgrade>()
 
   async function authenticate (request: FastifyRequest, reply: FastifyReply): Promise<Admitted | undefined> {
@@ -128,7 +134,7 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
   async function admit (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply): Promise<void> {
     // A plain GET of the route is answered 404 by @fastify/websocket; only upgrades are admitted.
     if (!request.ws) return
-    if (!originAllowed(request.headers.origin, request.headers.host, options.allowedOrigins)) {
+    if (!originAllowed(request)) {
       return void refuse(reply, 403, 'origin not allowed')
     }
     if (closing()) return void refuse(reply, 503, 'the server is shutting down')

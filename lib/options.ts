@@ -7,6 +7,7 @@ import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import type { FastifyRequest } from 'fastify'
 import type { Broker } from './broker.js'
+import { originOf } from './origin.js'
 import type { Member } from './protocol.js'
 import { DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN, MAX_RAW_STRING } from './protocol.js'
 import { schemaErrors } from './schema-errors.js'
@@ -189,6 +190,12 @@ export function optionRuleProblems (data: DataOptions, root = ''): string[] {
   } catch (error) {
     problems.push(`${named('roomPattern')}: must be a valid regular expression (${(error as Error).message})`)
   }
+
+  // The schema's pattern lets through what URL parsing refuses as an origin (`https://a b`, `https://user@host`).
+  const listed = Array.isArray(data.allowedOrigins) ? data.allowedOrigins : []
+  listed.forEach((origin, index) => {
+    if (originOf(origin) === undefined) problems.push(`${named('allowedOrigins')}.${index}: ${JSON.stringify(origin)} is not an origin like 'https://example.com'`)
+  })
 
   // A join sends the newest historyOnJoin messages of those a room keeps: it can never send more.
   const historySize = value('historySize')

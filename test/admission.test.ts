@@ -1,7 +1,10 @@
 /** Refusals before the upgrade: plain HTTP statuses with Fastify's error body. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import type { AddressInfo } from 'node:net'
+import Fastify from 'fastify'
 import WebSocket from 'ws'
+import chatRooms from '../lib/index.js'
 import { RawClient } from './helpers/client.js'
 import { startServer } from './helpers/server.js'
 
@@ -39,6 +42,50 @@ test('403: allowedOrigins admits the listed origins only; "*" admits any', async
   assert.equal((await refusal(listed.wsUrl, { origin: 'https://other.example' })).status, 403)
   const any = await startServer(t, { home: false, allowedOrigins: '*' })
   await RawClient.connect(t, any.wsUrl, { origin: 'https://other.example' })
+})
+
+test('403: behind a trusted proxy that says the page used https, an http page of the same host is refused', async (t) => {
+  const app = Fastify({ logger: false, trustProxy: true })
+  await app.register(chatRooms, { home: false })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.after(() => app.close())
+  const { port } = app.server.address() as AddressInfo
+  const wsUrl = `ws://127.0.0.1:${port}/ws`
+  const viaTls = { 'x-forwarded-proto': 'https' }
+  assert.equal((await refusal(wsUrl, { origin: `http://127.0.0.1:${port}`, headers: viaTls })).status, 403)
+  await RawClient.connect(t, wsUrl, { origin: `https://127.0.0.1:${port}`, headers: viaTls })
+  // Untrusted, the header says nothing: a plain connection may come from a page of either scheme.
+  const untrusted = await startServer(t, { home: false })
+  await RawClient.connect(t, untrusted.wsUrl, { origin: `http://127.0.0.1:${untrusted.port}`, headers: viaTls })
+})
+
+test('same origin: a host in other letter case, a default port written out, an IPv6 literal in another form are the same origin', async (t) => {
+  const { wsUrl, port } = await startServer(t, { home: false })
+  const sameOrigins: Array<[host: string, origin: string]> = [
+    [`Chat.Example:${port}`, `http://chat.example:${port}`],
+    [`chat.example:${port}`, `http://CHAT.example:${port}`],
+    ['chat.example:80', 'http://chat.example'],
+    ['chat.example', 'http://chat.example:80'],
+    [`[0:0:0:0:0:0:0:1]:${port}`, `http://[::1]:${port}`],
+    [`[::1]:${port}`, `http://[0::0:1]:${port}`],
+    // Over a plain connection the page may have been served by a TLS proxy that was not declared trusted.
+    ['chat.example:443', 'https://chat.example'],
+  ]
+  for (const [host, origin] of sameOrigins) await RawClient.connect(t, wsUrl, { origin, headers: { host } })
+  const otherOrigins: Array<[host: string, origin: string]> = [
+    ['chat.example:443', 'http://chat.example'],
+    [`chat.example:${port}`, `http://chat.example:${port + 1}`],
+    [`[::1]:${port}`, `http://[::2]:${port}`],
+  ]
+  for (const [host, origin] of otherOrigins) assert.equal((await refusal(wsUrl, { origin, headers: { host } })).status, 403, `${origin} on ${host}`)
+})
+
+test('allowedOrigins are compared as origins: letter case, default ports and IPv6 forms do not matter, the scheme does', async (t) => {
+  const { wsUrl } = await startServer(t, { home: false, allowedOrigins: ['https://App.Example:443', 'http://[0:0::1]:8080'] })
+  await RawClient.connect(t, wsUrl, { origin: 'https://app.example' })
+  await RawClient.connect(t, wsUrl, { origin: 'http://[::1]:8080' })
+  assert.equal((await refusal(wsUrl, { origin: 'http://app.example' })).status, 403)
+  assert.equal((await refusal(wsUrl, { origin: 'http://app.example:443' })).status, 403)
 })
 
 test('401: authenticate returning nothing or throwing refuses; its identity is who the connection is', async (t) => {

@@ -61,6 +61,8 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ health: { prefix: 'health' } }, "option health.prefix: must be a path starting with '/'"],
     [{ allowedOrigins: 'http://x' }, "option allowedOrigins: must be 'same-origin', '*' or a list of origins like 'https://example.com'"],
     [{ allowedOrigins: ['https://ok.example', 'not a url'] }, "option allowedOrigins.1: must be an origin like 'https://example.com' (scheme and host, nothing after)"],
+    [{ allowedOrigins: ['https://ok.example', 'https://user@host.example'] }, "option allowedOrigins.1: \"https://user@host.example\" is not an origin like 'https://example.com'"],
+    [{ allowedOrigins: ['https://a b.example'] }, "option allowedOrigins.0: \"https://a b.example\" is not an origin like 'https://example.com'"],
     [{ maxPayload: 0 }, 'option maxPayload: must be an integer >= 1'],
     [{ maxPayload: 'big' }, 'option maxPayload: must be an integer >= 1'],
     [{ maxTextLength: 0 }, 'option maxTextLength: must be an integer from 1 to 65536'],
