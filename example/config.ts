@@ -1,7 +1,7 @@
 /**
- * The example server's config file: `{ host, port, logLevel, redis? | sqlite?
- * | postgres?, chat }`, where `chat` holds the plugin's options and at most one
- * broker key names where rooms live. Validated at start so a bad field stops
+ * The example server's config file: `{ host, port, logLevel,
+ * connectionTimeout?, redis? | sqlite? | postgres?, chat }`, where `chat` holds
+ * the plugin's options and at most one broker key names where rooms live. Validated at start so a bad field stops
  * the server with a message naming it.
  */
 import { readFile } from 'node:fs/promises'
@@ -14,11 +14,23 @@ export const ConfigSchema = Type.Object({
   host: Type.String({ minLength: 1 }),
   port: Type.Integer({ minimum: 0, maximum: 65535 }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level))),
+  connectionTimeout: Type.Optional(Type.Integer({ minimum: 0, description: 'ms a connection may stay silent before it is closed (0: never); an open WebSocket is exempt' })),
   redis: Type.Optional(Type.String({ pattern: '^rediss?://', description: "a Redis URL like 'redis://127.0.0.1:6379'" })),
   sqlite: Type.Optional(Type.String({ minLength: 1, description: "a database file like 'data/chat.db', relative to the working directory" })),
   postgres: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: "a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'" })),
   chat: OptionsSchema,
-}, { additionalProperties: false, description: 'an object { host, port, logLevel, redis? | sqlite? | postgres?, chat }' })
+}, { additionalProperties: false, description: 'an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, chat }' })
+
+/**
+ * How long a connection may stay silent before the server closes it, unless
+ * the config says otherwise: Fastify's `connectionTimeout`, the socket's idle
+ * timeout. Without it a connection that never sends a request is kept
+ * forever, and enough of them use up the process's file descriptors. Ten
+ * seconds is far more than any client needs to send its request. ws clears the
+ * timeout once a socket is upgraded, so an open WebSocket, however quiet, is
+ * left to the heartbeat.
+ */
+export const DEFAULT_CONNECTION_TIMEOUT = 10_000
 
 /** The config keys that each name a broker; a config names at most one. */
 export const BROKER_KEYS = ['redis', 'sqlite', 'postgres'] as const

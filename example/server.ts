@@ -9,7 +9,7 @@ import { dirname } from 'node:path'
 import Fastify from 'fastify'
 import type { Broker } from '../lib/broker.js'
 import chatRooms from '../lib/index.js'
-import { type Config, DEFAULT_CONFIG_FILE, loadConfig } from './config.js'
+import { type Config, DEFAULT_CONFIG_FILE, DEFAULT_CONNECTION_TIMEOUT, loadConfig } from './config.js'
 
 /**
  * The broker the config names, or none (the memory broker). Each is loaded
@@ -27,7 +27,7 @@ async function makeBroker (config: Config): Promise<Broker | undefined> {
 
 async function main (): Promise<void> {
   const config = await loadConfig(process.env.CHAT_CONFIG ?? DEFAULT_CONFIG_FILE)
-  const app = Fastify({ logger: { level: config.logLevel } })
+  const app = Fastify({ logger: { level: config.logLevel }, connectionTimeout: config.connectionTimeout ?? DEFAULT_CONNECTION_TIMEOUT })
   const broker = await makeBroker(config)
   await app.register(chatRooms, { ...config.chat, broker })
   await app.listen({ host: config.host, port: config.port })

@@ -5,9 +5,10 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { RawClient } from './helpers/client.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
@@ -139,4 +140,32 @@ test('a config naming two brokers stops the example server with a message naming
   const [code] = await server.exited
   assert.equal(code, 1)
   assert.match(server.output(), /redis and sqlite: a config names at most one broker/)
+})
+
+/** The example config's `connectionTimeout` for the test: short, so that the test takes a few seconds. */
+const CONNECTION_TIMEOUT_MS = 1000
+
+test('a connection that sends nothing is closed after connectionTimeout; an open WebSocket silent for longer is kept', async (t) => {
+  const dir = await tempDir(t)
+  const config = join(dir, 'config.json')
+  await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', connectionTimeout: CONNECTION_TIMEOUT_MS, chat: {} }))
+  const port = await freePort()
+  const server = start({ CHAT_CONFIG: config, PORT: String(port) })
+  t.after(() => server.child.kill('SIGKILL'))
+  assert.equal((await homePage(port))?.status, 200, server.output())
+  const member = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws`)
+  await member.request('joined', { type: 'join', room: 'lobby' })
+  const quietSince = Date.now()
+
+  const silent = connect(port, '127.0.0.1')
+  t.after(() => silent.destroy())
+  await once(silent, 'connect')
+  const closed = once(silent, 'close').then(() => 'closed')
+  const outcome = await Promise.race([closed, sleep(3 * CONNECTION_TIMEOUT_MS).then(() => 'still open')])
+  assert.equal(outcome, 'closed', 'a connection that never sent a byte is closed within the timeout (with slack)')
+
+  // Nothing went either way on the WebSocket since its join (the heartbeat is 30 s): it has been silent past the timeout.
+  await sleep(Math.max(0, quietSince + 2 * CONNECTION_TIMEOUT_MS - Date.now()))
+  assert.equal(member.frames.length, 0, 'nothing was sent to the member meanwhile')
+  assert.equal((await member.request('pong', { type: 'ping' })).type, 'pong', 'the silent WebSocket is still open')
 })
