@@ -438,8 +438,8 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    */
   private writable (pending: Pending): boolean {
     const needsRooms = pending.frame.type === 'send' || pending.frame.type === 'history'
-    const paced = this.paceTimer === undefined && this.pacedRef === undefined
-    return this.live && !pending.written && (this.ready || !needsRooms) && (!this.pacing || paced)
+    const rateAllows = !this.pacing || (this.paceTimer === undefined && this.pacedRef === undefined)
+    return this.live && !pending.written && (this.ready || !needsRooms) && rateAllows
   }
 
   private flush (): void {

@@ -36,7 +36,7 @@ export interface ChatClientOptions {
   pingInterval?: number
   /** ms a request waits for its answer, and a connection for its `welcome` and rejoins. Default 10000. */
   requestTimeout?: number
-  /** How many sends may wait for a connection; more are refused with `queue_full`. Default 100. */
+  /** How many sends may wait for a connection, or for the server's rate limit; more are refused with `queue_full`. Default 100. */
   maxQueuedSends?: number
 }
 
@@ -79,7 +79,7 @@ export interface ChatClientEvents {
   presence: Presence
   typing: TypingEvent
   gap: Gap
-  /** An `error` the server sent that answers no request (e.g. for `typing`), or a room that could not be rejoined. */
+  /** An `error` the server sent that answers no request (e.g. for `typing`; never `rate_limited`, which only paces the client), or a room that could not be rejoined. */
   error: ChatClientError
 }
 
