@@ -14,7 +14,8 @@ export const ConfigSchema = Type.Object({
   host: Type.String({ minLength: 1 }),
   port: Type.Integer({ minimum: 0, maximum: 65535 }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level))),
-  connectionTimeout: Type.Optional(Type.Integer({ minimum: 0, description: 'ms a connection may stay silent before it is closed (0: never); an open WebSocket is exempt' })),
+  /** ms; see DEFAULT_CONNECTION_TIMEOUT. */
+  connectionTimeout: Type.Optional(Type.Integer({ minimum: 0 })),
   redis: Type.Optional(Type.String({ pattern: '^rediss?://', description: "a Redis URL like 'redis://127.0.0.1:6379'" })),
   sqlite: Type.Optional(Type.String({ minLength: 1, description: "a database file like 'data/chat.db', relative to the working directory" })),
   postgres: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: "a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'" })),

@@ -177,7 +177,8 @@ test('the example config is validated, names a bad field, and HOST/PORT override
     [{ ...good, chat: { historySize: 10, historyOnJoin: 20 } }, 'chat.historyOnJoin: must be at most chat.historySize, which is 10, not 20: a join cannot send more messages than a room keeps'],
     [{ ...good, chat: { roomPattern: '[' } }, 'chat.roomPattern: must be a valid regular expression (Invalid regular expression: /[/u: Unterminated character class)'],
     [{ ...good, chat: 'all' }, "chat: must be an object of the plugin's options"],
-    [{ ...good, prot: 1 }, 'prot: unknown field (allowed: host, port, logLevel, redis, sqlite, postgres, chat)'],
+    [{ ...good, prot: 1 }, 'prot: unknown field (allowed: host, port, logLevel, connectionTimeout, redis, sqlite, postgres, chat)'],
+    [{ ...good, connectionTimeout: -1 }, 'connectionTimeout: must be an integer >= 0'],
     [{ ...good, redis: 'http://nope' }, "redis: must be a Redis URL like 'redis://127.0.0.1:6379'"],
     [{ ...good, logLevel: 'loud' }, "logLevel: must be 'fatal', 'error', 'warn', 'info', 'debug', 'trace' or 'silent'"],
     [{ ...good, port: 70000 }, 'port: must be an integer from 0 to 65535'],
@@ -186,7 +187,7 @@ test('the example config is validated, names a bad field, and HOST/PORT override
     [{ ...good, sqlite: '' }, "sqlite: must be a database file like 'data/chat.db', relative to the working directory"],
     [{ ...good, postgres: 'mysql://db' }, "postgres: must be a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'"],
     [{ ...good, sqlite: 'chat.db', postgres: 'postgres://db/chat' }, 'sqlite and postgres: a config names at most one broker (where rooms live); keep one of them'],
-    [[good], 'config: must be an object { host, port, logLevel, redis? | sqlite? | postgres?, chat }'],
+    [[good], 'config: must be an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, chat }'],
   ]
   for (const [config, message] of refused) {
     await writeFile(file, JSON.stringify(config))
