@@ -53,6 +53,16 @@ test('the token bucket allows a burst, then the rate', () => {
   assert.equal(bucket.take(10_000), true)
 })
 
+test('after a refusal, the token bucket says when its next token comes, and a take then succeeds', () => {
+  const bucket = new TokenBucket(3, 1, 0)
+  assert.equal(bucket.take(0), true)
+  assert.equal(bucket.take(100), false)
+  const wait = bucket.msUntilToken()
+  assert.equal(wait, 234, 'a token takes 333.3 ms at 3/s, 100 of them have passed; rounded up')
+  assert.equal(bucket.take(100 + wait - 1), false, 'not before')
+  assert.equal(bucket.take(100 + wait), true)
+})
+
 function message (seq: number): Message {
   return { type: 'message', room: 'r', seq, id: String(seq), from: { id: 'a', name: 'a' }, text: 'x', ts: 0 }
 }
