@@ -25,7 +25,7 @@ const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', tim
 
 /**
  * room → { messages: Map<seq, message>, members: Map<id, member>, unread, typing: Map<id, {name, timer}>,
- * more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>, readUpTo }
+ * more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>, readUpTo, joinedBefore }
  */
 const rooms = new Map()
 let current
@@ -53,7 +53,7 @@ function recall (key, fallback) {
 function roomState (room) {
   let state = rooms.get(room)
   if (!state) {
-    state = { messages: new Map(), members: new Map(), unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), readUpTo: 0 }
+    state = { messages: new Map(), members: new Map(), unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), readUpTo: 0, joinedBefore: false }
     rooms.set(room, state)
   }
   return state
@@ -226,8 +226,10 @@ function start (name) {
   client.on('joined', (joined) => {
     const state = roomState(joined.room)
     state.members = new Map(joined.members.map((member) => [member.id, member]))
-    // What was said before we first came is history, not unread; what we missed while away is unread.
-    if (state.lastSeq === 0) state.readUpTo = joined.seq
+    // What was said before we first came is history, not unread; what we missed while away is unread,
+    // even in a room that was empty when we came (no message seen yet, so lastSeq cannot tell).
+    if (!state.joinedBefore) state.readUpTo = joined.seq
+    state.joinedBefore = true
     if (joined.room === current) {
       renderMembers()
       fillScreen()

@@ -1,47 +1,14 @@
 /** The example server as a newcomer runs it: its own process, a config file, signals. */
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { RawClient } from './helpers/client.js'
+import { homePage, startExample } from './helpers/example-server.js'
+import { freePort } from './helpers/free-port.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
-
-const SERVER = fileURLToPath(new URL('../example/server.js', import.meta.url))
-
-async function freePort (): Promise<number> {
-  const probe = createServer().listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const { port } = probe.address() as { port: number }
-  probe.close()
-  return port
-}
-
-/** Runs the example server; `cwd` is where the shipped config's `data/chat.db` goes. */
-function start (env: NodeJS.ProcessEnv, cwd?: string) {
-  const child = spawn(process.execPath, [SERVER], { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout.on('data', (chunk: Buffer) => { output += String(chunk) })
-  child.stderr.on('data', (chunk: Buffer) => { output += String(chunk) })
-  const exited = once(child, 'exit') as Promise<[number | null, string | null]>
-  return { child, exited, output: () => output }
-}
-
-/** The home page once the server listens on `port`; undefined if it does not within 10 s. */
-async function homePage (port: number): Promise<Response | undefined> {
-  const deadline = Date.now() + 10_000
-  let page: Response | undefined
-  while (!page && Date.now() < deadline) {
-    page = await fetch(`http://127.0.0.1:${port}/`).catch(() => undefined)
-    if (!page) await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  return page
-}
 
 test('the example server serves the chat from a config file and closes gracefully on SIGTERM', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
@@ -49,7 +16,7 @@ test('the example server serves the chat from a config file and closes gracefull
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', chat: { rest: { prefix: '/api' } } }))
   const port = await freePort()
-  const server = start({ CHAT_CONFIG: config, PORT: String(port) })
+  const server = startExample({ CHAT_CONFIG: config, PORT: String(port) })
   t.after(() => server.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, server.output())
   assert.deepEqual(await (await fetch(`http://127.0.0.1:${port}/api/rooms`)).json(), { rooms: [] })
@@ -70,7 +37,7 @@ async function tempDir (t: TestContext): Promise<string> {
 
 test('the shipped config answers readiness at /health/ready and lists its one node at /api/nodes', async (t) => {
   const port = await freePort()
-  const server = start({ CHAT_CONFIG: undefined, PORT: String(port) }, await tempDir(t))
+  const server = startExample({ CHAT_CONFIG: undefined, PORT: String(port) }, await tempDir(t))
   t.after(() => server.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, server.output())
   const ready = await fetch(`http://127.0.0.1:${port}/health/ready`)
@@ -84,7 +51,7 @@ test('a bad config stops the example server with a message naming the field', as
   t.after(() => rm(dir, { recursive: true, force: true }))
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 9999, logLevel: 'info', chat: { maxPayload: 0 } }))
-  const server = start({ CHAT_CONFIG: config })
+  const server = startExample({ CHAT_CONFIG: config })
   t.after(() => server.child.kill('SIGKILL'))
   const [code] = await server.exited
   assert.equal(code, 1)
@@ -94,7 +61,7 @@ test('a bad config stops the example server with a message naming the field', as
 /** Sends a message through a first server, restarts it, and checks a second one has it in the same epoch. */
 async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEnv, cwd?: string): Promise<void> {
   const port = await freePort()
-  const first = start({ ...env, PORT: String(port) }, cwd)
+  const first = startExample({ ...env, PORT: String(port) }, cwd)
   t.after(() => first.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, first.output())
   const writer = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=writer`)
@@ -103,7 +70,7 @@ async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEn
   first.child.kill('SIGTERM')
   assert.equal((await first.exited)[0], 0, first.output())
 
-  const second = start({ ...env, PORT: String(port) }, cwd)
+  const second = startExample({ ...env, PORT: String(port) }, cwd)
   t.after(() => second.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, second.output())
   const reader = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=reader`)
@@ -134,7 +101,7 @@ test('a config naming two brokers stops the example server with a message naming
   const dir = await tempDir(t)
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 9999, logLevel: 'info', redis: 'redis://127.0.0.1:6379', sqlite: join(dir, 'chat.db'), chat: {} }))
-  const server = start({ CHAT_CONFIG: config }, dir)
+  const server = startExample({ CHAT_CONFIG: config }, dir)
   t.after(() => server.child.kill('SIGKILL'))
   const [code] = await server.exited
   assert.equal(code, 1)
