@@ -168,10 +168,7 @@ export class PostgresServer {
       await execFileAsync(file, argv, { cwd: this.dir, timeout: COMMAND_TIMEOUT_MS })
     } catch (error) {
       const { stderr } = error as { stderr?: string }
-      let log = ''
-      try {
-        log = readFileSync(join(this.dir, 'log'), 'utf8').slice(-2000)
-      } catch {}
+      const log = existsSync(join(this.dir, 'log')) ? readFileSync(join(this.dir, 'log'), 'utf8').slice(-2000) : ''
       throw new Error(`${program} ${args[0] ?? ''} failed on port ${this.port}: ${stderr ?? String(error)}\n${log}`, { cause: error })
     }
   }
