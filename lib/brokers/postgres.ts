@@ -283,7 +283,7 @@ export class PostgresBroker implements Broker {
     return await this.availability.run(answer, isOutage)
   }
 
-  /** One (re)connection at a time, which `close` waits for; rejects with why it failed. */
+  /** A (re)connection that `close` can wait for; rejects with why it failed. */
   private async attempt (state: Open): Promise<void> {
     const connecting = this.connect(state)
     state.connecting = connecting.then(() => {}, () => {})
@@ -313,13 +313,14 @@ export class PostgresBroker implements Broker {
     try {
       if (!state.prepared) await migrate(client, this.schema)
       await within(client.query(`LISTEN "${this.channel}"`), this.commandTimeout)
+      if (lost) throw new Error('the LISTEN connection ended as it opened')
     } catch (error) {
       lost = true
       client.release(true)
       throw error
     }
-    if (this.state !== state || lost) {
-      if (!lost) client.release(true)
+    if (this.state !== state) {
+      client.release(true)
       return
     }
     state.listener = client
