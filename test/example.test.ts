@@ -6,7 +6,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { RawClient } from './helpers/client.js'
-import { homePage, startExample } from './helpers/example-server.js'
+import { homePage, startExample, tempDir } from './helpers/example-server.js'
 import { freePort } from './helpers/free-port.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
 
@@ -27,13 +27,6 @@ test('the example server serves the chat from a config file and closes gracefull
   const [code] = await server.exited
   assert.equal(code, 0)
 })
-
-/** A temp working directory, removed after the test. */
-async function tempDir (t: TestContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
-  t.after(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
 
 test('the shipped config answers readiness at /health/ready and lists its one node at /api/nodes', async (t) => {
   const port = await freePort()

@@ -5,6 +5,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 
 const SERVER = fileURLToPath(new URL('../../example/server.js', import.meta.url))
@@ -38,4 +42,11 @@ export async function homePage (port: number): Promise<Response | undefined> {
     if (!page) await new Promise((resolve) => setTimeout(resolve, 100))
   }
   return page
+}
+
+/** A temp working directory, removed after the test. */
+export async function tempDir (t: TestContext): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  return dir
 }
