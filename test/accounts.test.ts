@@ -7,6 +7,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import WebSocket from 'ws'
 import { SIGN_IN_LIMIT } from '../example/accounts.js'
+import { launchBrowser, openPage, say, shownMembers, skipUnlessChromium, waitConnected, waitForMessage, waitJoined } from './helpers/browser.js'
 import { RawClient } from './helpers/client.js'
 import { homePage, startExample, tempDir } from './helpers/example-server.js'
 import { freePort } from './helpers/free-port.js'
@@ -274,4 +275,55 @@ test('with PostgreSQL, one account is one user on two servers, and outlives them
   assert.deepEqual([login.status, await login.json()], [200, { user }])
   assert.deepEqual(await me(again, cookie), { user }, 'the stored secret still signs the old session')
   assert.ok(!one.output().includes(PASSWORD) && !two.output().includes(PASSWORD))
+})
+
+test('the home page registers, signs in, keeps the session across a reload, and signs out', { skip: skipUnlessChromium() }, async (t) => {
+  const example = await onSqlite(t)
+  const browser = await launchBrowser(t)
+  const alice = await openPage(browser)
+  await alice.page.goto(example.base)
+  await alice.page.waitForSelector('#password-field:not([hidden])')
+  await alice.page.fill('#login-name', 'Alice')
+  await alice.page.fill('#login-password', PASSWORD)
+  await alice.page.click('#register-submit')
+  await waitConnected(alice.page)
+  await waitJoined(alice.page, 'lobby')
+  assert.equal(await alice.page.textContent('#account-name'), 'Alice')
+  assert.equal(await alice.page.evaluate(() => document.cookie.includes('chat_session')), false, 'the session cookie is HttpOnly')
+
+  // Another browser: a wrong password is told, the right one gets Alice in as the same user.
+  const laptop = await openPage(browser)
+  await laptop.page.goto(example.base)
+  await laptop.page.waitForSelector('#password-field:not([hidden])')
+  await laptop.page.fill('#login-name', 'alice')
+  await laptop.page.fill('#login-password', `${PASSWORD}x`)
+  await laptop.page.press('#login-password', 'Enter')
+  await laptop.page.waitForSelector('#login-error:has-text("Wrong name or password")')
+  await laptop.page.fill('#login-password', PASSWORD)
+  await laptop.page.press('#login-password', 'Enter')
+  await waitJoined(laptop.page, 'lobby')
+  assert.deepEqual(await shownMembers(laptop.page), ['Alice', 'Alice (you)'])
+  await say(laptop.page, 'from the laptop')
+  await waitForMessage(alice.page, 'from the laptop')
+
+  // A taken name, in another case, is refused on the page.
+  const mallory = await openPage(browser)
+  await mallory.page.goto(example.base)
+  await mallory.page.waitForSelector('#password-field:not([hidden])')
+  await mallory.page.fill('#login-name', 'ALICE')
+  await mallory.page.fill('#login-password', PASSWORD)
+  await mallory.page.click('#register-submit')
+  await mallory.page.waitForSelector('#login-error:has-text("That name is taken")')
+  assert.equal(await mallory.page.isHidden('#chat'), true)
+
+  // A reload keeps the session: no form, straight into the chat.
+  await alice.page.reload()
+  await waitJoined(alice.page, 'lobby')
+  assert.equal(await alice.page.isHidden('#login'), true)
+
+  await alice.page.click('#sign-out')
+  await alice.page.waitForSelector('#password-field:not([hidden])')
+  assert.equal(await alice.page.isHidden('#account'), true)
+  assert.deepEqual(await me(example), { user: null })
+  for (const { errors, dialogs } of [alice, laptop, mallory]) assert.deepEqual([errors, dialogs], [[], []])
 })
