@@ -9,7 +9,7 @@ import WebSocket from 'ws'
 import { SIGN_IN_LIMIT } from '../example/accounts.js'
 import { launchBrowser, openPage, say, shownMembers, skipUnlessChromium, waitConnected, waitForMessage, waitJoined } from './helpers/browser.js'
 import { RawClient } from './helpers/client.js'
-import { homePage, startExample, tempDir } from './helpers/example-server.js'
+import { homePage, sessionCookie, signUp, startExample, tempDir } from './helpers/example-server.js'
 import { freePort } from './helpers/free-port.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
 
@@ -60,25 +60,14 @@ async function post (example: Example, route: string, body?: unknown, cookie?: s
   return fetch(`${example.base}${route}`, { method: 'POST', headers, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) })
 }
 
-/** The `name=value` of the session cookie a register or login answer set. */
-function sessionCookie (response: Response): string {
-  const header = response.headers.getSetCookie().find((line) => line.startsWith('chat_session='))
-  assert.ok(header, `no session cookie in ${JSON.stringify(response.headers.getSetCookie())}`)
-  return header.split(';')[0]!
-}
-
 async function me (example: Example, cookie?: string): Promise<unknown> {
   const response = await fetch(`${example.base}/auth/me`, { headers: cookie === undefined ? {} : { cookie } })
   assert.equal(response.status, 200)
   return response.json()
 }
 
-/** Registers `name` and returns its session cookie and account. */
-async function register (example: Example, name: string): Promise<{ cookie: string, user: { id: string, name: string } }> {
-  const response = await post(example, '/auth/register', { name, password: PASSWORD })
-  assert.equal(response.status, 201)
-  const { user } = await response.json() as { user: { id: string, name: string } }
-  return { cookie: sessionCookie(response), user }
+function register (example: Example, name: string): Promise<{ cookie: string, user: { id: string, name: string } }> {
+  return signUp(example.base, name, PASSWORD)
 }
 
 /** The `welcome` of a WebSocket connection made with `cookie`. */

@@ -6,7 +6,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { RawClient } from './helpers/client.js'
-import { homePage, startExample, tempDir } from './helpers/example-server.js'
+import { homePage, signUp, startExample, tempDir } from './helpers/example-server.js'
 import { freePort } from './helpers/free-port.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
 
@@ -35,7 +35,10 @@ test('the shipped config answers readiness at /health/ready and lists its one no
   assert.equal((await homePage(port))?.status, 200, server.output())
   const ready = await fetch(`http://127.0.0.1:${port}/health/ready`)
   assert.deepEqual([ready.status, await ready.json()], [200, { status: 'ok' }])
-  const { nodes } = await (await fetch(`http://127.0.0.1:${port}/api/nodes`)).json() as { nodes: Array<{ pid: number, connections: number }> }
+  // The shipped config has accounts on: the HTTP API is for those signed in.
+  assert.equal((await fetch(`http://127.0.0.1:${port}/api/nodes`)).status, 401)
+  const { cookie } = await signUp(`http://127.0.0.1:${port}`, 'operator', 'a long enough password')
+  const { nodes } = await (await fetch(`http://127.0.0.1:${port}/api/nodes`, { headers: { cookie } })).json() as { nodes: Array<{ pid: number, connections: number }> }
   assert.deepEqual(nodes.map(({ pid, connections }) => ({ pid, connections })), [{ pid: server.child.pid, connections: 0 }])
 })
 
@@ -51,13 +54,18 @@ test('a bad config stops the example server with a message naming the field', as
   assert.match(server.output(), /chat\.maxPayload:/)
 })
 
-/** Sends a message through a first server, restarts it, and checks a second one has it in the same epoch. */
-async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEnv, cwd?: string): Promise<void> {
+/**
+ * Sends a message through a first server, restarts it, and checks a second
+ * one has it in the same epoch. With `accounts`, the writer signs up first and
+ * the reader comes back with the writer's session.
+ */
+async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEnv, cwd?: string, { accounts = false } = {}): Promise<void> {
   const port = await freePort()
   const first = startExample({ ...env, PORT: String(port) }, cwd)
   t.after(() => first.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, first.output())
-  const writer = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=writer`)
+  const headers: Record<string, string> = accounts ? { cookie: (await signUp(`http://127.0.0.1:${port}`, 'writer', 'a long enough password')).cookie } : {}
+  const writer = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=writer`, { headers })
   const joined = await writer.request('joined', { type: 'join', room: 'lobby' })
   const ack = await writer.request('ack', { type: 'send', room: 'lobby', text: 'still here?' })
   first.child.kill('SIGTERM')
@@ -66,7 +74,7 @@ async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEn
   const second = startExample({ ...env, PORT: String(port) }, cwd)
   t.after(() => second.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, second.output())
-  const reader = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=reader`)
+  const reader = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=reader`, { headers })
   const again = await reader.request('joined', { type: 'join', room: 'lobby' })
   assert.equal(again.epoch, joined.epoch)
   assert.deepEqual(again.history.map((m) => [m.seq, m.text]), [[ack.seq, 'still here?']])
@@ -74,7 +82,7 @@ async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEn
 
 test('the shipped config keeps its chat in data/chat.db across a restart', async (t) => {
   const cwd = await tempDir(t)
-  await keepsItsChatAcrossARestart(t, { CHAT_CONFIG: undefined }, cwd)
+  await keepsItsChatAcrossARestart(t, { CHAT_CONFIG: undefined }, cwd, { accounts: true })
   assert.ok((await stat(join(cwd, 'data', 'chat.db'))).isFile(), 'the database is data/chat.db in the working directory')
 })
 

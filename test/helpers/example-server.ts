@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
+import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
 
 const SERVER = fileURLToPath(new URL('../../example/server.js', import.meta.url))
@@ -49,4 +50,19 @@ export async function tempDir (t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
   t.after(() => rm(dir, { recursive: true, force: true }))
   return dir
+}
+
+/** The `name=value` of the session cookie a register or login answer set. */
+export function sessionCookie (response: Response): string {
+  const header = response.headers.getSetCookie().find((line) => line.startsWith('chat_session='))
+  assert.ok(header, `no session cookie in ${JSON.stringify(response.headers.getSetCookie())}`)
+  return header.split(';')[0]!
+}
+
+/** Registers an account on the example server at `base` (with accounts on): its session cookie and account. */
+export async function signUp (base: string, name: string, password: string): Promise<{ cookie: string, user: { id: string, name: string } }> {
+  const response = await fetch(`${base}/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, password }) })
+  assert.equal(response.status, 201, await response.clone().text())
+  const { user } = await response.json() as { user: { id: string, name: string } }
+  return { cookie: sessionCookie(response), user }
 }
