@@ -17,7 +17,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Identity } from '../lib/options.js'
 import { normalizeName } from '../lib/protocol.js'
 import type { Account, AccountStore } from './account-store.js'
-import { decoyHash, hashPassword, verifyPassword } from './passwords.js'
+import { hashPassword, verifyPassword } from './passwords.js'
 
 export const SESSION_COOKIE = 'chat_session'
 const SESSION_TTL_SECONDS = 30 * 24 * 60 * 60
@@ -101,6 +101,9 @@ export class Accounts {
     await app.register(cookie, { secret })
     this.cookies = app
     await app.register(rateLimit, { global: false })
+    // A hash of no one's password: a sign-in with an unknown name is checked
+    // against it, so that it takes as long as one with a wrong password.
+    const decoyHash = await hashPassword(randomBytes(SECRET_BYTES).toString('base64url'))
 
     app.removeContentTypeParser('application/json')
     app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT_BYTES }, (_request, body, done) => {
@@ -126,7 +129,7 @@ export class Accounts {
       const { name, password } = credentials(request.body)
       const found = await this.store.find(nameKey(name))
       // An unknown name costs one scrypt too, so the time does not tell it from a wrong password.
-      const matches = await verifyPassword(password, found?.passwordHash ?? await decoyHash)
+      const matches = await verifyPassword(password, found?.passwordHash ?? decoyHash)
       if (!found || !matches) throw new HttpError(401, 'wrong name or password')
       const account = { id: found.id, name: found.name }
       await this.startSession(account, request, reply)

@@ -31,9 +31,3 @@ export async function verifyPassword (password: string, stored: string): Promise
   const actual = await scrypt(password, Buffer.from(salt, 'base64url'), expected.length, { N: Number(N), r: Number(r), p: Number(p) })
   return timingSafeEqual(actual, expected)
 }
-
-/**
- * A hash of no one's password: a sign-in with an unknown name is checked
- * against it, so that it takes as long as one with a wrong password.
- */
-export const decoyHash = hashPassword(randomBytes(SALT_BYTES).toString('base64url'))
