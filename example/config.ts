@@ -19,7 +19,7 @@ export const ConfigSchema = Type.Object({
   redis: Type.Optional(Type.String({ pattern: '^rediss?://', description: "a Redis URL like 'redis://127.0.0.1:6379'" })),
   sqlite: Type.Optional(Type.String({ minLength: 1, description: "a database file like 'data/chat.db', relative to the working directory" })),
   postgres: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: "a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'" })),
-  accounts: Type.Optional(Type.Boolean({ description: 'true: people register and sign in (needs sqlite or postgres); false: everyone is a guest' })),
+  accounts: Type.Optional(Type.Boolean({ description: 'true (people register and sign in; needs sqlite or postgres) or false (everyone is a guest)' })),
   sessionSecret: Type.Optional(Type.String({ minLength: 32, description: 'a secret of at least 32 characters that signs session cookies' })),
   chat: OptionsSchema,
 }, { additionalProperties: false, description: 'an object { host, port, logLevel, redis? | sqlite? | postgres?, accounts?, sessionSecret?, chat }' })
