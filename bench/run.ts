@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { mkdtempSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Step, Workload } from './generator.js'
 
@@ -267,7 +267,8 @@ const bound = all.filter((r) => r.generatorBound === true).map((r) => `${r.serve
 const failed = all.filter((r) => r.pass === false).map((r) => `${r.server} ${r.workload} run ${r.run} (${r.why as string})`)
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
 process.stdout.write(`\n${rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ')).join('\n')}\n`)
-process.stdout.write(`\nmedians of ${runs} run(s), ${Math.round((Date.now() - started) / 1000)} s` +
+// Other work on the machine shows up in every figure, most in the closed-loop ones: say how busy it was.
+process.stdout.write(`\nmedians of ${runs} run(s), ${Math.round((Date.now() - started) / 1000)} s, load average over the last 5 minutes ${loadavg()[1]!.toFixed(2)}` +
   (bound.length ? `; generator-bound (its core saturated; the figure is a floor): ${bound.join(', ')}` : '') +
   (failed.length ? `; FAILED checks: ${failed.join(', ')}` : '') +
   (selected.includes('redis-2node') ? `; redis-2node: both nodes share core ${SERVER_CORE}, reference is ours on one node` : '') +
