@@ -325,6 +325,8 @@ async function appends (): Promise<object> {
     max,
     deliveryP99,
     serverUsPerAppend: acked === 0 ? 0 : serverUs / acked,
+    // Near 1, the server's core limited the figure; well below, something it waited for did (the database, or the load).
+    serverCpu: serverUs / (seconds * 1e6),
     generatorCpu,
     generatorBound: generatorCpu >= GENERATOR_SATURATED,
     sent,
