@@ -278,7 +278,7 @@ async function appends (): Promise<object> {
   let sending = true
   let sent = 0
   clients.forEach((client, i) => {
-    // As the library's client makes them: 32 hex digits, unique to the message (here: to the run and the count).
+    // 32 hex digits, as the library's client makes them; unique per message: a random prefix per connection, then a count.
     const cidPrefix = randomBytes(8).toString('hex')
     let count = 0
     const send = (): void => {
