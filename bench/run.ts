@@ -265,9 +265,17 @@ for (const metric of METRICS) {
     .map(metric.pick).filter((v): v is number => typeof v === 'number')
   const figures = of(server, metric.workload)
   const references = of(reference.server, reference.workload)
-  if (figures.length === 0 || references.length === 0) continue
-  const [f, r] = [median(figures), median(references)]
   const referenceName = reference.workload === metric.workload ? reference.server : `${reference.server} ${reference.workload}`
+  const ran = (name: string, workload: string): boolean => all.some((r) => r.server === name && r.workload === workload)
+  // A workload that ran but gave no figure (no ramp step passed) says so, rather than leaving its row out.
+  if (figures.length === 0 || references.length === 0) {
+    if (ran(server, metric.workload) && ran(reference.server, reference.workload)) {
+      rows.push([server, metric.workload, metric.name, figures.length ? format(median(figures)) : 'none', referenceName,
+        references.length ? format(median(references)) : 'none', '', 'no figure: no step passed (see the JSON lines)'])
+    }
+    continue
+  }
+  const [f, r] = [median(figures), median(references)]
   rows.push([server, metric.workload, metric.name, format(f), referenceName, format(r), `${(f / r).toFixed(2)}×`, metric.target?.(f / r, f, r) ?? ''])
 }
 const bound = all.filter((r) => r.generatorBound === true).map((r) => `${r.server} ${r.workload} run ${r.run}`)
