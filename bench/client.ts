@@ -2,7 +2,8 @@
  * A minimal WebSocket client over a raw TCP socket, for the load generator.
  * It must cost far less per frame than the servers under test, so it parses
  * only frame headers and, in `message` frames, the seq and the send time the
- * publisher wrote into the text; `ws` as a client would be the bottleneck.
+ * publisher wrote into the text, and in `ack` frames the send time the
+ * publisher wrote into the `ref`; `ws` as a client would be the bottleneck.
  *
  * A client either times every frame, reading as soon as data arrives, or is
  * batched: once joined, when its reads come less than `BATCH_MS` apart, it
@@ -21,10 +22,12 @@ import { performance } from 'node:perf_hooks'
 const HANDSHAKE_END = Buffer.from('\r\n\r\n')
 const SEQ = Buffer.from('"seq":')
 const STAMP = Buffer.from('"text":"t')
+const REF = Buffer.from('"ref":"')
 /** Offset of the first letter of the type in `{"type":"…`. */
 const TYPE_AT = 9
 const M = 0x6d // message
 const J = 0x6a // joined
+const A = 0x61 // ack
 
 /**
  * Every client reads into this one buffer (net's `onread`), so a read costs no
@@ -80,10 +83,15 @@ export interface Tally {
   /** Time of the last frame of any kind, to tell when the server has gone quiet. */
   lastFrameAt: number
   latency: Histogram
+  /** Acks, and acks whose ref (send time) was earlier than the previous ack's on the same connection. */
+  acks: number
+  ackDisorder: number
+  /** Send → ack, from the send time in each ack's ref. */
+  ackLatency: Histogram
 }
 
 export function newTally (): Tally {
-  return { messages: 0, orderViolations: 0, gaps: 0, errors: 0, closes: new Map(), lastFrameAt: 0, latency: new Histogram() }
+  return { messages: 0, orderViolations: 0, gaps: 0, errors: 0, closes: new Map(), lastFrameAt: 0, latency: new Histogram(), acks: 0, ackDisorder: 0, ackLatency: new Histogram() }
 }
 
 /** Microseconds on this process's monotonic clock: what publishers write and receivers subtract. */
@@ -120,8 +128,12 @@ export class Client {
   /** When this client last read (µs), and whether it has stopped reading until `readBatch`. */
   private lastReadAt = 0
   private paused = false
+  /** The ref (send time, µs) of the last ack: a connection's sends are answered in order. */
+  private lastAckRef = 0
   open = true
   joined = false
+  /** Called on each ack: a closed-loop publisher sends its next message from here. */
+  onAck: (() => void) | undefined
 
   constructor (port: number, private readonly room: string, private readonly tally: Tally, private readonly onJoined: (client: Client) => void,
     /** Whether this client times its frames (and reads at once) or reads in batches, untimed. */
@@ -225,6 +237,13 @@ export class Client {
           const stamp = buf.indexOf(STAMP, start)
           if (stamp >= 0 && stamp < end) this.tally.latency.record(now - digitsAt(buf, stamp + STAMP.length))
         }
+      } else if (type === A) {
+        const ref = digitsAt(buf, buf.indexOf(REF, start) + REF.length)
+        if (ref < this.lastAckRef) this.tally.ackDisorder++
+        this.lastAckRef = ref
+        this.tally.acks++
+        this.tally.ackLatency.record(now - ref)
+        this.onAck?.()
       } else if (type === J) {
         this.lastSeq = digitsAt(buf, buf.indexOf(SEQ, start) + SEQ.length)
         this.joined = true

@@ -1,28 +1,49 @@
 /**
- * The bench runner: for each run and workload, starts a fresh server (ours or
- * the baseline, alternating which goes first), pinned to core 0, and the
- * generator pinned to core 1; collects one JSON line per workload, prints
- * them, then a table of medians and ratios ours / baseline. `redis-2node` runs
- * two nodes of ours sharing a Redis (both on core 0) and is compared with ours
- * on `fanout-100` instead, there being no two-node baseline.
+ * The bench runner: for each run and workload, starts a fresh server for each
+ * of the workload's servers (ours, the baseline, or ours on another broker;
+ * alternating which goes first), pinned to core 0, and the generator pinned to
+ * core 1; collects one JSON line per workload and server, prints them, then a
+ * table of medians, each figure with its reference and their ratio. Workloads
+ * whose reference is ours on another workload (`redis-2node`,
+ * `sqlite-fanout-100`) measure that too when it is not selected.
  * Usage: node dist/bench/run.js [--quick] [--runs N] [--only workload,...]
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import { Redis } from 'ioredis'
+import { mkdtempSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { Step, Workload } from './generator.js'
 
-/** Each server's script, and how many nodes of it one run starts. */
-const SERVERS = {
+type ServerName = 'ours' | 'baseline' | 'redis-2node' | 'sqlite' | 'postgres'
+/** Each server's script, how many nodes of it one run starts, and the broker they share (memory when none). */
+const SERVERS: Record<ServerName, { file: string, nodes: number, broker?: 'redis' | 'sqlite' | 'postgres' }> = {
   ours: { file: 'server.js', nodes: 1 },
   baseline: { file: 'baseline.js', nodes: 1 },
-  'redis-2node': { file: 'server.js', nodes: 2 },
-} as const
-type ServerName = keyof typeof SERVERS
-const WORKLOADS: Workload[] = ['fanout-100', 'fanout-1000', 'rooms', 'idle', 'redis-2node']
+  'redis-2node': { file: 'server.js', nodes: 2, broker: 'redis' },
+  sqlite: { file: 'server.js', nodes: 1, broker: 'sqlite' },
+  postgres: { file: 'server.js', nodes: 1, broker: 'postgres' },
+}
+
+/**
+ * What `--only` selects: the generator's workload and the servers it runs against (in this order on odd runs,
+ * reversed on even ones). `reference`: a workload whose run on ours this one is compared with, measured too
+ * when not selected itself.
+ */
+const WORKLOADS: Record<string, { generator: Workload, servers: ServerName[], reference?: Workload }> = {
+  'fanout-100': { generator: 'fanout-100', servers: ['ours', 'baseline'] },
+  'fanout-1000': { generator: 'fanout-1000', servers: ['ours', 'baseline'] },
+  rooms: { generator: 'rooms', servers: ['ours', 'baseline'] },
+  idle: { generator: 'idle', servers: ['ours', 'baseline'] },
+  'redis-2node': { generator: 'fanout-100', servers: ['redis-2node'], reference: 'fanout-100' },
+  'sqlite-fanout-100': { generator: 'fanout-100', servers: ['sqlite'], reference: 'fanout-100' },
+  appends: { generator: 'appends', servers: ['ours', 'sqlite', 'postgres'] },
+}
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+const POSTGRES_URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 /** SCAN rounds allowed for the cleanup: far more than a run's few hundred keys need. */
 const MAX_SCANS = 10_000
 /** No generator run may take longer than this; a hung one is killed and its run reported as failed. */
@@ -33,7 +54,9 @@ const GENERATOR_CORE = 1
 const argv = process.argv.slice(2)
 const quick = argv.includes('--quick')
 const runs = Number(argv[argv.indexOf('--runs') + 1] ?? 0) || (quick ? 1 : 3)
-const only = argv.includes('--only') ? (argv[argv.indexOf('--only') + 1] ?? '').split(',') : WORKLOADS
+const only = argv.includes('--only') ? (argv[argv.indexOf('--only') + 1] ?? '').split(',') : Object.keys(WORKLOADS)
+const unknown = only.filter((name) => !(name in WORKLOADS))
+if (unknown.length > 0) throw new Error(`unknown workload(s) ${unknown.join(', ')}: expected some of ${Object.keys(WORKLOADS).join(', ')}`)
 const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
 
 /**
@@ -57,7 +80,7 @@ async function firstLine (child: ChildProcess): Promise<string> {
 
 /** Deletes every key of one run's prefix, so that runs leave nothing in a shared Redis. */
 async function deleteKeys (prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL)
+  const redis = new (await import('ioredis')).Redis(REDIS_URL)
   try {
     let cursor = '0'
     for (let i = 0; i < MAX_SCANS && (i === 0 || cursor !== '0'); i++) {
@@ -70,11 +93,43 @@ async function deleteKeys (prefix: string): Promise<void> {
   }
 }
 
+/** Runs one statement on a connection of its own; the driver is loaded only by runs that use PostgreSQL. */
+async function postgresQuery (sql: string): Promise<void> {
+  const pg = (await import('pg')).default
+  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 2000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    await client.query(sql)
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+/**
+ * The broker spec for one run's servers (see server.ts), unique to the runner and the run so that runs never
+ * share rooms, and how to delete what the run stored: Redis keys, the SQLite file's directory, the PostgreSQL schema.
+ */
+function brokerOf (server: ServerName, run: number): { spec: string[], cleanUp: () => Promise<void> } {
+  const name = `bench_${process.pid}_${run}`
+  switch (SERVERS[server].broker) {
+    case 'redis':
+      return { spec: [`redis:${name}:`], cleanUp: () => deleteKeys(`${name}:`) }
+    case 'sqlite': {
+      const dir = mkdtempSync(join(tmpdir(), 'bench-sqlite-'))
+      return { spec: [`sqlite:${join(dir, 'chat.db')}`], cleanUp: () => rm(dir, { recursive: true, force: true }) }
+    }
+    case 'postgres':
+      return { spec: [`postgres:${name}`], cleanUp: () => postgresQuery(`DROP SCHEMA IF EXISTS "${name}" CASCADE`) }
+    case undefined:
+      return { spec: [], cleanUp: async () => {} }
+  }
+}
+
 async function runOne (server: ServerName, workload: Workload, run: number): Promise<Array<Record<string, unknown>>> {
   const { file, nodes } = SERVERS[server]
-  // Unique per runner and run: runs never share rooms, and the cleanup deletes only this run's keys.
-  const prefix = server === 'redis-2node' ? [`bench-${process.pid}-${run}:`] : []
-  const servers = Array.from({ length: nodes }, () => pinned(SERVER_CORE, ['--expose-gc', here(file), ...prefix]))
+  const broker = brokerOf(server, run)
+  const servers = Array.from({ length: nodes }, () => pinned(SERVER_CORE, ['--expose-gc', here(file), ...broker.spec]))
   try {
     const ports = await Promise.all(servers.map(async (s) => (JSON.parse(await firstLine(s)) as { port: number }).port))
     const generator = pinned(GENERATOR_CORE, [here('generator.js'), JSON.stringify({ workload, ports, serverPids: servers.map((s) => s.pid), quick })])
@@ -92,7 +147,23 @@ async function runOne (server: ServerName, workload: Workload, run: number): Pro
       s.kill('SIGTERM')
       if (s.exitCode === null) await once(s, 'exit')
     }
-    if (prefix[0] !== undefined) await deleteKeys(prefix[0])
+    await broker.cleanUp()
+  }
+}
+
+/**
+ * Whether PostgreSQL answers at POSTGRES_URL. If not, under CI=true the bench fails (nothing may skip there);
+ * elsewhere it skips the postgres server, with a message saying why.
+ */
+async function postgresAnswers (): Promise<boolean> {
+  try {
+    await postgresQuery('SELECT 1')
+    return true
+  } catch (error) {
+    const reason = `PostgreSQL is missing: nothing answered at ${POSTGRES_URL} (${(error as Error).message}); start PostgreSQL or set POSTGRES_URL`
+    if (process.env.CI === 'true') throw new Error(`${reason}. Under CI the postgres workloads must run, not skip.`, { cause: error })
+    process.stderr.write(`skipping the postgres server: ${reason}\n`)
+    return false
   }
 }
 
@@ -102,28 +173,62 @@ function median (values: number[]): number {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
+type Pick = (r: Record<string, unknown>) => number | undefined
+const best = (key: keyof Step): Pick => (r) => (r.best as Step | undefined)?.[key] as number | undefined
+const fixed = (key: keyof Step): Pick => (r) => (r.fixed as Step | undefined)?.[key] as number | undefined
+const field = (key: string): Pick => (r) => r[key] as number | undefined
+const atLeast = (ratio: number) => (x: number): string => `≥ ${ratio}×: ${x >= ratio ? 'met' : 'NOT met'}`
+const absolute = (floor: number, unit: string) => (_: number, figure: number): string =>
+  `≥ ${floor.toLocaleString('en-US')}${unit}: ${figure >= floor ? 'met' : 'NOT met'}`
+
 /**
- * Metric rows of the table: where each figure comes from, and the target for ours / baseline. `versus` rows
- * compare redis-2node with ours on a single-node workload instead.
+ * Rows of the table: a figure of one server on one workload (as the generator names it), its reference (another
+ * server's figure, by default the baseline's on the same workload), and the target, given the ratio figure /
+ * reference and both figures.
  */
-const METRICS: Array<{ workload: string, name: string, pick: (r: Record<string, unknown>) => number | undefined, versus?: string, target?: (ratio: number, ours: number, base: number) => string }> = [
-  { workload: 'fanout-100', name: 'deliveries/s', pick: (r) => (r.best as Step | undefined)?.offered, target: (x) => `≥ 3×: ${x >= 3 ? 'met' : 'NOT met'}` },
-  { workload: 'fanout-100', name: 'µs CPU/delivery', pick: (r) => (r.best as Step | undefined)?.serverUsPerDelivery },
-  { workload: 'fanout-1000', name: 'deliveries/s', pick: (r) => (r.best as Step | undefined)?.offered, target: (x) => `≥ 2×: ${x >= 2 ? 'met' : 'NOT met'}` },
-  { workload: 'fanout-1000', name: 'µs CPU/delivery', pick: (r) => (r.best as Step | undefined)?.serverUsPerDelivery },
-  { workload: 'rooms', name: 'deliveries/s', pick: (r) => (r.best as Step | undefined)?.offered, target: (x) => `≥ 1.5×: ${x >= 1.5 ? 'met' : 'NOT met'}` },
-  { workload: 'rooms', name: 'µs CPU/delivery', pick: (r) => (r.best as Step | undefined)?.serverUsPerDelivery },
-  { workload: 'fixed-50k', name: 'p50 ms', pick: (r) => (r.fixed as Step).p50 },
-  { workload: 'fixed-50k', name: 'p99 ms', pick: (r) => (r.fixed as Step).p99, target: (x) => `≤ 1.2×: ${x <= 1.2 ? 'met' : 'NOT met'}` },
-  { workload: 'fixed-50k', name: 'max ms', pick: (r) => (r.fixed as Step).max },
-  { workload: 'fixed-50k', name: 'µs CPU/delivery', pick: (r) => (r.fixed as Step).serverUsPerDelivery },
-  { workload: 'idle', name: 'RSS bytes/conn', pick: (r) => r.rssPerConnection as number, target: (_, ours, base) => `≤ +2 KB: ${ours - base <= 2048 ? 'met' : 'NOT met'} (${Math.round(ours - base)} B)` },
-  { workload: 'idle', name: 'connections/s', pick: (r) => r.connectionsPerSec as number },
-  { workload: 'redis-2node', name: 'deliveries/s', pick: (r) => (r.best as Step | undefined)?.offered, versus: 'fanout-100', target: () => 'cost of crossing Redis' },
-  { workload: 'redis-2node', name: 'µs CPU/delivery', pick: (r) => (r.best as Step | undefined)?.serverUsPerDelivery, versus: 'fanout-100', target: () => 'both nodes, Redis not counted' },
-  { workload: 'redis-2node-50k', name: 'p50 ms', pick: (r) => (r.fixed as Step).p50, versus: 'fixed-50k' },
-  { workload: 'redis-2node-50k', name: 'p99 ms', pick: (r) => (r.fixed as Step).p99, versus: 'fixed-50k' },
-  { workload: 'redis-2node-50k', name: 'µs CPU/delivery', pick: (r) => (r.fixed as Step).serverUsPerDelivery, versus: 'fixed-50k' },
+interface Metric {
+  server?: ServerName
+  workload: string
+  name: string
+  pick: Pick
+  reference?: { server: ServerName, workload?: string }
+  target?: (ratio: number, figure: number, reference: number) => string
+}
+const OURS_ON_ONE_NODE = { server: 'ours' } as const
+
+/** A durable server's `appends` rows, against ours with the memory broker; `floor`: its target in appends/s. */
+function appendsRows (server: ServerName, floor: number): Metric[] {
+  const row = (name: string, pick: Pick): Metric => ({ server, workload: 'appends', name, pick, reference: OURS_ON_ONE_NODE })
+  return [
+    { ...row('appends/s', field('appendsPerSec')), target: absolute(floor, '/s') },
+    row('p99 ack ms', field('p99')),
+    row('µs CPU/append', field('serverUsPerAppend')),
+    row('server core busy', field('serverCpu')),
+  ]
+}
+const METRICS: Metric[] = [
+  { workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), target: atLeast(3) },
+  { workload: 'fanout-100', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery') },
+  { workload: 'fanout-1000', name: 'deliveries/s', pick: best('offered'), target: atLeast(2) },
+  { workload: 'fanout-1000', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery') },
+  { workload: 'rooms', name: 'deliveries/s', pick: best('offered'), target: atLeast(1.5) },
+  { workload: 'rooms', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery') },
+  { workload: 'fixed-50k', name: 'p50 ms', pick: fixed('p50') },
+  { workload: 'fixed-50k', name: 'p99 ms', pick: fixed('p99'), target: (x) => `≤ 1.2×: ${x <= 1.2 ? 'met' : 'NOT met'}` },
+  { workload: 'fixed-50k', name: 'max ms', pick: fixed('max') },
+  { workload: 'fixed-50k', name: 'µs CPU/delivery', pick: fixed('serverUsPerDelivery') },
+  { workload: 'idle', name: 'RSS bytes/conn', pick: field('rssPerConnection'), target: (_, ours, base) => `≤ +2 KB: ${ours - base <= 2048 ? 'met' : 'NOT met'} (${Math.round(ours - base)} B)` },
+  { workload: 'idle', name: 'connections/s', pick: field('connectionsPerSec') },
+  { server: 'redis-2node', workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), reference: OURS_ON_ONE_NODE, target: () => 'cost of crossing Redis' },
+  { server: 'redis-2node', workload: 'fanout-100', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery'), reference: OURS_ON_ONE_NODE, target: () => 'both nodes, Redis not counted' },
+  { server: 'redis-2node', workload: 'fixed-50k', name: 'p50 ms', pick: fixed('p50'), reference: OURS_ON_ONE_NODE },
+  { server: 'redis-2node', workload: 'fixed-50k', name: 'p99 ms', pick: fixed('p99'), reference: OURS_ON_ONE_NODE },
+  { server: 'redis-2node', workload: 'fixed-50k', name: 'µs CPU/delivery', pick: fixed('serverUsPerDelivery'), reference: OURS_ON_ONE_NODE },
+  { server: 'sqlite', workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), reference: OURS_ON_ONE_NODE, target: atLeast(0.8) },
+  { server: 'sqlite', workload: 'fanout-100', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery'), reference: OURS_ON_ONE_NODE },
+  { server: 'sqlite', workload: 'fixed-50k', name: 'p99 ms', pick: fixed('p99'), reference: OURS_ON_ONE_NODE },
+  ...appendsRows('sqlite', 20_000),
+  ...appendsRows('postgres', 5_000),
 ]
 
 function format (value: number): string {
@@ -132,34 +237,55 @@ function format (value: number): string {
 
 const all: Array<Record<string, unknown>> = []
 const started = Date.now()
-const selected = WORKLOADS.filter((w) => only.includes(w))
+const selected = Object.keys(WORKLOADS).filter((w) => only.includes(w))
+const skipPostgres = selected.some((w) => WORKLOADS[w]!.servers.includes('postgres')) && !await postgresAnswers()
 for (let run = 1; run <= runs; run++) {
-  for (const workload of selected) {
-    const order: ServerName[] = run % 2 ? ['ours', 'baseline'] : ['baseline', 'ours']
-    if (workload !== 'redis-2node') {
-      for (const server of order) all.push(...await runOne(server, workload, run))
-      continue
+  // References already measured in this run (by their own selection or for another workload), by workload.
+  const measured = new Set<string>()
+  for (const name of selected) {
+    const { generator, servers, reference } = WORKLOADS[name]!
+    const order = run % 2 ? servers : [...servers].reverse()
+    for (const server of order) {
+      if (server === 'postgres' && skipPostgres) continue
+      all.push(...await runOne(server, generator, run))
     }
-    all.push(...await runOne('redis-2node', workload, run))
-    // Its reference, unless this run has measured it already.
-    if (!selected.includes('fanout-100')) all.push(...await runOne('ours', 'fanout-100', run))
+    if (servers.includes('ours')) measured.add(generator)
+    if (reference === undefined || measured.has(reference) || selected.includes(reference)) continue
+    all.push(...await runOne('ours', reference, run))
+    measured.add(reference)
   }
 }
 
-const rows = [['workload', 'metric', 'ours', 'reference', 'ratio', 'target']]
+const rows = [['server', 'workload', 'metric', 'figure', 'reference', 'ref. figure', 'ratio', 'target']]
 for (const metric of METRICS) {
-  const of = (server: ServerName, workload: string): number[] => all
+  const server = metric.server ?? 'ours'
+  const reference = { server: metric.reference?.server ?? 'baseline', workload: metric.reference?.workload ?? metric.workload }
+  const of = (server: string, workload: string): number[] => all
     .filter((r) => r.server === server && r.workload === workload)
     .map(metric.pick).filter((v): v is number => typeof v === 'number')
-  const ours = of(metric.versus ? 'redis-2node' : 'ours', metric.workload)
-  const base = metric.versus ? of('ours', metric.versus) : of('baseline', metric.workload)
-  if (ours.length === 0 || base.length === 0) continue
-  const [o, b] = [median(ours), median(base)]
-  rows.push([metric.versus ? `${metric.workload} / ours ${metric.versus}` : metric.workload, metric.name, format(o), format(b), `${(o / b).toFixed(2)}×`, metric.target?.(o / b, o, b) ?? ''])
+  const figures = of(server, metric.workload)
+  const references = of(reference.server, reference.workload)
+  const referenceName = reference.workload === metric.workload ? reference.server : `${reference.server} ${reference.workload}`
+  const ran = (name: string, workload: string): boolean => all.some((r) => r.server === name && r.workload === workload)
+  // A workload that ran but gave no figure (no ramp step passed) says so, rather than leaving its row out.
+  if (figures.length === 0 || references.length === 0) {
+    if (ran(server, metric.workload) && ran(reference.server, reference.workload)) {
+      rows.push([server, metric.workload, metric.name, figures.length ? format(median(figures)) : 'none', referenceName,
+        references.length ? format(median(references)) : 'none', '', 'no figure: no step passed (see the JSON lines)'])
+    }
+    continue
+  }
+  const [f, r] = [median(figures), median(references)]
+  rows.push([server, metric.workload, metric.name, format(f), referenceName, format(r), `${(f / r).toFixed(2)}×`, metric.target?.(f / r, f, r) ?? ''])
 }
 const bound = all.filter((r) => r.generatorBound === true).map((r) => `${r.server} ${r.workload} run ${r.run}`)
+const failed = all.filter((r) => r.pass === false).map((r) => `${r.server} ${r.workload} run ${r.run} (${r.why as string})`)
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
 process.stdout.write(`\n${rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ')).join('\n')}\n`)
-process.stdout.write(`\nmedians of ${runs} run(s), ${Math.round((Date.now() - started) / 1000)} s` +
+// Other work on the machine shows up in every figure, most in the closed-loop ones: say how busy it was.
+process.stdout.write(`\nmedians of ${runs} run(s), ${Math.round((Date.now() - started) / 1000)} s, load average over the last 5 minutes ${loadavg()[1]!.toFixed(2)}` +
   (bound.length ? `; generator-bound (its core saturated; the figure is a floor): ${bound.join(', ')}` : '') +
-  (selected.includes('redis-2node') ? `; redis-2node: both nodes share core ${SERVER_CORE}, reference is ours on one node` : '') + '\n')
+  (failed.length ? `; FAILED checks: ${failed.join(', ')}` : '') +
+  (selected.includes('redis-2node') ? `; redis-2node: both nodes share core ${SERVER_CORE}, reference is ours on one node` : '') +
+  (selected.includes('appends') && !skipPostgres ? `; postgres: the server is pinned to core ${SERVER_CORE}, PostgreSQL runs wherever the OS puts it and its CPU is not counted` : '') +
+  (skipPostgres ? '; postgres skipped: PostgreSQL did not answer' : '') + '\n')

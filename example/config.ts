@@ -1,7 +1,9 @@
 /**
  * The example server's config file: `{ host, port, logLevel,
- * connectionTimeout?, redis? | sqlite? | postgres?, chat }`, where `chat` holds
- * the plugin's options and at most one broker key names where rooms live. Validated at start so a bad field stops
+ * connectionTimeout?, redis? | sqlite? | postgres?, accounts?, sessionSecret?,
+ * chat }`, where `chat` holds the plugin's options, at most one broker key
+ * names where rooms live, and `accounts` turns on sign-up and sign-in (kept in
+ * the SQLite or PostgreSQL database). Validated at start so a bad field stops
  * the server with a message naming it.
  */
 import { readFile } from 'node:fs/promises'
@@ -19,8 +21,10 @@ export const ConfigSchema = Type.Object({
   redis: Type.Optional(Type.String({ pattern: '^rediss?://', description: "a Redis URL like 'redis://127.0.0.1:6379'" })),
   sqlite: Type.Optional(Type.String({ minLength: 1, description: "a database file like 'data/chat.db', relative to the working directory" })),
   postgres: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: "a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'" })),
+  accounts: Type.Optional(Type.Boolean({ description: 'true (people register and sign in; needs sqlite or postgres) or false (everyone is a guest)' })),
+  sessionSecret: Type.Optional(Type.String({ minLength: 32, description: 'a secret of at least 32 characters that signs session cookies' })),
   chat: OptionsSchema,
-}, { additionalProperties: false, description: 'an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, chat }' })
+}, { additionalProperties: false, description: 'an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, accounts?, sessionSecret?, chat }' })
 
 /**
  * How long a connection may stay silent before the server closes it, unless
@@ -55,7 +59,7 @@ export async function loadConfig (file: string | URL, env: NodeJS.ProcessEnv = p
     if (env.HOST !== undefined) fields.host = env.HOST
     if (env.PORT !== undefined) fields.port = Number(env.PORT)
   }
-  const problems = validator.Check(value) ? [...brokerProblems(value), ...optionRuleProblems(value.chat, 'chat.')] : schemaErrors(validator, value, 'config')
+  const problems = validator.Check(value) ? [...brokerProblems(value), ...accountsProblems(value), ...optionRuleProblems(value.chat, 'chat.')] : schemaErrors(validator, value, 'config')
   if (problems.length > 0) throw new OptionsError(`config ${String(file)}: ${problems.join('; ')}`)
   return value as Config
 }
@@ -64,4 +68,11 @@ function brokerProblems (config: Config): string[] {
   const named = BROKER_KEYS.filter((key) => config[key] !== undefined)
   if (named.length <= 1) return []
   return [`${named.join(' and ')}: a config names at most one broker (where rooms live); keep one of them`]
+}
+
+/** Accounts are kept in the database the chat uses: Redis and memory are not one that keeps them. */
+function accountsProblems (config: Config): string[] {
+  if (config.accounts !== true || config.sqlite !== undefined || config.postgres !== undefined) return []
+  const where = config.redis !== undefined ? 'redis does not keep them' : 'no broker key is set'
+  return [`accounts: needs sqlite or postgres to keep the accounts in (${where}); set one of them, or accounts: false`]
 }

@@ -2,13 +2,18 @@
  * The example server: the plugin on port 9999 from example/config.json.
  * `CHAT_CONFIG` names another config file; `HOST` and `PORT` override it.
  * With `sqlite` (a file) its rooms outlive restarts; with `redis` or
- * `postgres` (a URL), several such servers share their rooms.
+ * `postgres` (a URL), several such servers share their rooms. With
+ * `accounts`, people sign in (example/accounts.ts) and the chat knows them by
+ * their session; without, everyone is a guest who picks a name.
  */
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import Fastify from 'fastify'
+import Fastify, { type FastifyBaseLogger } from 'fastify'
 import type { Broker } from '../lib/broker.js'
+import type { SqliteBroker } from '../lib/sqlite.js'
 import chatRooms from '../lib/index.js'
+import type { AccountStore } from './account-store.js'
+import { Accounts } from './accounts.js'
 import { type Config, DEFAULT_CONFIG_FILE, DEFAULT_CONNECTION_TIMEOUT, loadConfig } from './config.js'
 
 /**
@@ -25,11 +30,21 @@ async function makeBroker (config: Config): Promise<Broker | undefined> {
   return undefined
 }
 
+/** Where accounts are kept: the database the broker uses (the config allows accounts with no other). */
+async function makeAccountStore (config: Config, broker: Broker | undefined, log: FastifyBaseLogger): Promise<AccountStore> {
+  if (config.postgres !== undefined) return new (await import('./postgres-accounts.js')).PostgresAccountStore(config.postgres, log)
+  const sqlite = broker as SqliteBroker
+  return new (await import('./sqlite-accounts.js')).SqliteAccountStore(() => sqlite.database)
+}
+
 async function main (): Promise<void> {
   const config = await loadConfig(process.env.CHAT_CONFIG ?? DEFAULT_CONFIG_FILE)
   const app = Fastify({ logger: { level: config.logLevel }, connectionTimeout: config.connectionTimeout ?? DEFAULT_CONNECTION_TIMEOUT })
   const broker = await makeBroker(config)
-  await app.register(chatRooms, { ...config.chat, broker })
+  const accounts = config.accounts === true ? new Accounts(await makeAccountStore(config, broker, app.log)) : undefined
+  await app.register(chatRooms, { ...config.chat, broker, authenticate: accounts?.authenticate })
+  // After the chat plugin: its broker is open, and with SQLite the accounts live in its file.
+  if (accounts) await app.register(accounts.routes, { sessionSecret: config.sessionSecret })
   await app.listen({ host: config.host, port: config.port })
 
   let closing = false

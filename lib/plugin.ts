@@ -17,6 +17,7 @@ import { Connection, Heartbeat } from './connection.js'
 import { CloseCodes } from './errors.js'
 import { healthRoutes } from './health.js'
 import { Hub } from './hub.js'
+import { REDACTED_REQUEST_LOG } from './log-redaction.js'
 import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
 import { createDecoder, MAX_RAW_NAME_LENGTH } from './protocol.js'
@@ -96,6 +97,7 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     websocket: true,
     schema: { querystring: NameQuery },
     preValidation: admit,
+    ...REDACTED_REQUEST_LOG,
   }, (socket, request) => {
     const upgrade = admitted.get(request)
     if (!upgrade) return socket.close(CloseCodes.internalError, 'not admitted')

@@ -8,6 +8,7 @@ import Type from 'typebox'
 import { refuse, type Authenticate } from './admission.js'
 import { ChatError } from './errors.js'
 import type { Hub } from './hub-api.js'
+import { REDACTED_REQUEST_LOG } from './log-redaction.js'
 import type { ResolvedOptions } from './options.js'
 import { MessageSchema, MAX_HISTORY_LIMIT } from './protocol.js'
 
@@ -38,6 +39,8 @@ export interface RestOptions {
 
 /** Registered with `{ prefix }`: the routes of the HTTP API. */
 export async function restApi (api: FastifyInstance, { hub, options, authenticate }: RestOptions): Promise<void> {
+  // Every route of this context, whoever adds it: a token may come in the query string.
+  api.addHook('onRoute', (route) => { route.logSerializers = { ...route.logSerializers, ...REDACTED_REQUEST_LOG.logSerializers } })
   if (options.authenticate) {
     api.addHook('preHandler', async (request, reply) => {
       if (!(await authenticate(request, reply))) return reply

@@ -25,7 +25,7 @@ const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', tim
 
 /**
  * room → { messages: Map<seq, message>, members: Map<id, member>, unread, typing: Map<id, {name, timer}>,
- * more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>, readUpTo }
+ * more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>, readUpTo, joinedBefore }
  */
 const rooms = new Map()
 let current
@@ -34,6 +34,8 @@ let myId
 /** Every connection id this page had: our messages from before a reconnect are still ours. */
 const myIds = new Set()
 let lastTypingSent = 0
+/** Whether the server has accounts: then the page signs in (a session cookie) instead of picking a name. */
+let accounts = false
 
 function el (tag, props = {}, ...children) {
   const node = document.createElement(tag)
@@ -53,7 +55,7 @@ function recall (key, fallback) {
 function roomState (room) {
   let state = rooms.get(room)
   if (!state) {
-    state = { messages: new Map(), members: new Map(), unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), readUpTo: 0 }
+    state = { messages: new Map(), members: new Map(), unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), readUpTo: 0, joinedBefore: false }
     rooms.set(room, state)
   }
   return state
@@ -214,8 +216,9 @@ async function loadOlder () {
   }
 }
 
+/** With accounts, the connection carries the session cookie and the server says who we are: no name is sent. */
 function start (name) {
-  client = new ChatClient(new URL(window.chatConfig.path, location.href), { name })
+  client = new ChatClient(new URL(window.chatConfig.path, location.href), accounts ? {} : { name })
   client.on('status', setStatus)
   client.on('welcome', (welcome) => {
     myId = welcome.id
@@ -226,8 +229,10 @@ function start (name) {
   client.on('joined', (joined) => {
     const state = roomState(joined.room)
     state.members = new Map(joined.members.map((member) => [member.id, member]))
-    // What was said before we first came is history, not unread; what we missed while away is unread.
-    if (state.lastSeq === 0) state.readUpTo = joined.seq
+    // What was said before we first came is history, not unread; what we missed while away is unread,
+    // even in a room that was empty when we came (no message seen yet, so lastSeq cannot tell).
+    if (!state.joinedBefore) state.readUpTo = joined.seq
+    state.joinedBefore = true
     if (joined.room === current) {
       renderMembers()
       fillScreen()
@@ -302,13 +307,83 @@ function newCid () {
   return Array.from(window.crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('')
 }
 
+// ------------------------------------------------------------------ accounts
+
+/** Who is signed in (`{ id, name }` or null); undefined when the server has no accounts (no /auth routes). */
+async function whoAmI () {
+  const response = await fetch('/auth/me')
+  if (response.status === 404) return undefined
+  if (!response.ok) throw new Error(`GET /auth/me answered ${response.status}`)
+  return (await response.json()).user
+}
+
+function signInFailure (status, body) {
+  if (status === 401) return 'Wrong name or password.'
+  if (status === 409) return 'That name is taken; pick another, or sign in.'
+  if (status === 429) return 'Too many attempts; wait a minute and try again.'
+  if (status === 400 && typeof body.message === 'string') return `Not accepted: ${body.message}`
+  return `The server answered ${status}; try again.`
+}
+
+/** Registers or signs in (`action`); the answer sets the session cookie. Returns the user, or undefined after showing why not. */
+async function signIn (action, name, password) {
+  let response
+  try {
+    response = await fetch(`/auth/${action}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, password }) })
+  } catch (error) {
+    $('login-error').textContent = `Could not reach the server (${error.message}).`
+    return undefined
+  }
+  const body = await response.json().catch(() => ({}))
+  if (!response.ok) {
+    $('login-error').textContent = signInFailure(response.status, body)
+    return undefined
+  }
+  return body.user
+}
+
+/** Signed in as `user`: show who, and connect (the cookie goes with the upgrade). */
+function enterAs (user) {
+  $('account-name').textContent = user.name
+  $('account').hidden = false
+  // The name is the account's; renaming is the application's call (not offered here).
+  $('name-form').hidden = true
+  start(user.name)
+}
+
+function offerAccounts () {
+  accounts = true
+  $('login-hint').hidden = false
+  $('password-field').hidden = false
+  $('login-password').disabled = false
+  $('register-submit').hidden = false
+  $('register-submit').disabled = false
+  $('login-submit').textContent = 'Sign in'
+  $('login-name').autocomplete = 'username'
+}
+
 // ------------------------------------------------------------------ wiring
 
-$('login').addEventListener('submit', (event) => {
+$('login').addEventListener('submit', async (event) => {
   event.preventDefault()
   const name = $('login-name').value.trim()
   remember(NAME_KEY, name)
-  start(name)
+  if (!accounts) return start(name)
+  $('login-error').textContent = ''
+  const buttons = [$('login-submit'), $('register-submit')]
+  for (const button of buttons) button.disabled = true
+  const user = await signIn(event.submitter?.value === 'register' ? 'register' : 'login', name, $('login-password').value)
+  for (const button of buttons) button.disabled = false
+  if (!user) return
+  $('login-password').value = ''
+  enterAs(user)
+})
+
+$('sign-out').addEventListener('click', async () => {
+  client?.close()
+  await fetch('/auth/logout', { method: 'POST' }).catch(() => undefined)
+  // A fresh page: nothing of this account's rooms or messages stays on screen.
+  location.reload()
 })
 
 $('join-form').addEventListener('submit', (event) => {
@@ -385,4 +460,14 @@ $('login-name').value = recall(NAME_KEY, '')
 $('login-room').value = recall(ROOMS_KEY, ['lobby'])[0] ?? 'lobby'
 setStatus({ status: 'closed' })
 statusLine.textContent = 'Not connected'
-$('login-name').focus()
+let user
+try {
+  user = await whoAmI()
+} catch (error) {
+  // The accounts routes exist but failed: signing in is still offered, and its answer will say why.
+  user = null
+  $('login-error').textContent = `Could not ask who is signed in (${error.message}).`
+}
+if (user !== undefined) offerAccounts()
+if (user) enterAs(user)
+else $('login-name').focus()

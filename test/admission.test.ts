@@ -149,3 +149,29 @@ test('503: an authenticate hook that does not answer in time refuses the upgrade
   await new Promise((resolve) => setTimeout(resolve, 50))
   await RawClient.connect(t, wsUrl)
 })
+
+test('a token in the query string is never written to the logs, whether the upgrade or an HTTP API call is admitted or refused', async (t) => {
+  const lines: string[] = []
+  const app = Fastify({ logger: { level: 'trace', stream: { write: (line: string) => { lines.push(line) } } } })
+  const token = 'S3CRET-token-value'
+  await app.register(chatRooms, {
+    home: false,
+    rest: { prefix: '/api' },
+    authenticate: (request) => (request.query as { token?: string }).token === token ? { id: 'u1', name: 'alice' } : undefined,
+  })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.after(() => app.close())
+  const base = `127.0.0.1:${(app.server.address() as AddressInfo).port}`
+
+  const admitted = await RawClient.connect(t, `ws://${base}/ws?token=${token}&name=bob`)
+  admitted.socket.close()
+  await admitted.closed
+  assert.equal((await refusal(`ws://${base}/ws?token=${token}-wrong`)).status, 401)
+  assert.equal((await fetch(`http://${base}/api/rooms?token=${token}`)).status, 200)
+  assert.equal((await fetch(`http://${base}/api/rooms?token=${token}-wrong`)).status, 401)
+
+  const logged = lines.join('')
+  assert.ok(logged.includes('"url":"/ws?token=…&name=…"'), 'the upgrade is logged, with which parameters came')
+  assert.ok(logged.includes('"url":"/api/rooms?token=…"'), 'the HTTP API call is logged too')
+  assert.ok(!logged.includes(token), 'no line holds the token')
+})

@@ -251,3 +251,19 @@ test('a client that missed more than historySize after a restart gets recovered:
   const resumed = await back.request('joined', { type: 'join', room: 'lobby', since: 0, epoch: joined.epoch })
   assert.deepEqual([resumed.recovered, resumed.seq, resumed.history.map((m) => m.text)], [false, 8, ['m6', 'm7', 'm8']])
 })
+
+test('database is the open handle, for the application\'s own tables in the same file, kept across a reopen', async (t) => {
+  const file = await tempFile(t)
+  const broker = new SqliteBroker({ file })
+  assert.throws(() => broker.database, /SqliteBroker: not open/)
+  await broker.open(new RecordingNode())
+  broker.database.exec('CREATE TABLE app_notes (text TEXT NOT NULL)')
+  broker.database.prepare('INSERT INTO app_notes (text) VALUES (?)').run('kept')
+  await broker.append('lobby', { from: alice, text: 'hello' })
+  await broker.close()
+  assert.throws(() => broker.database, /SqliteBroker: not open/)
+
+  const reopened = await openBroker(t, { file })
+  assert.deepEqual(reopened.database.prepare('SELECT text FROM app_notes').all(), [{ text: 'kept' }])
+  assert.deepEqual((await reopened.read('lobby', { limit: 10 })).messages.map((message) => message.text), ['hello'])
+})

@@ -1,18 +1,26 @@
 /**
  * The home page in a real browser (Debian's Chromium): two people chatting,
- * a server restart under open pages, origin checks and HTML injection, and a
- * phone-width screen with the keyboard.
+ * server restarts under open pages (one broker across two instances, and the
+ * example server's own process on its SQLite file, killed and restarted),
+ * origin checks and HTML injection, and a phone-width screen with the keyboard.
  */
 import { describe, test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
+import type { Page } from 'playwright-core'
 import Fastify, { type FastifyInstance } from 'fastify'
 import chatRooms, { MemoryBroker, type ChatRoomsOptions } from '../lib/index.js'
 import { startServer } from './helpers/server.js'
 import { sleep } from './helpers/client.js'
+import { type ExampleServer, homePage, startExample } from './helpers/example-server.js'
+import { freePort } from './helpers/free-port.js'
 import {
-  enterChat, joinRoom, launchBrowser, openPage, say, shownMembers, shownMessages, skipUnlessChromium,
+  WAIT_MS, enterChat, joinRoom, launchBrowser, openPage, say, sayAtOnce, shownMembers, shownMessages, skipUnlessChromium,
   switchRoom, unreadBadge, waitConnected, waitForMessage, waitJoined,
 } from './helpers/browser.js'
 
@@ -29,6 +37,94 @@ async function listenChat (t: TestContext, port: number, options: ChatRoomsOptio
 
 /** Each test is done in seconds; this bounds a hung browser or a page that never reconnects. */
 const timeout = 60_000
+
+/**
+ * An init script: the page's WebSocket, wrapped to record each close code in
+ * `window.closeCodes`, so a test sees how the server went away (1001, or 1006 for a crash).
+ */
+function recordCloseCodes (): void {
+  const Native = window.WebSocket
+  const codes: number[] = []
+  Object.assign(window, { closeCodes: codes })
+  window.WebSocket = class extends Native {
+    constructor (...args: ConstructorParameters<typeof WebSocket>) {
+      super(...args)
+      this.addEventListener('close', (event) => codes.push(event.code))
+    }
+  }
+}
+
+/** The page's window once `recordCloseCodes` ran. */
+interface RecordingWindow { closeCodes: number[] }
+
+/** From now on: a function that gives each page's first close code recorded after now (0 while none). */
+async function firstClosesFromNow (pages: Array<{ page: Page }>): Promise<() => Promise<number[]>> {
+  const readers = await Promise.all(pages.map(async ({ page }) => {
+    const mark = await page.evaluate(() => (window as unknown as RecordingWindow).closeCodes.length)
+    return () => page.evaluate((from) => (window as unknown as RecordingWindow).closeCodes[from] ?? 0, mark)
+  }))
+  return () => Promise.all(readers.map((read) => read()))
+}
+
+/** Polls `read` until it gives `expected` or WAIT_MS pass, then asserts it (a readable diff when it never did). */
+async function until<T> (read: () => Promise<T>, expected: T, message: string): Promise<void> {
+  const deadline = Date.now() + WAIT_MS
+  let actual = await read()
+  while (!isDeepStrictEqual(actual, expected) && Date.now() < deadline) {
+    await sleep(50)
+    actual = await read()
+  }
+  assert.deepEqual(actual, expected, message)
+}
+
+interface StoredMessage { seq: number, from: { name: string }, text: string }
+
+/** What the server stored in `room`, from its HTTP API, oldest first. */
+async function stored (port: number, room: string): Promise<StoredMessage[]> {
+  const reply = await fetch(`http://127.0.0.1:${port}/api/rooms/${room}/messages?limit=100`)
+  return (await reply.json() as { messages: StoredMessage[] }).messages
+}
+
+/** Waits until the server stored exactly `texts` in `room` (each once, any order), and checks their seqs run 1…n. */
+async function storedOnce (port: number, room: string, texts: string[]): Promise<void> {
+  await until(async () => (await stored(port, room)).map((m) => m.text).sort(), [...texts].sort(), `${room}: each message stored once`)
+  assert.deepEqual((await stored(port, room)).map((m) => m.seq), texts.map((_, i) => i + 1), `${room}: seqs without holes`)
+}
+
+/** What a page shows of its current room, and the unread badges of all its rooms. */
+async function shownRoom (page: Page) {
+  return page.evaluate(() => {
+    const all = (selector: string) => [...document.querySelectorAll<HTMLElement>(selector)]
+    return {
+      room: document.querySelector<HTMLElement>('#room-list button[aria-current="true"]')?.dataset.room,
+      messages: all('#messages li[data-seq]').map((item) => [Number(item.dataset.seq), item.querySelector('.from')?.textContent, item.querySelector('.text')?.textContent]),
+      pending: all('#messages li.pending').map((item) => item.querySelector('.text')?.textContent),
+      // Who came and went is fine; anything else (history lost, messages missing, an error) is not.
+      notices: all('#messages li.notice').map((item) => item.textContent ?? '').filter((line) => !/ (joined|left)$/.test(line)),
+      members: all('#member-list li').map((item) => item.textContent).sort(),
+      unread: Object.fromEntries(all('#room-list button').map((button) => [button.dataset.room, button.querySelector('.unread')?.textContent ?? ''])),
+    }
+  })
+}
+
+/**
+ * Waits until `person`'s page shows `room` as the server stored it (each message once, in seq
+ * order), nothing pending, no notice of loss, `members` (no ghost), and `unread`; then checks
+ * again a moment later, when a duplicate would have come.
+ */
+async function showsResumed (person: { name: string, page: Page }, port: number, room: string, members: string[], unread: Record<string, string>): Promise<void> {
+  const expected = {
+    room,
+    messages: (await stored(port, room)).map((m) => [m.seq, m.from.name, m.text]),
+    pending: [],
+    notices: [],
+    members: members.map((name) => name === person.name ? `${name} (you)` : name).sort(),
+    unread,
+  }
+  await until(() => shownRoom(person.page), expected, `${person.name} in ${room}`)
+  await sleep(200)
+  assert.deepEqual(await shownRoom(person.page), expected, `${person.name} in ${room}, a moment later`)
+}
 
 describe('the home page in Chromium', { skip }, () => {
   test('two people chat: both ways, members, typing, history on join, rooms with unread counts', { timeout }, async (t) => {
@@ -146,6 +242,123 @@ describe('the home page in Chromium', { skip }, () => {
     assert.deepEqual(await alice.page.$$eval('#messages li', (items) => items.map((item) => item.className || item.querySelector('.text')?.textContent)),
       ['notice', 'new 1'])
     assert.deepEqual(alice.errors, [])
+  })
+
+  test('the example server with SQLite, killed and then restarted gracefully under open pages: every page resumes every room', { timeout }, async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'chat-browser-'))
+    t.after(() => rm(dir, { recursive: true, force: true }))
+    const config = join(dir, 'config.json')
+    await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', sqlite: join(dir, 'chat.db'), chat: { rest: { prefix: '/api' } } }))
+    const port = await freePort()
+    /** A new server process on the same port and file: only the file carries the chat from one to the next. */
+    async function startServerProcess (): Promise<ExampleServer> {
+      const server = startExample({ CHAT_CONFIG: config, PORT: String(port) })
+      t.after(() => server.child.kill('SIGKILL'))
+      assert.equal((await homePage(port))?.status, 200, server.output())
+      return server
+    }
+    let server = await startServerProcess()
+    const url = `http://127.0.0.1:${port}/`
+    const browser = await launchBrowser(t)
+    const person = async (name: string) => ({ name, ...await openPage(browser) })
+    const alice = await person('alice')
+    const bob = await person('bob')
+    const carol = await person('carol')
+    const everyone = [alice, bob, carol]
+    for (const { page } of everyone) await page.addInitScript(recordCloseCodes)
+    for (const { page, name } of everyone) await enterChat(page, url, name)
+    // Bob and Carol are also in `random` and `quiet`; Carol keeps looking at the lobby, so what comes there is unread.
+    for (const { page } of [bob, carol]) {
+      await joinRoom(page, 'random')
+      await joinRoom(page, 'quiet')
+      await switchRoom(page, 'lobby')
+    }
+
+    await switchRoom(bob.page, 'random')
+    await say(bob.page, 'r1')
+    await say(bob.page, 'r2')
+    await switchRoom(bob.page, 'lobby')
+    await say(alice.page, 'a1')
+    await waitForMessage(bob.page, 'a1')
+    await say(bob.page, 'b1')
+    await waitForMessage(carol.page, 'b1')
+    await say(carol.page, 'c1')
+    for (const { page } of everyone) await waitForMessage(page, 'c1')
+    await carol.page.waitForSelector('#room-list button[data-room="random"] .unread:text("2")')
+
+    // A crash right after an ack, with Bob's burst on the wire: each of it is stored and not
+    // acked, or not stored at all, and comes back with its cid after the restart.
+    await switchRoom(bob.page, 'random')
+    let firstCloses = await firstClosesFromNow(everyone)
+    await say(alice.page, 'a2')
+    await waitForMessage(alice.page, 'a2')
+    await sayAtOnce(bob.page, ['r3', 'r4', 'r5', 'r6'])
+    server.child.kill('SIGKILL')
+    assert.equal((await server.exited)[1], 'SIGKILL')
+    for (const { page } of everyone) await page.waitForSelector('#status[data-status="reconnecting"]')
+    await say(alice.page, 'a3 while the server is down')
+    await say(carol.page, 'c2 while the server is down')
+    await alice.page.waitForSelector('#messages li.pending:has-text("a3 while the server is down")')
+    await carol.page.waitForSelector('#messages li.pending:has-text("c2 while the server is down")')
+
+    server = await startServerProcess()
+    for (const { page } of everyone) await waitConnected(page)
+    assert.deepEqual(await firstCloses(), [1006, 1006, 1006], 'a crash: no close frame')
+    const lobby = ['a1', 'b1', 'c1', 'a2', 'a3 while the server is down', 'c2 while the server is down']
+    const random = ['r1', 'r2', 'r3', 'r4', 'r5', 'r6']
+    await storedOnce(port, 'lobby', lobby)
+    await storedOnce(port, 'random', random)
+    const lobbyMembers = ['alice', 'bob', 'carol']
+    const pairMembers = ['bob', 'carol']
+    // Bob looked at `random` since b1: the lobby's a2, a3 and c2 are unread there; Carol never looked at `random`.
+    await showsResumed(alice, port, 'lobby', lobbyMembers, { lobby: '' })
+    await showsResumed(bob, port, 'random', pairMembers, { lobby: '3', random: '', quiet: '' })
+    await showsResumed(carol, port, 'lobby', lobbyMembers, { lobby: '', random: '6', quiet: '' })
+    await switchRoom(carol.page, 'random')
+    await showsResumed(carol, port, 'random', pairMembers, { lobby: '', random: '', quiet: '' })
+    await switchRoom(bob.page, 'lobby')
+    await showsResumed(bob, port, 'lobby', lobbyMembers, { lobby: '', random: '', quiet: '' })
+    await switchRoom(carol.page, 'lobby')
+    await switchRoom(bob.page, 'random')
+
+    // A graceful restart (1001). Carol stays offline until the others are back and Bob's message,
+    // the first ever in `quiet`, is stored: she learns of it only by resuming, and it is unread.
+    await say(bob.page, 'r7')
+    await say(alice.page, 'a4')
+    await waitForMessage(bob.page, 'r7')
+    await waitForMessage(alice.page, 'a4')
+    firstCloses = await firstClosesFromNow(everyone)
+    server.child.kill('SIGTERM')
+    for (const { page } of everyone) await page.waitForSelector('#status[data-status="reconnecting"]')
+    await carol.page.context().setOffline(true)
+    await switchRoom(bob.page, 'quiet')
+    await say(bob.page, 'q1 while the server is down')
+    await bob.page.waitForSelector('#messages li.pending:has-text("q1 while the server is down")')
+    assert.equal((await server.exited)[0], 0, server.output())
+
+    await startServerProcess()
+    for (const { page } of [alice, bob]) await waitConnected(page)
+    await storedOnce(port, 'quiet', ['q1 while the server is down'])
+    assert.equal(await carol.page.getAttribute('#status', 'data-status'), 'reconnecting', 'Carol was offline all along')
+    await carol.page.context().setOffline(false)
+    await waitConnected(carol.page)
+    assert.deepEqual(await firstCloses(), [1001, 1001, 1001], 'going away')
+    lobby.push('a4')
+    random.push('r7')
+    await storedOnce(port, 'lobby', lobby)
+    await storedOnce(port, 'random', random)
+    await showsResumed(alice, port, 'lobby', lobbyMembers, { lobby: '' })
+    await showsResumed(bob, port, 'quiet', pairMembers, { lobby: '1', random: '', quiet: '' })
+    await showsResumed(carol, port, 'lobby', lobbyMembers, { lobby: '', random: '1', quiet: '1' })
+    await switchRoom(carol.page, 'random')
+    await showsResumed(carol, port, 'random', pairMembers, { lobby: '', random: '', quiet: '1' })
+    await switchRoom(carol.page, 'quiet')
+    await showsResumed(carol, port, 'quiet', pairMembers, { lobby: '', random: '', quiet: '' })
+    for (const room of ['lobby', 'random']) {
+      await switchRoom(bob.page, room)
+      await showsResumed(bob, port, room, room === 'lobby' ? lobbyMembers : pairMembers, { lobby: '', random: '', quiet: '' })
+    }
+    assert.deepEqual(everyone.flatMap(({ errors }) => errors), [])
   })
 
   test('older history loads on scrolling up; after a reload, history is not counted as unread', { timeout }, async (t) => {

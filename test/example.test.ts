@@ -1,48 +1,17 @@
 /** The example server as a newcomer runs it: its own process, a config file, signals. */
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
-import { connect, createServer } from 'node:net'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
 import { RawClient } from './helpers/client.js'
+import { homePage, signUp, startExample, tempDir } from './helpers/example-server.js'
+import { freePort } from './helpers/free-port.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
-
-const SERVER = fileURLToPath(new URL('../example/server.js', import.meta.url))
-
-async function freePort (): Promise<number> {
-  const probe = createServer().listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const { port } = probe.address() as { port: number }
-  probe.close()
-  return port
-}
-
-/** Runs the example server; `cwd` is where the shipped config's `data/chat.db` goes. */
-function start (env: NodeJS.ProcessEnv, cwd?: string) {
-  const child = spawn(process.execPath, [SERVER], { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout.on('data', (chunk: Buffer) => { output += String(chunk) })
-  child.stderr.on('data', (chunk: Buffer) => { output += String(chunk) })
-  const exited = once(child, 'exit') as Promise<[number | null, string | null]>
-  return { child, exited, output: () => output }
-}
-
-/** The home page once the server listens on `port`; undefined if it does not within 10 s. */
-async function homePage (port: number): Promise<Response | undefined> {
-  const deadline = Date.now() + 10_000
-  let page: Response | undefined
-  while (!page && Date.now() < deadline) {
-    page = await fetch(`http://127.0.0.1:${port}/`).catch(() => undefined)
-    if (!page) await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  return page
-}
 
 test('the example server serves the chat from a config file and closes gracefully on SIGTERM', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
@@ -50,7 +19,7 @@ test('the example server serves the chat from a config file and closes gracefull
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', chat: { rest: { prefix: '/api' } } }))
   const port = await freePort()
-  const server = start({ CHAT_CONFIG: config, PORT: String(port) })
+  const server = startExample({ CHAT_CONFIG: config, PORT: String(port) })
   t.after(() => server.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, server.output())
   assert.deepEqual(await (await fetch(`http://127.0.0.1:${port}/api/rooms`)).json(), { rooms: [] })
@@ -62,21 +31,17 @@ test('the example server serves the chat from a config file and closes gracefull
   assert.equal(code, 0)
 })
 
-/** A temp working directory, removed after the test. */
-async function tempDir (t: TestContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
-  t.after(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
 test('the shipped config answers readiness at /health/ready and lists its one node at /api/nodes', async (t) => {
   const port = await freePort()
-  const server = start({ CHAT_CONFIG: undefined, PORT: String(port) }, await tempDir(t))
+  const server = startExample({ CHAT_CONFIG: undefined, PORT: String(port) }, await tempDir(t))
   t.after(() => server.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, server.output())
   const ready = await fetch(`http://127.0.0.1:${port}/health/ready`)
   assert.deepEqual([ready.status, await ready.json()], [200, { status: 'ok' }])
-  const { nodes } = await (await fetch(`http://127.0.0.1:${port}/api/nodes`)).json() as { nodes: Array<{ pid: number, connections: number }> }
+  // The shipped config has accounts on: the HTTP API is for those signed in.
+  assert.equal((await fetch(`http://127.0.0.1:${port}/api/nodes`)).status, 401)
+  const { cookie } = await signUp(`http://127.0.0.1:${port}`, 'operator', 'a long enough password')
+  const { nodes } = await (await fetch(`http://127.0.0.1:${port}/api/nodes`, { headers: { cookie } })).json() as { nodes: Array<{ pid: number, connections: number }> }
   assert.deepEqual(nodes.map(({ pid, connections }) => ({ pid, connections })), [{ pid: server.child.pid, connections: 0 }])
 })
 
@@ -85,29 +50,34 @@ test('a bad config stops the example server with a message naming the field', as
   t.after(() => rm(dir, { recursive: true, force: true }))
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 9999, logLevel: 'info', chat: { maxPayload: 0 } }))
-  const server = start({ CHAT_CONFIG: config })
+  const server = startExample({ CHAT_CONFIG: config })
   t.after(() => server.child.kill('SIGKILL'))
   const [code] = await server.exited
   assert.equal(code, 1)
   assert.match(server.output(), /chat\.maxPayload:/)
 })
 
-/** Sends a message through a first server, restarts it, and checks a second one has it in the same epoch. */
-async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEnv, cwd?: string): Promise<void> {
+/**
+ * Sends a message through a first server, restarts it, and checks a second
+ * one has it in the same epoch. With `accounts`, the writer signs up first and
+ * the reader comes back with the writer's session.
+ */
+async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEnv, cwd?: string, { accounts = false } = {}): Promise<void> {
   const port = await freePort()
-  const first = start({ ...env, PORT: String(port) }, cwd)
+  const first = startExample({ ...env, PORT: String(port) }, cwd)
   t.after(() => first.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, first.output())
-  const writer = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=writer`)
+  const headers: Record<string, string> = accounts ? { cookie: (await signUp(`http://127.0.0.1:${port}`, 'writer', 'a long enough password')).cookie } : {}
+  const writer = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=writer`, { headers })
   const joined = await writer.request('joined', { type: 'join', room: 'lobby' })
   const ack = await writer.request('ack', { type: 'send', room: 'lobby', text: 'still here?' })
   first.child.kill('SIGTERM')
   assert.equal((await first.exited)[0], 0, first.output())
 
-  const second = start({ ...env, PORT: String(port) }, cwd)
+  const second = startExample({ ...env, PORT: String(port) }, cwd)
   t.after(() => second.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, second.output())
-  const reader = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=reader`)
+  const reader = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=reader`, { headers })
   const again = await reader.request('joined', { type: 'join', room: 'lobby' })
   assert.equal(again.epoch, joined.epoch)
   assert.deepEqual(again.history.map((m) => [m.seq, m.text]), [[ack.seq, 'still here?']])
@@ -115,7 +85,7 @@ async function keepsItsChatAcrossARestart (t: TestContext, env: NodeJS.ProcessEn
 
 test('the shipped config keeps its chat in data/chat.db across a restart', async (t) => {
   const cwd = await tempDir(t)
-  await keepsItsChatAcrossARestart(t, { CHAT_CONFIG: undefined }, cwd)
+  await keepsItsChatAcrossARestart(t, { CHAT_CONFIG: undefined }, cwd, { accounts: true })
   assert.ok((await stat(join(cwd, 'data', 'chat.db'))).isFile(), 'the database is data/chat.db in the working directory')
 })
 
@@ -135,7 +105,7 @@ test('a config naming two brokers stops the example server with a message naming
   const dir = await tempDir(t)
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 9999, logLevel: 'info', redis: 'redis://127.0.0.1:6379', sqlite: join(dir, 'chat.db'), chat: {} }))
-  const server = start({ CHAT_CONFIG: config }, dir)
+  const server = startExample({ CHAT_CONFIG: config }, dir)
   t.after(() => server.child.kill('SIGKILL'))
   const [code] = await server.exited
   assert.equal(code, 1)
@@ -150,7 +120,7 @@ test('a connection that sends nothing is closed after connectionTimeout; an open
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', connectionTimeout: CONNECTION_TIMEOUT_MS, chat: {} }))
   const port = await freePort()
-  const server = start({ CHAT_CONFIG: config, PORT: String(port) })
+  const server = startExample({ CHAT_CONFIG: config, PORT: String(port) })
   t.after(() => server.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, server.output())
   const member = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws`)

@@ -177,7 +177,7 @@ test('the example config is validated, names a bad field, and HOST/PORT override
     [{ ...good, chat: { historySize: 10, historyOnJoin: 20 } }, 'chat.historyOnJoin: must be at most chat.historySize, which is 10, not 20: a join cannot send more messages than a room keeps'],
     [{ ...good, chat: { roomPattern: '[' } }, 'chat.roomPattern: must be a valid regular expression (Invalid regular expression: /[/u: Unterminated character class)'],
     [{ ...good, chat: 'all' }, "chat: must be an object of the plugin's options"],
-    [{ ...good, prot: 1 }, 'prot: unknown field (allowed: host, port, logLevel, connectionTimeout, redis, sqlite, postgres, chat)'],
+    [{ ...good, prot: 1 }, 'prot: unknown field (allowed: host, port, logLevel, connectionTimeout, redis, sqlite, postgres, accounts, sessionSecret, chat)'],
     [{ ...good, connectionTimeout: -1 }, 'connectionTimeout: must be an integer >= 0'],
     [{ ...good, redis: 'http://nope' }, "redis: must be a Redis URL like 'redis://127.0.0.1:6379'"],
     [{ ...good, logLevel: 'loud' }, "logLevel: must be 'fatal', 'error', 'warn', 'info', 'debug', 'trace' or 'silent'"],
@@ -187,7 +187,11 @@ test('the example config is validated, names a bad field, and HOST/PORT override
     [{ ...good, sqlite: '' }, "sqlite: must be a database file like 'data/chat.db', relative to the working directory"],
     [{ ...good, postgres: 'mysql://db' }, "postgres: must be a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'"],
     [{ ...good, sqlite: 'chat.db', postgres: 'postgres://db/chat' }, 'sqlite and postgres: a config names at most one broker (where rooms live); keep one of them'],
-    [[good], 'config: must be an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, chat }'],
+    [{ ...good, accounts: true }, 'accounts: needs sqlite or postgres to keep the accounts in (no broker key is set); set one of them, or accounts: false'],
+    [{ ...good, accounts: true, redis: 'redis://127.0.0.1:6379' }, 'accounts: needs sqlite or postgres to keep the accounts in (redis does not keep them); set one of them, or accounts: false'],
+    [{ ...good, sqlite: 'chat.db', accounts: 'yes' }, 'accounts: must be true (people register and sign in; needs sqlite or postgres) or false (everyone is a guest)'],
+    [{ ...good, sqlite: 'chat.db', accounts: true, sessionSecret: 'short' }, 'sessionSecret: must be a secret of at least 32 characters that signs session cookies'],
+    [[good], 'config: must be an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, accounts?, sessionSecret?, chat }'],
   ]
   for (const [config, message] of refused) {
     await writeFile(file, JSON.stringify(config))
@@ -201,6 +205,7 @@ test('the shipped example configs are valid', async () => {
   const config = await loadConfig(new URL('../../example/config.json', import.meta.url), {})
   assert.equal(config.port, 9999)
   assert.equal(config.sqlite, 'data/chat.db')
+  assert.equal(config.accounts, true)
   const redis = await loadConfig(new URL('../../example/config.redis.json', import.meta.url), {})
   assert.equal(redis.redis, 'redis://127.0.0.1:6379')
 })

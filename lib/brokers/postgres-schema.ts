@@ -233,6 +233,9 @@ $fn$;
 `,
 }]
 
+/** The schema was migrated by a newer fastify-chat-rooms: upgrading the package helps, waiting does not. */
+export class NewerSchemaError extends Error {}
+
 /** The version `migrate` brings a schema to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
 
@@ -254,7 +257,7 @@ export async function migrate (client: PoolClient, schema: string): Promise<void
     const { rows } = await run('SELECT coalesce(max(version), 0)::int AS version FROM schema_migrations')
     const current = rows[0]!.version as number
     if (current > SCHEMA_VERSION) {
-      throw new Error(`PostgresBroker: schema "${schema}" is at version ${current}, newer than this fastify-chat-rooms knows (${SCHEMA_VERSION}); upgrade the package`)
+      throw new NewerSchemaError(`PostgresBroker: schema "${schema}" is at version ${current}, newer than this fastify-chat-rooms knows (${SCHEMA_VERSION}); upgrade the package`)
     }
     for (const { version, sql } of MIGRATIONS.filter((migration) => migration.version > current)) {
       await run(sql)

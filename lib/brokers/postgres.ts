@@ -10,6 +10,8 @@
  *
  * When PostgreSQL is down or hung, every call fails with `unavailable` within
  * `commandTimeout`; the broker reconnects by itself and catches its feeds up.
+ * That holds from `open` on: a node whose database is down when it starts
+ * opens all the same, and prepares its schema once the database answers.
  */
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
@@ -21,7 +23,7 @@ import { Availability } from './availability.js'
 import { GroupCommit, type Pending } from './group-commit.js'
 import { NodeRegistry } from './node-registry.js'
 import { PostgresRegistryStore, type Query } from './postgres-registry.js'
-import { SCHEMA_PATTERN, channelOf, migrate } from './postgres-schema.js'
+import { NewerSchemaError, SCHEMA_PATTERN, channelOf, migrate } from './postgres-schema.js'
 import { PostgresRetention, checkRetention } from './postgres-retention.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
@@ -65,6 +67,10 @@ interface Open {
   /** The newest messages kept per room (`retention.messages`); reads reach no further. Undefined: all. */
   readonly keep: number | undefined
   readonly onPoolError: (error: Error) => void
+  /** The schema is migrated and the registry started; until then every call fails with `unavailable`. */
+  prepared: boolean
+  /** The (re)connection under way, which `close` waits for. */
+  connecting: Promise<void> | undefined
   listener: pg.PoolClient | undefined
   reconnects: number
   timer: NodeJS.Timeout | undefined
@@ -130,22 +136,20 @@ export class PostgresBroker implements Broker {
     const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), node.log)
     const keep = keptPerRoom(this.options.retention, node)
     const retention = new PostgresRetention(query, this.table, keep, this.options.retention?.age, this.options.idleRoomTtl, node.log)
+    const state: Open = { node, pool, store, registry, feeds, retention, keep, onPoolError, prepared: false, connecting: undefined, listener: undefined, reconnects: 0, timer: undefined }
+    this.state = state
     try {
-      const client = await pool.connect()
-      try {
-        await migrate(client, this.schema)
-      } finally {
-        client.release()
-      }
+      await this.attempt(state)
     } catch (error) {
-      pool.off('error', onPoolError)
-      if (!this.options.pool) await pool.end().catch(() => {})
+      if (isOutage(error)) {
+        // Down now, maybe back soon: open as the Redis broker does, and answer `unavailable` meanwhile.
+        this.retryLater(state, error as Error)
+        return
+      }
+      // Waiting would not help (a newer schema, no permission): say so now.
+      await this.close()
       throw new Error(`PostgresBroker: cannot prepare schema "${this.schema}": ${(error as Error).message}`, { cause: error })
     }
-    this.state = { node, pool, store, registry, feeds, retention, keep, onPoolError, listener: undefined, reconnects: 0, timer: undefined }
-    await this.listen()
-    await registry.start()
-    retention.start()
   }
 
   async subscribe (room: string): Promise<void> {
@@ -256,11 +260,13 @@ export class PostgresBroker implements Broker {
     // Appends already made are committed (or refused) before the pool closes.
     await this.appends.settled()
     this.state = undefined
+    // It stops at its next step, seeing the broker closed; what it opened meanwhile is closed below.
+    await state.connecting
     state.feeds.clear()
     state.retention.stop()
     clearTimeout(state.timer)
     // Give up the lease now: other nodes remove any member still listed here at their next sweep.
-    await state.registry.stop()
+    if (state.prepared) await state.registry.stop()
     const listener = state.listener
     state.listener = undefined
     listener?.release(true)
@@ -272,46 +278,75 @@ export class PostgresBroker implements Broker {
 
   /** Runs one call; any failure becomes `unavailable` within `commandTimeout`, and a statement that failed is logged as an error. */
   private async run<T> (call: () => Promise<T>): Promise<T> {
-    return await this.availability.run(within(call(), this.commandTimeout), (error) => {
-      const code = (error as { code?: unknown }).code
-      return typeof code !== 'string' || OUTAGE_STATES.test(code)
-    })
+    // Opened while the database was down: nothing can be answered before the schema is prepared.
+    const answer = this.state?.prepared === false ? Promise.reject(new Error('the schema is not prepared yet')) : within(call(), this.commandTimeout)
+    return await this.availability.run(answer, isOutage)
   }
 
-  /** (Re)opens the LISTEN connection, then fills what every feed missed meanwhile; on failure, tries again later. */
-  private async listen (): Promise<void> {
-    const state = this.state
-    if (!state) return
-    let client: pg.PoolClient | undefined
+  /** A (re)connection that `close` can wait for; rejects with why it failed. */
+  private async attempt (state: Open): Promise<void> {
+    const connecting = this.connect(state)
+    state.connecting = connecting.then(() => {}, () => {})
     try {
-      client = await state.pool.connect()
-      const connected = client
-      let lost = false
-      const drop = (error: Error): void => {
-        if (lost) return
-        lost = true
-        this.listenerLost(state, connected, error)
-      }
-      connected.on('error', drop)
-      connected.on('end', () => drop(new Error('the LISTEN connection ended')))
-      connected.on('notification', ({ payload }) => this.receive(payload))
-      await within(connected.query(`LISTEN "${this.channel}"`), this.commandTimeout)
-      if (this.state !== state || lost) {
-        if (!lost) connected.release(true)
-        return
-      }
-      state.listener = connected
-      state.reconnects = 0
-      state.timer = setTimeout(() => void this.check(state, connected), LISTEN_CHECK_MS)
-      for (const room of state.feeds.rooms()) state.feeds.catchUp(room)
-      this.availability.answered()
-    } catch (error) {
-      client?.release(true)
-      if (this.state !== state) return
-      this.availability.lost(error as Error)
-      state.reconnects++
-      state.timer = setTimeout(() => void this.listen(), reconnectDelay(state.reconnects))
+      await connecting
+    } finally {
+      state.connecting = undefined
     }
+  }
+
+  /**
+   * Opens the LISTEN connection, first preparing the schema (migrations, then
+   * the registry and retention) if it is not yet, then fills what every feed
+   * missed meanwhile.
+   */
+  private async connect (state: Open): Promise<void> {
+    const client = await state.pool.connect()
+    let lost = false
+    const drop = (error: Error): void => {
+      if (lost) return
+      lost = true
+      this.listenerLost(state, client, error)
+    }
+    client.on('error', drop)
+    client.on('end', () => drop(new Error('the LISTEN connection ended')))
+    client.on('notification', ({ payload }) => this.receive(payload))
+    try {
+      if (!state.prepared) await migrate(client, this.schema)
+      await within(client.query(`LISTEN "${this.channel}"`), this.commandTimeout)
+      if (lost) throw new Error('the LISTEN connection ended as it opened')
+    } catch (error) {
+      lost = true
+      client.release(true)
+      throw error
+    }
+    if (this.state !== state) {
+      client.release(true)
+      return
+    }
+    state.listener = client
+    state.reconnects = 0
+    state.timer = setTimeout(() => void this.check(state, client), LISTEN_CHECK_MS)
+    if (!state.prepared) {
+      state.prepared = true
+      await state.registry.start()
+      if (this.state !== state) return
+      state.retention.start()
+    }
+    for (const room of state.feeds.rooms()) state.feeds.catchUp(room)
+    this.availability.answered()
+  }
+
+  /** After a failed connection: logs it (an outage once) and tries again after the backoff. */
+  private retryLater (state: Open, error: Error): void {
+    if (this.state !== state) return
+    if (isOutage(error)) this.availability.lost(error)
+    else state.node.log.error({ err: error }, `chat: cannot prepare the PostgreSQL schema "${this.schema}" or LISTEN; trying again`)
+    state.reconnects++
+    state.timer = setTimeout(() => void this.reconnect(state), reconnectDelay(state.reconnects))
+  }
+
+  private async reconnect (state: Open): Promise<void> {
+    await this.attempt(state).catch((error: Error) => this.retryLater(state, error))
   }
 
   private listenerLost (state: Open, client: pg.PoolClient, error: Error): void {
@@ -321,7 +356,7 @@ export class PostgresBroker implements Broker {
       client.release(true)
       if (this.state !== state) return
       this.availability.lost(error)
-      state.timer = setTimeout(() => void this.listen(), RECONNECT_STEP_MS)
+      state.timer = setTimeout(() => void this.reconnect(state), RECONNECT_STEP_MS)
     }
   }
 
@@ -353,6 +388,18 @@ export class PostgresBroker implements Broker {
     if (!this.state) throw new Error('PostgresBroker: not open')
     return this.state
   }
+}
+
+/**
+ * Whether a failure says PostgreSQL is unreachable, shutting down or
+ * overloaded, rather than that a statement (or the schema) is wrong: a lost,
+ * refused or timed-out connection (no SQLSTATE, or a system error's code) or
+ * SQLSTATE class 08, 53 or 57.
+ */
+function isOutage (error: unknown): boolean {
+  if (error instanceof NewerSchemaError) return false
+  const { code, syscall } = error as { code?: unknown, syscall?: unknown }
+  return typeof code !== 'string' || syscall !== undefined || OUTAGE_STATES.test(code)
 }
 
 /** `pending`, or a rejection after `ms`: a pool without its own timeouts (given by the user) still answers in time. */

@@ -149,6 +149,15 @@ export class SqliteBroker implements Broker {
     return [this.local.self()]
   }
 
+  /**
+   * The open better-sqlite3 handle, for the application's own tables in the
+   * same file (which this connection holds alone). Throws unless open.
+   */
+  get database (): Database.Database {
+    if (!this.file) throw new Error('SqliteBroker: not open')
+    return this.file.db
+  }
+
   async close (): Promise<void> {
     clearInterval(this.sweeper)
     // Whatever was queued is committed (or refused) before the file closes.

@@ -6,10 +6,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
+import { freePort } from './free-port.js'
 
 const REDIS_SERVER = process.env.REDIS_SERVER ?? '/usr/bin/redis-server'
 /** A redis-server starts in milliseconds; this only bounds a broken start. */
@@ -115,14 +115,4 @@ export class RedisServer {
     if (this.dir) rmSync(this.dir, { recursive: true, force: true })
     this.dir = undefined
   }
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
 }
