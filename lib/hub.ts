@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import type { Broker, BrokerLogger, NodeInfo, ReadResult, RoomInfo } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
-import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
+import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
 
 /** What the hub needs of a connection. */
@@ -54,7 +54,7 @@ export interface HubEvents {
 }
 
 type HubOptions = Pick<ResolvedOptions,
-  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
+  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'maxMembersInReply' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
 
 interface RoomMember {
   readonly link: MemberLink
@@ -72,6 +72,13 @@ interface LocalRoom {
 
 type JoinRequest = ClientMessageOf<'join'>
 
+/** One page of a room's roster, in member id order, and the roster's size. */
+interface MemberPage {
+  members: Member[]
+  more: boolean
+  total: number
+}
+
 /** The newest of `messages` (oldest first) whose encoded size adds up to at most `budget` bytes. */
 function newestThatFit (messages: Message[], budget: number): Message[] {
   let used = 0
@@ -82,6 +89,11 @@ function newestThatFit (messages: Message[], budget: number): Message[] {
     first--
   }
   return first === 0 ? messages : messages.slice(first)
+}
+
+/** Orders members by id as JavaScript compares strings, the order `members` pages in. */
+function byId (a: Member, b: Member): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
 }
 
 export class Hub extends EventEmitter<HubEvents> {
@@ -163,7 +175,7 @@ export class Hub extends EventEmitter<HubEvents> {
     const { room } = request
     const entry = this.linkEntry(link)
     if (entry.rooms.has(room)) {
-      const [members, snapshot] = await Promise.all([this.broker.members(room), this.snapshot(room, request)])
+      const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
       link.deliver(this.joinedFrame(request, members, snapshot))
       return
     }
@@ -186,7 +198,7 @@ export class Hub extends EventEmitter<HubEvents> {
       if (!stillJoining()) return
       roomMember.announced = true
       await this.broker.publish(room, { type: 'presence', room, action: 'join', member }, { maxMembers: this.options.maxMembersPerRoom })
-      const [members, snapshot] = await Promise.all([this.broker.members(room), this.snapshot(room, request)])
+      const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
       if (!stillJoining()) return
       link.deliver(this.joinedFrame(request, members, snapshot))
       const held = roomMember.pending ?? []
@@ -249,6 +261,13 @@ export class Hub extends EventEmitter<HubEvents> {
     const page = await this.history(request.room, request)
     const messages = newestThatFit(page.messages, this.replyBudget)
     return { messages, more: page.more || messages.length < page.messages.length }
+  }
+
+  /** A member's `members` request: the room's members after `after`, in id order, at most `maxMembersInReply`. */
+  async memberList (link: MemberLink, request: ClientMessageOf<'members'>): Promise<{ members: Member[], more: boolean }> {
+    this.memberEntry(link, request.room)
+    const { members, more } = await this.memberPage(request.room, request.after, request.limit)
+    return { members, more }
   }
 
   // ------------------------------------------------------------ server API
@@ -377,6 +396,27 @@ export class Hub extends EventEmitter<HubEvents> {
     return entry
   }
 
+  /**
+   * Members of `room` with an id after `after`, in id order: at most `limit`
+   * (capped at `maxMembersInReply`) and that many times MEMBER_REPLY_BYTES in
+   * bytes, so that a roster of any size or names never makes a reply too big.
+   */
+  private async memberPage (room: string, after?: string, limit = this.options.maxMembersInReply): Promise<MemberPage> {
+    const roster = (await this.broker.members(room)).sort(byId)
+    const cap = Math.min(limit, this.options.maxMembersInReply)
+    const budget = cap * MEMBER_REPLY_BYTES
+    const start = after === undefined ? 0 : roster.findIndex((member) => member.id > after)
+    const from = start < 0 ? roster.length : start
+    const members: Member[] = []
+    let used = 0
+    for (const member of roster.slice(from, from + cap)) {
+      used += Buffer.byteLength(JSON.stringify(member)) + 1
+      if (used > budget) break
+      members.push(member)
+    }
+    return { members, more: from + members.length < roster.length, total: roster.length }
+  }
+
   /** What `joined` carries: the newest messages, or those after `since` with whether nothing was lost. */
   private async snapshot (room: string, request: JoinRequest): Promise<ReadResult & { recovered?: boolean }> {
     const latest = { limit: this.options.historyOnJoin }
@@ -397,14 +437,15 @@ export class Hub extends EventEmitter<HubEvents> {
     return { ...fitting(await this.broker.read(room, latest)), recovered: false }
   }
 
-  private joinedFrame (request: JoinRequest, members: Member[], snapshot: ReadResult & { recovered?: boolean }): Buffer {
+  private joinedFrame (request: JoinRequest, members: MemberPage, snapshot: ReadResult & { recovered?: boolean }): Buffer {
     const frame: ServerFrame = {
       type: 'joined',
       ...(request.ref === undefined ? {} : { ref: request.ref }),
       room: request.room,
       epoch: snapshot.epoch,
       seq: snapshot.seq,
-      members,
+      members: members.members,
+      memberCount: members.total,
       history: snapshot.messages,
       ...(snapshot.recovered === undefined ? {} : { recovered: snapshot.recovered }),
     }

@@ -261,7 +261,7 @@ class World {
         model.members.set(link.id, link.name)
         others(o.room, { type: 'presence', room: o.room, action: 'join', member: me })
       }
-      out.get(link)?.push({ type: 'joined', room: o.room, seq: model.seq, members: members(model), ...snapshot(model, this.since(o)) })
+      out.get(link)?.push({ type: 'joined', room: o.room, seq: model.seq, members: members(model), memberCount: model.members.size, ...snapshot(model, this.since(o)) })
     } else if (o.kind === 'leave') {
       entry.rooms.delete(o.room)
       model.members.delete(link.id)
