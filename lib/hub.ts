@@ -9,6 +9,7 @@ import type { Broker, BrokerLogger, NodeInfo, ReadResult, RoomInfo } from './bro
 import { ChatError, CloseCodes } from './errors.js'
 import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
+import { TokenBucket } from './rate-limit.js'
 
 /** What the hub needs of a connection. */
 export interface MemberLink {
@@ -29,6 +30,16 @@ export interface MemberLink {
  * consumer (4008) and resumes. Not `historySize`, which may be 0 (store nothing).
  */
 export const MAX_EVENTS_HELD_WHILE_JOINING = 1000
+
+/**
+ * How fast one connection may open rooms that have no members on this node
+ * (which may make the broker create them): one every 5 s once its burst of
+ * `maxRoomsPerConnection` is spent. The burst lets a page join all its rooms
+ * at once; a person opens a new room far less often than every 5 s. 300
+ * connections joining and leaving fresh names then make 3,600 rooms a minute
+ * (after a first 6,000), not 156,000.
+ */
+export const ROOM_OPENINGS_PER_SECOND = 0.2
 
 /** The sender of `hub.broadcast` when none is given. */
 export const SERVER_MEMBER: Member = Object.freeze({ id: 'server', name: 'server' })
@@ -96,8 +107,15 @@ function byId (a: Member, b: Member): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
 }
 
+interface LinkEntry {
+  readonly link: MemberLink
+  readonly rooms: Set<string>
+  /** Rooms it may still open (join while nobody on this node is in them). */
+  readonly openings: TokenBucket
+}
+
 export class Hub extends EventEmitter<HubEvents> {
-  private readonly links = new Map<string, { link: MemberLink, rooms: Set<string> }>()
+  private readonly links = new Map<string, LinkEntry>()
   private readonly rooms_ = new Map<string, LocalRoom>()
   /** Leaves being told for closed connections; shutdown waits for them. */
   private readonly departures = new Set<Promise<void>>()
@@ -143,7 +161,8 @@ export class Hub extends EventEmitter<HubEvents> {
   // ------------------------------------------------------------ connections
 
   attach (link: MemberLink): void {
-    this.links.set(link.id, { link, rooms: new Set() })
+    const openings = new TokenBucket(ROOM_OPENINGS_PER_SECOND, this.options.maxRoomsPerConnection, Date.now())
+    this.links.set(link.id, { link, rooms: new Set(), openings })
   }
 
   /** Removes a closed link from every room it is in; others are told it left. */
@@ -181,6 +200,9 @@ export class Hub extends EventEmitter<HubEvents> {
     }
     if (entry.rooms.size >= this.options.maxRoomsPerConnection) {
       throw new ChatError('too_many_rooms', `a connection may be in at most ${this.options.maxRoomsPerConnection} rooms`)
+    }
+    if (!this.rooms_.has(room) && !entry.openings.take(Date.now())) {
+      throw new ChatError('too_many_rooms', `opening rooms too fast: ${this.options.maxRoomsPerConnection} at once, then one every ${1 / ROOM_OPENINGS_PER_SECOND} s`)
     }
     const member = { id: link.id, name: link.name }
     if (this.options.onJoin && (await this.options.onJoin(room, member)) === false) {
@@ -384,13 +406,13 @@ export class Hub extends EventEmitter<HubEvents> {
     await Promise.all(tasks)
   }
 
-  private linkEntry (link: MemberLink): { link: MemberLink, rooms: Set<string> } {
+  private linkEntry (link: MemberLink): LinkEntry {
     const entry = this.links.get(link.id)
     if (!entry || entry.link !== link) throw new ChatError('not_joined', 'the connection is closed')
     return entry
   }
 
-  private memberEntry (link: MemberLink, room: string): { link: MemberLink, rooms: Set<string> } {
+  private memberEntry (link: MemberLink, room: string): LinkEntry {
     const entry = this.linkEntry(link)
     if (!entry.rooms.has(room)) throw new ChatError('not_joined', `not a member of ${room}`)
     return entry

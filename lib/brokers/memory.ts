@@ -3,6 +3,7 @@
  * so delivery is a direct call, in the same order as append.
  */
 import { randomUUID } from 'node:crypto'
+import { ChatError } from '../errors.js'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, messageIds, newMessage, retryOfTrimmed } from '../broker.js'
 import { HistoryRing } from '../history.js'
@@ -18,8 +19,11 @@ export interface MemoryBrokerOptions {
   idleRoomTtl?: number
   /**
    * At most this many rooms are kept; making one more forgets the room without
-   * members that was active longest ago. Bounds what clients creating rooms
-   * can make the process hold, whatever the TTL. Default 100000.
+   * members and without messages that was active longest ago. Bounds what
+   * clients creating rooms can make the process hold, whatever the TTL. A room
+   * that holds messages is never forgotten to make room for another: when every
+   * room holds members or messages, making a new one is refused with
+   * `unavailable`. Default 100000.
    */
   maxRooms?: number
 }
@@ -44,7 +48,10 @@ interface RoomState {
 
 export class MemoryBroker implements Broker {
   private readonly local = new InProcessNode('MemoryBroker')
+  /** Every room, least recently active first. */
   private readonly rooms_ = new Map<string, RoomState>()
+  /** The rooms without messages, least recently active first: those `maxRooms` may forget. */
+  private readonly emptyRooms = new Set<string>()
   private readonly idleRoomTtl: number
   private readonly maxRooms: number
   private sweeper: NodeJS.Timeout | undefined
@@ -80,6 +87,7 @@ export class MemoryBroker implements Broker {
       if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
     }
     const message = newMessage(room, ++state.seq, this.nextId(), draft, now)
+    this.emptyRooms.delete(room)
     if (draft.cid !== undefined) state.cids.set(draft.cid, { seq: message.seq, ts: now })
     state.history.push(message)
     this.local.deliver(room, message)
@@ -89,7 +97,8 @@ export class MemoryBroker implements Broker {
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
     this.local.opened()
     if (event.type === 'presence') {
-      this.touch(room, Date.now())
+      // A leave never makes a room: one whose roster holds the member exists.
+      if (event.action !== 'leave' || this.rooms_.has(room)) this.touch(room, Date.now())
       if (!this.local.updateRoster(room, event, options)) return
     }
     this.local.deliver(room, event)
@@ -121,15 +130,17 @@ export class MemoryBroker implements Broker {
 
   /**
    * The room, made if needed, marked active now. Rooms are kept in the order
-   * they were last active, so the first room without members is the one to
-   * forget when there are too many.
+   * they were last active, so the first empty room without members is the one
+   * to forget when there are too many.
    */
   private touch (room: string, now: number): RoomState {
     let state = this.rooms_.get(room)
     if (state) {
       this.rooms_.delete(room)
     } else {
-      if (this.rooms_.size >= this.maxRooms) this.forgetLeastActive()
+      if (this.rooms_.size >= this.maxRooms && !this.forgetLeastActiveEmpty()) {
+        throw new ChatError('unavailable', `the server holds its most rooms (${this.maxRooms}), each with members or messages: ${room} cannot be made now`)
+      }
       state = {
         epoch: randomUUID(),
         seq: 0,
@@ -140,22 +151,33 @@ export class MemoryBroker implements Broker {
     }
     state.lastActive = now
     this.rooms_.set(room, state)
+    if (state.seq === 0) {
+      this.emptyRooms.delete(room)
+      this.emptyRooms.add(room)
+    }
     return state
   }
 
-  private forgetLeastActive (): void {
-    for (const room of this.rooms_.keys()) {
+  /** Forgets the least recently active room without members or messages; false when there is none. */
+  private forgetLeastActiveEmpty (): boolean {
+    for (const room of this.emptyRooms) {
       if (this.local.memberCount(room) === 0) {
-        this.rooms_.delete(room)
-        return
+        this.forget(room)
+        return true
       }
     }
+    return false
+  }
+
+  private forget (room: string): void {
+    this.rooms_.delete(room)
+    this.emptyRooms.delete(room)
   }
 
   private sweep (now: number): void {
     for (const [room, state] of this.rooms_) {
       if (this.local.memberCount(room) === 0 && now - state.lastActive > this.idleRoomTtl) {
-        this.rooms_.delete(room)
+        this.forget(room)
         continue
       }
       for (const [cid, seen] of state.cids) {
