@@ -44,6 +44,8 @@ const TRIM_BATCH = 500
  */
 const SWEEP_INTERVAL_MS = 60_000
 const MIN_SWEEP_INTERVAL_MS = 1000
+/** Rooms whose row is kept in memory: the active ones of a busy server; past this the cache starts over. */
+const MAX_CACHED_ROOMS = 10_000
 
 
 interface RoomRow { id: number, epoch: string, seq: number }
@@ -63,6 +65,13 @@ export class SqliteBroker implements Broker {
   /** Set when a flush to disk failed: what the disk holds is unknown, so nothing more is acknowledged. */
   private failure: Error | undefined
   private keep: number | undefined
+  /**
+   * Room rows as last committed. This process alone writes the file, so they
+   * stay true, and an append needs no read of its room.
+   */
+  private readonly roomRows = new Map<string, RoomRow>()
+  /** Whether a retry may name a cid that retention trimmed (else no append needs to look). */
+  private mayHaveTrimmedCids = false
   private readonly commits = new GroupCommit<Call, AppendResult | undefined>((batch) => this.commit(batch))
   private sweeper: NodeJS.Timeout | undefined
   private sweeping = false
@@ -91,6 +100,8 @@ export class SqliteBroker implements Broker {
     this.failure = undefined
     this.statements = prepare(this.file.db)
     this.keep = keptPerRoom(this.options.retention, node)
+    this.roomRows.clear()
+    this.mayHaveTrimmedCids = this.options.retention !== undefined || this.statements.anyTrimmedCid.get() !== undefined
     const interval = Math.max(MIN_SWEEP_INTERVAL_MS, Math.min(SWEEP_INTERVAL_MS, this.options.retention?.age ?? Infinity, this.options.idleRoomTtl ?? Infinity))
     this.sweeper = setInterval(() => { void this.sweep() }, interval)
     this.sweeper.unref()
@@ -102,6 +113,7 @@ export class SqliteBroker implements Broker {
 
   async unsubscribe (room: string): Promise<void> {
     this.local.unsubscribe(room)
+    this.roomRows.delete(room)
   }
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
@@ -184,17 +196,37 @@ export class SqliteBroker implements Broker {
     const s = this.prepared()
     const log = this.local.opened().log
     let results: Array<AppendResult | undefined>
+    // The batch's rooms as it leaves them: each row is written once per batch, not once per append.
+    const touched = new Map<string, RoomRow>()
     try {
       const now = Date.now()
-      results = s.db.transaction(() => batch.map(({ call }) => {
-        if (call.kind === 'append') return this.store(s, call.room, call.draft, now)
-        if (call.event.type === 'presence') this.touch(s, call.room, now)
-        return undefined
-      }))()
+      const roomRow = (room: string): RoomRow => {
+        let row = touched.get(room)
+        if (!row) {
+          row = { ...(this.roomRows.get(room) ?? s.room.get(room) as RoomRow | undefined ?? s.createRoom.get(room, randomUUID(), now) as RoomRow) }
+          touched.set(room, row)
+        }
+        return row
+      }
+      results = s.db.transaction(() => {
+        const stored = batch.map(({ call }) => {
+          if (call.kind === 'append') return this.store(s, roomRow(call.room), call.room, call.draft, now)
+          if (call.event.type === 'presence') roomRow(call.room)
+          return undefined
+        })
+        for (const row of touched.values()) {
+          s.setRoom.run(row.seq, now, row.id)
+          // Retention by count keeps pace with appends here, a bounded batch at a time.
+          if (this.keep !== undefined) trimRoom(s, row.id, row.seq - this.keep)
+        }
+        return stored
+      })()
     } catch (error) {
       log.error({ err: error, file: this.options.file, calls: batch.length }, 'SqliteBroker: commit failed')
       throw new ChatError('unavailable', 'the chat store (SQLite) could not commit; retry with the same cid')
     }
+    if (this.roomRows.size + touched.size > MAX_CACHED_ROOMS) this.roomRows.clear()
+    for (const [room, row] of touched) this.roomRows.set(room, row)
     try {
       await this.file!.flush()
     } catch (error) {
@@ -219,31 +251,18 @@ export class SqliteBroker implements Broker {
     })
   }
 
-  /** One append inside the group's transaction. */
-  private store (s: ReturnType<typeof prepare>, room: string, draft: MessageDraft, now: number): AppendResult {
-    const row = this.touch(s, room, now)
+  /** One append inside the group's transaction; takes the next seq of `row` (the room's row as the batch has it so far). */
+  private store (s: ReturnType<typeof prepare>, row: RoomRow, room: string, draft: MessageDraft, now: number): AppendResult {
     if (draft.cid !== undefined) {
       const stored = s.byCid.get(row.id, draft.cid) as MessageRow | undefined
       if (stored && (this.keep === undefined || stored.seq > row.seq - this.keep)) return { message: toMessage(room, stored), duplicate: true }
-      const seen = stored ?? s.trimmedCid.get(row.id, draft.cid) as { seq: number, ts: number } | undefined
+      const seen = stored ?? (this.mayHaveTrimmedCids ? s.trimmedCid.get(row.id, draft.cid) as { seq: number, ts: number } | undefined : undefined)
       if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
     }
     const message = newMessage(room, row.seq + 1, this.nextId(), draft, now)
     s.insert.run(row.id, message.seq, message.id, message.from.id, message.from.name, message.text, now, draft.cid ?? null)
-    s.setSeq.run(message.seq, row.id)
-    // Retention by count keeps pace with appends here, a bounded batch at a time.
-    if (this.keep !== undefined) trimRoom(s, row.id, message.seq - this.keep)
+    row.seq = message.seq
     return { message, duplicate: false }
-  }
-
-  /** The room's row, made (with a new epoch) if needed, marked active now. */
-  private touch (s: ReturnType<typeof prepare>, room: string, now: number): RoomRow {
-    const row = s.room.get(room) as RoomRow | undefined
-    if (row) {
-      s.setActive.run(now, row.id)
-      return row
-    }
-    return s.createRoom.get(room, randomUUID(), now) as RoomRow
   }
 
   /**
@@ -279,9 +298,10 @@ export class SqliteBroker implements Broker {
       if (ttl !== undefined) {
         const idle = (s.idleRooms.all(now - ttl, TRIM_BATCH) as Array<{ id: number, name: string }>)
           .filter(({ name }) => this.local.memberCount(name) === 0)
-        for (const { id } of idle) {
+        for (const { id, name } of idle) {
           s.markDropped.run(id)
           s.deleteRoom.run(id)
+          this.roomRows.delete(name)
         }
       }
       const dropped = s.droppedRoom.get() as { id: number } | undefined
@@ -315,11 +335,11 @@ function prepare (db: Database.Database) {
     db,
     room: db.prepare('SELECT id, epoch, seq FROM rooms WHERE name = ?'),
     createRoom: db.prepare('INSERT INTO rooms (name, epoch, seq, last_active) VALUES (?, ?, 0, ?) RETURNING id, epoch, seq'),
-    setActive: db.prepare('UPDATE rooms SET last_active = ? WHERE id = ?'),
-    setSeq: db.prepare('UPDATE rooms SET seq = ? WHERE id = ?'),
+    setRoom: db.prepare('UPDATE rooms SET seq = ?, last_active = ? WHERE id = ?'),
     insert: db.prepare('INSERT INTO messages (room_id, seq, id, from_id, from_name, text, ts, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
     byCid: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND cid = ?`),
     trimmedCid: db.prepare('SELECT seq, ts FROM trimmed_cids WHERE room_id = ? AND cid = ?'),
+    anyTrimmedCid: db.prepare('SELECT 1 FROM trimmed_cids LIMIT 1'),
     readAfter: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?`),
     readBefore: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?`),
     anyBetween: db.prepare('SELECT 1 FROM messages WHERE room_id = ? AND seq > ? AND seq < ? LIMIT 1'),
