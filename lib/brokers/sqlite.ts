@@ -1,9 +1,9 @@
 /**
  * The durable one-process broker: rooms' seq, epoch, history and cids in a
  * SQLite file, events delivered in-process as by the memory broker. Appends of
- * one event-loop turn (and those made while a commit is being flushed to
- * disk) are committed together; each is delivered and acknowledged only once
- * that commit is on disk.
+ * one event-loop turn are committed together (and, with `synchronous: 'full'`,
+ * those made while a commit is being flushed to disk); each is delivered and
+ * acknowledged only once that commit is done (and on disk, with 'full').
  */
 import { randomUUID } from 'node:crypto'
 import { setImmediate as nextTurn } from 'node:timers/promises'
@@ -33,6 +33,16 @@ export interface SqliteBrokerOptions {
    * deleted in small batches, a transaction each, so no lock is held long.
    */
   retention?: RetentionOptions
+  /**
+   * When an append is acknowledged. Default `'normal'`: once its transaction
+   * committed, so it survives the process being killed; the log is flushed to
+   * disk within a second, so a power loss or an OS crash loses at most about
+   * a second of acknowledged messages. `'full'`: once the commit is flushed to
+   * disk as well, so it survives a power loss; each flush takes a few ms, and
+   * a connection's sends wait one flush each (calls made meanwhile share it).
+   * The flush runs on the thread pool either way, never blocking the event loop.
+   */
+  synchronous?: 'normal' | 'full'
 }
 
 /** Rows deleted per retention transaction: small enough that a batch never holds the file for long. */
@@ -46,6 +56,8 @@ const SWEEP_INTERVAL_MS = 60_000
 const MIN_SWEEP_INTERVAL_MS = 1000
 /** Rooms whose row is kept in memory: the active ones of a busy server; past this the cache starts over. */
 const MAX_CACHED_ROOMS = 10_000
+/** With `synchronous: 'normal'`, how long a commit may wait in the OS before the log is flushed to disk: what a power loss may cost. */
+const BACKGROUND_FLUSH_MS = 1000
 
 
 interface RoomRow { id: number, epoch: string, seq: number }
@@ -64,6 +76,9 @@ export class SqliteBroker implements Broker {
   private statements: ReturnType<typeof prepare> | undefined
   /** Set when a flush to disk failed: what the disk holds is unknown, so nothing more is acknowledged. */
   private failure: Error | undefined
+  /** With `synchronous: 'normal'`: the flush due within `BACKGROUND_FLUSH_MS` of a commit, and the one under way. */
+  private flushTimer: NodeJS.Timeout | undefined
+  private flushing: Promise<void> | undefined
   private keep: number | undefined
   /**
    * Room rows as last committed. This process alone writes the file, so they
@@ -86,6 +101,7 @@ export class SqliteBroker implements Broker {
     positive('idleRoomTtl', options?.idleRoomTtl)
     if (options?.retention?.messages !== 'historySize') positive('retention.messages', options?.retention?.messages)
     positive('retention.age', options?.retention?.age)
+    if (options?.synchronous !== undefined && options.synchronous !== 'normal' && options.synchronous !== 'full') problems.push(`synchronous: must be 'normal' or 'full', not ${String(options.synchronous)}`)
     if (problems.length > 0) throw new TypeError(`SqliteBroker options: ${problems.join('; ')}`)
   }
 
@@ -172,8 +188,12 @@ export class SqliteBroker implements Broker {
 
   async close (): Promise<void> {
     clearInterval(this.sweeper)
-    // Whatever was queued is committed (or refused) before the file closes.
+    // Whatever was queued is committed (or refused) before the file closes;
+    // closing flushes the log itself (SQLite checkpoints the file on close).
     await this.commits.settled()
+    clearTimeout(this.flushTimer)
+    this.flushTimer = undefined
+    await this.flushing
     this.file?.close()
     this.file = undefined
     this.statements = undefined
@@ -188,9 +208,10 @@ export class SqliteBroker implements Broker {
   }
 
   /**
-   * The group commit: a batch of calls in one transaction, flushed to disk,
-   * then (only then) deliveries in the calls' order, so per room in seq
-   * order. A failed commit stores none of them, and each caller is told.
+   * The group commit: a batch of calls in one transaction (flushed to disk,
+   * with `synchronous: 'full'`), then (only then) deliveries in the calls'
+   * order, so per room in seq order. A failed commit stores none of them, and
+   * each caller is told.
    */
   private async commit (batch: Array<Pending<Call, AppendResult | undefined>>): Promise<void> {
     const s = this.prepared()
@@ -227,14 +248,8 @@ export class SqliteBroker implements Broker {
     }
     if (this.roomRows.size + touched.size > MAX_CACHED_ROOMS) this.roomRows.clear()
     for (const [room, row] of touched) this.roomRows.set(room, row)
-    try {
-      await this.file!.flush()
-    } catch (error) {
-      // As PostgreSQL does on a failed fsync: what reached the disk is unknown, so stop rather than acknowledge.
-      this.failure = error as Error
-      log.error({ err: error, file: this.options.file }, 'SqliteBroker: flushing to disk failed; refusing every call until the server restarts')
-      throw new ChatError('unavailable', `the chat store (SQLite) could not write to disk (${(error as Error).message})`)
-    }
+    if (this.options.synchronous === 'full') await this.flush()
+    else this.flushTimer ??= setTimeout(() => { void this.flush().catch(() => {}) }, BACKGROUND_FLUSH_MS).unref()
     batch.forEach(({ call, resolve, reject }, i) => {
       if (call.kind === 'append') {
         const result = results[i]!
@@ -249,6 +264,24 @@ export class SqliteBroker implements Broker {
         reject(error as Error)
       }
     })
+  }
+
+  /**
+   * Puts every commit made so far on disk. A failure stops the broker, as
+   * PostgreSQL stops on a failed fsync: what reached the disk is unknown, so
+   * nothing more may be acknowledged.
+   */
+  private async flush (): Promise<void> {
+    this.flushTimer = undefined
+    const flushing = this.file!.flush()
+    this.flushing = flushing.catch(() => {})
+    try {
+      await flushing
+    } catch (error) {
+      this.failure = error as Error
+      this.local.opened().log.error({ err: error, file: this.options.file }, 'SqliteBroker: flushing to disk failed; refusing every call until the server restarts')
+      throw new ChatError('unavailable', `the chat store (SQLite) could not write to disk (${(error as Error).message})`)
+    }
   }
 
   /** One append inside the group's transaction; takes the next seq of `row` (the room's row as the batch has it so far). */
