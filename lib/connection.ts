@@ -218,6 +218,11 @@ export class Connection implements MemberLink {
           this.reply({ type: 'history', ...ref, room: message.room, messages: page.messages, more: page.more })
           break
         }
+        case 'members': {
+          const page = await hub.memberList(this, message)
+          this.reply({ type: 'members', ...ref, room: message.room, members: page.members, more: page.more })
+          break
+        }
         case 'ping':
           this.reply({ type: 'pong', ...ref })
           break

@@ -1,43 +1,96 @@
 /**
- * A bounded per-room log in memory. Seqs in it are contiguous, so a seq maps
- * to a slot by arithmetic. The array grows with the messages (an idle room
- * holds no empty slots) and, once full, the oldest message is overwritten.
+ * A bounded per-room log in memory that knows what it costs. Seqs in it are
+ * contiguous, so a seq maps to a slot by arithmetic. Messages leave from the
+ * oldest end: past `capacity`, or when the broker drops old history to stay
+ * within its bytes.
  */
 import type { Message } from './protocol.js'
 import type { ReadRange } from './broker.js'
 
+/**
+ * What a stored message costs besides its strings: the message and sender
+ * objects, their numbers and the string headers, in V8 (about 250 bytes),
+ * rounded up.
+ */
+const MESSAGE_OVERHEAD_BYTES = 256
+
+/**
+ * The memory a stored message holds, as counted against a byte bound: 2 bytes
+ * per UTF-16 unit of its strings (V8 stores a string with any non-Latin-1
+ * character that way; a Latin-1 one takes half, so this errs high) plus the
+ * objects around them. A 2000-emoji text is 4000 units: about 8.3 KB in all.
+ */
+export function messageBytes (message: Message): number {
+  const units = message.text.length + message.room.length + message.id.length + message.from.id.length +
+    message.from.name.length + (message.cid?.length ?? 0)
+  return 2 * units + MESSAGE_OVERHEAD_BYTES
+}
+
+/** Dropped slots at the front are given back once they are this many and half of the array. */
+const COMPACT_AFTER = 1024
+
 export class HistoryRing {
-  private readonly slots: Message[] = []
-  /** Index of the oldest message once the array is full; 0 until then. */
-  private start = 0
+  /** Kept messages from `head` on, oldest first; slots before `head` were dropped. */
+  private slots: Array<Message | undefined> = []
+  private head = 0
+  private keptBytes = 0
 
   constructor (readonly capacity: number) {}
 
-  /** Seq of the oldest kept message (0 when empty). */
-  get firstSeq (): number {
-    return this.slots.length === 0 ? 0 : (this.slots[this.start] as Message).seq
+  get length (): number {
+    return this.slots.length - this.head
   }
 
-  push (message: Message): void {
-    if (this.capacity === 0) return
-    if (this.slots.length < this.capacity) {
-      this.slots.push(message)
-      return
+  /** What the kept messages cost, per `messageBytes`. */
+  get bytes (): number {
+    return this.keptBytes
+  }
+
+  /** What the newest kept message costs (0 when empty). */
+  get newestBytes (): number {
+    const newest = this.slots.at(-1)
+    return this.length === 0 || newest === undefined ? 0 : messageBytes(newest)
+  }
+
+  /** Seq of the oldest kept message (0 when empty). */
+  get firstSeq (): number {
+    return this.slots[this.head]?.seq ?? 0
+  }
+
+  /** Keeps `message` as the newest, dropping the oldest past `capacity`; returns how much `bytes` changed. */
+  push (message: Message): number {
+    if (this.capacity === 0) return 0
+    const before = this.keptBytes
+    this.slots.push(message)
+    this.keptBytes += messageBytes(message)
+    if (this.length > this.capacity) this.dropOldest()
+    return this.keptBytes - before
+  }
+
+  /** Drops the oldest kept message; returns the bytes freed (0 when empty). */
+  dropOldest (): number {
+    const oldest = this.slots[this.head]
+    if (oldest === undefined) return 0
+    this.slots[this.head++] = undefined
+    const freed = messageBytes(oldest)
+    this.keptBytes -= freed
+    if (this.head >= COMPACT_AFTER && this.head * 2 >= this.slots.length) {
+      this.slots = this.slots.slice(this.head)
+      this.head = 0
     }
-    this.slots[this.start] = message
-    this.start = (this.start + 1) % this.capacity
+    return freed
   }
 
   /** The kept message with `seq`, if any. */
   get (seq: number): Message | undefined {
     const index = seq - this.firstSeq
-    if (this.slots.length === 0 || index < 0 || index >= this.slots.length) return undefined
-    return this.slots[(this.start + index) % this.capacity]
+    if (this.length === 0 || index < 0 || index >= this.length) return undefined
+    return this.slots[this.head + index]
   }
 
   /** Reads per `ReadRange`, oldest first; `more` tells whether older messages are kept. */
   read (range: ReadRange): { messages: Message[], more: boolean } {
-    const length = this.slots.length
+    const length = this.length
     if (length === 0 || range.limit <= 0) return { messages: [], more: length > 0 }
     const first = this.firstSeq
     const last = first + length - 1

@@ -7,8 +7,9 @@
 import { EventEmitter } from 'node:events'
 import type { Broker, BrokerLogger, NodeInfo, ReadResult, RoomInfo } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
-import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
+import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
+import { TokenBucket } from './rate-limit.js'
 
 /** What the hub needs of a connection. */
 export interface MemberLink {
@@ -29,6 +30,16 @@ export interface MemberLink {
  * consumer (4008) and resumes. Not `historySize`, which may be 0 (store nothing).
  */
 export const MAX_EVENTS_HELD_WHILE_JOINING = 1000
+
+/**
+ * How fast one connection may open rooms that have no members on this node
+ * (which may make the broker create them): one every 5 s once its burst of
+ * `maxRoomsPerConnection` is spent. The burst lets a page join all its rooms
+ * at once; a person opens a new room far less often than every 5 s. 300
+ * connections joining and leaving fresh names then make 3,600 rooms a minute
+ * (after a first 6,000), not 156,000.
+ */
+export const ROOM_OPENINGS_PER_SECOND = 0.2
 
 /** The sender of `hub.broadcast` when none is given. */
 export const SERVER_MEMBER: Member = Object.freeze({ id: 'server', name: 'server' })
@@ -54,7 +65,7 @@ export interface HubEvents {
 }
 
 type HubOptions = Pick<ResolvedOptions,
-  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
+  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'maxMembersInReply' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
 
 interface RoomMember {
   readonly link: MemberLink
@@ -72,6 +83,13 @@ interface LocalRoom {
 
 type JoinRequest = ClientMessageOf<'join'>
 
+/** One page of a room's roster, in member id order, and the roster's size. */
+interface MemberPage {
+  members: Member[]
+  more: boolean
+  total: number
+}
+
 /** The newest of `messages` (oldest first) whose encoded size adds up to at most `budget` bytes. */
 function newestThatFit (messages: Message[], budget: number): Message[] {
   let used = 0
@@ -84,8 +102,20 @@ function newestThatFit (messages: Message[], budget: number): Message[] {
   return first === 0 ? messages : messages.slice(first)
 }
 
+/** Orders members by id as JavaScript compares strings, the order `members` pages in. */
+function byId (a: Member, b: Member): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+}
+
+interface LinkEntry {
+  readonly link: MemberLink
+  readonly rooms: Set<string>
+  /** Rooms it may still open (join while nobody on this node is in them). */
+  readonly openings: TokenBucket
+}
+
 export class Hub extends EventEmitter<HubEvents> {
-  private readonly links = new Map<string, { link: MemberLink, rooms: Set<string> }>()
+  private readonly links = new Map<string, LinkEntry>()
   private readonly rooms_ = new Map<string, LocalRoom>()
   /** Leaves being told for closed connections; shutdown waits for them. */
   private readonly departures = new Set<Promise<void>>()
@@ -131,7 +161,8 @@ export class Hub extends EventEmitter<HubEvents> {
   // ------------------------------------------------------------ connections
 
   attach (link: MemberLink): void {
-    this.links.set(link.id, { link, rooms: new Set() })
+    const openings = new TokenBucket(ROOM_OPENINGS_PER_SECOND, this.options.maxRoomsPerConnection, Date.now())
+    this.links.set(link.id, { link, rooms: new Set(), openings })
   }
 
   /** Removes a closed link from every room it is in; others are told it left. */
@@ -163,12 +194,15 @@ export class Hub extends EventEmitter<HubEvents> {
     const { room } = request
     const entry = this.linkEntry(link)
     if (entry.rooms.has(room)) {
-      const [members, snapshot] = await Promise.all([this.broker.members(room), this.snapshot(room, request)])
+      const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
       link.deliver(this.joinedFrame(request, members, snapshot))
       return
     }
     if (entry.rooms.size >= this.options.maxRoomsPerConnection) {
       throw new ChatError('too_many_rooms', `a connection may be in at most ${this.options.maxRoomsPerConnection} rooms`)
+    }
+    if (!this.rooms_.has(room) && !entry.openings.take(Date.now())) {
+      throw new ChatError('too_many_rooms', `opening rooms too fast: ${this.options.maxRoomsPerConnection} at once, then one every ${1 / ROOM_OPENINGS_PER_SECOND} s`)
     }
     const member = { id: link.id, name: link.name }
     if (this.options.onJoin && (await this.options.onJoin(room, member)) === false) {
@@ -186,7 +220,7 @@ export class Hub extends EventEmitter<HubEvents> {
       if (!stillJoining()) return
       roomMember.announced = true
       await this.broker.publish(room, { type: 'presence', room, action: 'join', member }, { maxMembers: this.options.maxMembersPerRoom })
-      const [members, snapshot] = await Promise.all([this.broker.members(room), this.snapshot(room, request)])
+      const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
       if (!stillJoining()) return
       link.deliver(this.joinedFrame(request, members, snapshot))
       const held = roomMember.pending ?? []
@@ -249,6 +283,13 @@ export class Hub extends EventEmitter<HubEvents> {
     const page = await this.history(request.room, request)
     const messages = newestThatFit(page.messages, this.replyBudget)
     return { messages, more: page.more || messages.length < page.messages.length }
+  }
+
+  /** A member's `members` request: the room's members after `after`, in id order, at most `maxMembersInReply`. */
+  async memberList (link: MemberLink, request: ClientMessageOf<'members'>): Promise<{ members: Member[], more: boolean }> {
+    this.memberEntry(link, request.room)
+    const { members, more } = await this.memberPage(request.room, request.after, request.limit)
+    return { members, more }
   }
 
   // ------------------------------------------------------------ server API
@@ -365,16 +406,37 @@ export class Hub extends EventEmitter<HubEvents> {
     await Promise.all(tasks)
   }
 
-  private linkEntry (link: MemberLink): { link: MemberLink, rooms: Set<string> } {
+  private linkEntry (link: MemberLink): LinkEntry {
     const entry = this.links.get(link.id)
     if (!entry || entry.link !== link) throw new ChatError('not_joined', 'the connection is closed')
     return entry
   }
 
-  private memberEntry (link: MemberLink, room: string): { link: MemberLink, rooms: Set<string> } {
+  private memberEntry (link: MemberLink, room: string): LinkEntry {
     const entry = this.linkEntry(link)
     if (!entry.rooms.has(room)) throw new ChatError('not_joined', `not a member of ${room}`)
     return entry
+  }
+
+  /**
+   * Members of `room` with an id after `after`, in id order: at most `limit`
+   * (capped at `maxMembersInReply`) and that many times MEMBER_REPLY_BYTES in
+   * bytes, so that a roster of any size or names never makes a reply too big.
+   */
+  private async memberPage (room: string, after?: string, limit = this.options.maxMembersInReply): Promise<MemberPage> {
+    const roster = (await this.broker.members(room)).sort(byId)
+    const cap = Math.min(limit, this.options.maxMembersInReply)
+    const budget = cap * MEMBER_REPLY_BYTES
+    const start = after === undefined ? 0 : roster.findIndex((member) => member.id > after)
+    const from = start < 0 ? roster.length : start
+    const members: Member[] = []
+    let used = 0
+    for (const member of roster.slice(from, from + cap)) {
+      used += Buffer.byteLength(JSON.stringify(member)) + 1
+      if (used > budget) break
+      members.push(member)
+    }
+    return { members, more: from + members.length < roster.length, total: roster.length }
   }
 
   /** What `joined` carries: the newest messages, or those after `since` with whether nothing was lost. */
@@ -397,14 +459,15 @@ export class Hub extends EventEmitter<HubEvents> {
     return { ...fitting(await this.broker.read(room, latest)), recovered: false }
   }
 
-  private joinedFrame (request: JoinRequest, members: Member[], snapshot: ReadResult & { recovered?: boolean }): Buffer {
+  private joinedFrame (request: JoinRequest, members: MemberPage, snapshot: ReadResult & { recovered?: boolean }): Buffer {
     const frame: ServerFrame = {
       type: 'joined',
       ...(request.ref === undefined ? {} : { ref: request.ref }),
       room: request.room,
       epoch: snapshot.epoch,
       seq: snapshot.seq,
-      members,
+      members: members.members,
+      memberCount: members.total,
       history: snapshot.messages,
       ...(snapshot.recovered === undefined ? {} : { recovered: snapshot.recovered }),
     }

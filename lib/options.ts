@@ -9,7 +9,7 @@ import type { FastifyRequest } from 'fastify'
 import type { Broker } from './broker.js'
 import { originOf } from './origin.js'
 import type { Member } from './protocol.js'
-import { DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN, MAX_RAW_STRING } from './protocol.js'
+import { DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN, MAX_RAW_STRING, MEMBER_REPLY_BYTES } from './protocol.js'
 import { schemaErrors } from './schema-errors.js'
 
 /** Node's timers take at most this many ms; a longer delay overflows and fires after 1 ms. */
@@ -36,6 +36,7 @@ export const OptionsSchema = Type.Object({
   maxTextLength: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_RAW_STRING })),
   maxRoomsPerConnection: Type.Optional(Positive),
   maxMembersPerRoom: Type.Optional(Count),
+  maxMembersInReply: Type.Optional(Positive),
   maxConnections: Type.Optional(Count),
   maxConnectionsPerIp: Type.Optional(Count),
   rateLimit: Type.Optional(Type.Object({ perSecond: Type.Number({ exclusiveMinimum: 0 }), burst: Positive }, { additionalProperties: false })),
@@ -99,6 +100,7 @@ export interface ResolvedOptions {
   readonly maxTextLength: number
   readonly maxRoomsPerConnection: number
   readonly maxMembersPerRoom: number
+  readonly maxMembersInReply: number
   readonly maxConnections: number
   readonly maxConnectionsPerIp: number
   readonly rateLimit: { readonly perSecond: number, readonly burst: number }
@@ -121,6 +123,7 @@ export const defaults = Object.freeze({
   maxTextLength: DEFAULT_MAX_TEXT_LENGTH,
   maxRoomsPerConnection: 20,
   maxMembersPerRoom: 0,
+  maxMembersInReply: 100,
   maxConnections: 0,
   maxConnectionsPerIp: 0,
   rateLimit: Object.freeze({ perSecond: 20, burst: 40 }),
@@ -157,6 +160,15 @@ const FRAME_OVERHEAD = 512
 /** The largest `send` a client writes, and `message` a reader gets, for a text of `characters`. */
 function fullFrameBytes (characters: number): number {
   return MAX_BYTES_PER_CHARACTER * characters + FRAME_OVERHEAD
+}
+
+/**
+ * How many members a reply may carry within a quarter of `maxBufferedBytes`
+ * (the messages of a reply fill at most half): at least 1, since the smallest
+ * allowed `maxBufferedBytes` is above 4 × MEMBER_REPLY_BYTES.
+ */
+function membersThatFit (maxBufferedBytes: number): number {
+  return Math.floor(maxBufferedBytes / 4 / MEMBER_REPLY_BYTES)
 }
 
 /** An option or config field that cannot be used; the message names it. */
@@ -222,6 +234,13 @@ export function optionRuleProblems (data: DataOptions, root = ''): string[] {
     problems.push(`${named('maxBufferedBytes')}: must be at least ${2 * fullFrame}, twice the largest message frame for ${named('maxTextLength')} ${shown('maxTextLength')}, not ${maxBufferedBytes}: ` +
       'a joined or history reply may fill half of it and must hold one message of full size')
   }
+
+  // The members of a reply come on top of its messages: together they must leave room for frames queued before it.
+  const membersFit = membersThatFit(maxBufferedBytes)
+  if (data.maxMembersInReply !== undefined && data.maxMembersInReply > membersFit) {
+    problems.push(`${named('maxMembersInReply')}: must be at most ${membersFit} for ${named('maxBufferedBytes')} ${shown('maxBufferedBytes')}, not ${data.maxMembersInReply}: ` +
+      `the members of a reply (up to ${MEMBER_REPLY_BYTES} bytes each) may fill a quarter of it`)
+  }
   return problems
 }
 
@@ -259,6 +278,8 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
     errorLimit: Object.freeze({ ...(data.errorLimit ?? defaults.errorLimit) }),
     // Unset, it is the default but never more than a room keeps, so that `historySize` alone may be lowered.
     historyOnJoin: data.historyOnJoin ?? Math.min(defaults.historyOnJoin, historySize),
+    // Likewise never more than a small maxBufferedBytes holds, so that it alone may be lowered.
+    maxMembersInReply: data.maxMembersInReply ?? Math.min(defaults.maxMembersInReply, membersThatFit(data.maxBufferedBytes ?? defaults.maxBufferedBytes)),
     roomPattern: compileRoomPattern(data.roomPattern ?? defaults.roomPattern),
     authenticate,
     onJoin,

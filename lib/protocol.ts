@@ -31,6 +31,13 @@ const UNKNOWN_TYPE_ECHO_LENGTH = 32
 export const MAX_HISTORY_LIMIT = 100
 export const DEFAULT_HISTORY_LIMIT = 50
 /**
+ * Bytes one member may take in a `joined` or `members` reply, as JSON with its
+ * comma: a name of 32 characters escaped at 6 bytes each (192), the keys (20)
+ * and an id of 44. A page holds at most `maxMembersInReply` members and that
+ * many times this in bytes, so members with longer ids make shorter pages.
+ */
+export const MEMBER_REPLY_BYTES = 256
+/**
  * Raw strings longer than this many characters are refused by the schema
  * before any closer check, so a configurable rule (room pattern, text length)
  * never has to look at an unbounded string. `maxTextLength` may not exceed it.
@@ -75,6 +82,11 @@ export const HistorySchema = clientMessage('history', {
   before: Type.Optional(Seq),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT })),
 })
+export const MembersSchema = clientMessage('members', {
+  room: Room,
+  after: Type.Optional(Type.String({ maxLength: MAX_RAW_STRING })),
+  limit: Type.Optional(Type.Integer({ minimum: 1 })),
+})
 export const PingSchema = clientMessage('ping', {})
 
 export const ClientSchemas = {
@@ -84,6 +96,7 @@ export const ClientSchemas = {
   typing: TypingSchema,
   nick: NickSchema,
   history: HistorySchema,
+  members: MembersSchema,
   ping: PingSchema,
 } as const
 
@@ -116,6 +129,7 @@ export const JoinedSchema = serverFrame('joined', {
   epoch: Type.String(),
   seq: Seq,
   members: Type.Array(MemberSchema),
+  memberCount: Seq,
   history: Type.Array(MessageSchema),
   recovered: Type.Optional(Type.Boolean()),
 })
@@ -131,6 +145,12 @@ export const HistoryPageSchema = serverFrame('history', {
   ref: Type.Optional(Type.String()),
   room: Type.String(),
   messages: Type.Array(MessageSchema),
+  more: Type.Boolean(),
+})
+export const MembersPageSchema = serverFrame('members', {
+  ref: Type.Optional(Type.String()),
+  room: Type.String(),
+  members: Type.Array(MemberSchema),
   more: Type.Boolean(),
 })
 export const RenamedSchema = serverFrame('renamed', { ref: Type.Optional(Type.String()), name: Type.String() })
@@ -152,6 +172,7 @@ export const ServerSchemas = {
   typing: TypingEventSchema,
   ack: AckSchema,
   history: HistoryPageSchema,
+  members: MembersPageSchema,
   renamed: RenamedSchema,
   pong: PongSchema,
   error: ErrorFrameSchema,

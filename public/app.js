@@ -18,13 +18,15 @@ const roomList = $('room-list')
 const messageList = $('messages')
 const memberList = $('member-list')
 const typingLine = $('typing')
+const membersTitle = $('members-title')
 const text = $('text')
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
 
 /**
- * room → { messages: Map<seq, message>, members: Map<id, member>, unread, typing: Map<id, {name, timer}>,
+ * room → { messages: Map<seq, message>, members: Map<id, member> (the first page the server sent, and who joined since),
+ * memberCount, unread, typing: Map<id, {name, timer}>,
  * more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>, readUpTo, joinedBefore }
  */
 const rooms = new Map()
@@ -55,7 +57,7 @@ function recall (key, fallback) {
 function roomState (room) {
   let state = rooms.get(room)
   if (!state) {
-    state = { messages: new Map(), members: new Map(), unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), readUpTo: 0, joinedBefore: false }
+    state = { messages: new Map(), members: new Map(), memberCount: 0, unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), readUpTo: 0, joinedBefore: false }
     rooms.set(room, state)
   }
   return state
@@ -82,8 +84,13 @@ function renderRooms () {
 function renderMembers () {
   const state = rooms.get(current)
   const members = state ? [...state.members.values()].sort((a, b) => a.name.localeCompare(b.name)) : []
-  memberList.replaceChildren(...members.map((member) =>
-    el('li', { textContent: member.id === myId ? `${member.name} (you)` : member.name })))
+  const items = members.map((member) =>
+    el('li', { textContent: member.id === myId ? `${member.name} (you)` : member.name }))
+  // A big room's `joined` lists only the first members; the count is the whole room.
+  const unlisted = (state?.memberCount ?? 0) - members.length
+  if (unlisted > 0) items.push(el('li', { className: 'more', textContent: `and ${unlisted} more` }))
+  memberList.replaceChildren(...items)
+  membersTitle.textContent = state ? `Members (${Math.max(state.memberCount, members.length)})` : 'Members'
 }
 
 function messageItem (message) {
@@ -229,6 +236,9 @@ function start (name) {
   client.on('joined', (joined) => {
     const state = roomState(joined.room)
     state.members = new Map(joined.members.map((member) => [member.id, member]))
+    // In a big room we may not be on the first page; we are always shown.
+    state.members.set(myId, { id: myId, name: client.name })
+    state.memberCount = joined.memberCount
     // What was said before we first came is history, not unread; what we missed while away is unread,
     // even in a room that was empty when we came (no message seen yet, so lastSeq cannot tell).
     if (!state.joinedBefore) state.readUpTo = joined.seq
@@ -262,8 +272,10 @@ function start (name) {
   client.on('presence', ({ room, action, member }) => {
     const state = roomState(room)
     const before = state.members.get(member.id)
+    if (action === 'join') state.memberCount++
+    if (action === 'leave') state.memberCount = Math.max(0, state.memberCount - 1)
     if (action === 'leave') state.members.delete(member.id)
-    else state.members.set(member.id, member)
+    else if (action === 'join' || before) state.members.set(member.id, member)
     if (action === 'join') notice(room, `${member.name} joined`)
     if (action === 'leave') notice(room, `${member.name} left`)
     if (action === 'rename' && before) notice(room, `${before.name} is now ${member.name}`)

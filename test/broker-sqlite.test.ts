@@ -33,16 +33,18 @@ async function openBroker (t: TestContext, options: SqliteBrokerOptions, node = 
   return broker
 }
 
-// The contract holds the broker to `historySize`; the option that keeps it does.
-brokerContract('SqliteBroker', (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'chat-sqlite-'))
-  const broker = new SqliteBroker({ file: join(dir, 'chat.db'), retention: { messages: 'historySize' } })
-  t.after(async () => {
-    await broker.close()
-    await rm(dir, { recursive: true, force: true })
+// The contract holds the broker to `historySize`; the option that keeps it does. Both ways of acknowledging keep it.
+for (const synchronous of ['normal', 'full'] as const) {
+  brokerContract(`SqliteBroker (synchronous: '${synchronous}')`, (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'chat-sqlite-'))
+    const broker = new SqliteBroker({ file: join(dir, 'chat.db'), retention: { messages: 'historySize' }, synchronous })
+    t.after(async () => {
+      await broker.close()
+      await rm(dir, { recursive: true, force: true })
+    })
+    return broker
   })
-  return broker
-})
+}
 
 test('keeps every message by default, whatever historySize', async (t) => {
   const broker = await openBroker(t, { file: await tempFile(t) }, new RecordingNode(5))
@@ -210,6 +212,7 @@ test('bad options are refused with the field named', () => {
   assert.throws(() => new SqliteBroker({ file: '' }), /file: must be a non-empty path/)
   assert.throws(() => new SqliteBroker({ file: 'x.db', retention: { messages: 0 } }), /retention\.messages: must be a positive integer, not 0/)
   assert.throws(() => new SqliteBroker({ file: 'x.db', idleRoomTtl: -1 }), /idleRoomTtl: must be a positive integer, not -1/)
+  assert.throws(() => new SqliteBroker({ file: 'x.db', synchronous: 'off' as 'full' }), /synchronous: must be 'normal' or 'full', not off/)
 })
 
 test('a retention lowered between restarts is caught up by the sweep, in batches, and reads never show the excess', async (t) => {

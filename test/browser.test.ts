@@ -180,6 +180,25 @@ describe('the home page in Chromium', { skip }, () => {
     assert.deepEqual([...alice.errors, ...bob.errors], [])
   })
 
+  test('a room with more members than one reply holds shows the count and "and N more"', { timeout }, async (t) => {
+    const broker = new MemoryBroker()
+    const { httpUrl } = await startServer(t, { broker, maxMembersInReply: 2 })
+    for (let i = 0; i < 5; i++) {
+      await broker.publish('lobby', { type: 'presence', room: 'lobby', action: 'join', member: { id: `member-${i}`, name: `member ${i}` } })
+    }
+    const browser = await launchBrowser(t)
+    const alice = await openPage(browser)
+    await enterChat(alice.page, httpUrl, 'alice')
+    assert.equal(await alice.page.textContent('#members-title'), 'Members (6)')
+    const shown = await shownMembers(alice.page)
+    const listed = shown.filter((line) => !line.startsWith('and '))
+    assert.ok(listed.includes('alice (you)'))
+    assert.deepEqual(shown.filter((line) => line.startsWith('and ')), [`and ${6 - listed.length} more`])
+    await broker.publish('lobby', { type: 'presence', room: 'lobby', action: 'leave', member: { id: 'member-4', name: 'member 4' } })
+    await alice.page.waitForSelector('#members-title:text("Members (5)")')
+    assert.deepEqual(alice.errors, [])
+  })
+
   test('a server restart under open pages: both reconnect, nothing lost or shown twice', { timeout }, async (t) => {
     // One broker across both servers, as with Redis, so the history and seq survive the restart.
     const broker = new MemoryBroker()

@@ -135,6 +135,23 @@ test('requests resolve with their answers and room events reach the other member
   assert.equal(bobSaw.presence[1]?.action, 'leave')
 })
 
+test('members() pages the roster past what joined carries, in id order; joined has memberCount', async (t) => {
+  const { url } = await serve(t, { maxMembersInReply: 2 })
+  const clients = ['a', 'b', 'c', 'd', 'e'].map((name) => connect(t, url, { name }))
+  for (const client of clients) await client.join('lobby')
+  const alice = clients[0] as ChatClient
+  const joined = await alice.join('lobby')
+  assert.equal(joined.members.length, 2)
+  assert.equal(joined.memberCount, 5)
+  const ids = joined.members.map((member) => member.id)
+  for (let page = await alice.members('lobby', { after: ids.at(-1) }); ; page = await alice.members('lobby', { after: ids.at(-1) })) {
+    ids.push(...page.members.map((member) => member.id))
+    if (!page.more || ids.length > 5) break
+  }
+  assert.deepEqual(ids, clients.map((client) => client.id ?? '').sort())
+  assert.deepEqual((await alice.members('lobby', { limit: 1 })).members.map((member) => member.id), ids.slice(0, 1))
+})
+
 test('a request answered by an error rejects with its code; an unanswerable error is an error event', async (t) => {
   const { url } = await serve(t)
   const client = connect(t, url)

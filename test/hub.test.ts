@@ -190,3 +190,40 @@ test('an event listener that throws or rejects is logged and never fails the mem
   await new Promise((resolve) => setImmediate(resolve))
   assert.deepEqual(logged.sort(), ['a chat hub listener failed', 'a chat hub listener threw'])
 })
+
+test('a connection opens new rooms at a bounded rate: a burst of 20, then too_many_rooms; rooms with members here do not count', async (t) => {
+  const hub = await makeHub(t)
+  const host = await member(hub, 'host', 'popular')
+  const opener = await member(hub, 'opener')
+  const outcomes: string[] = []
+  // 40 fresh rooms, each joined and left at once: without a bound, this makes rooms as fast as the rate limit allows.
+  for (let i = 0; i < 40; i++) {
+    try {
+      await hub.join(opener, { type: 'join', room: `fresh-${i}` })
+      await hub.leave(opener, `fresh-${i}`)
+      outcomes.push('joined')
+    } catch (error) {
+      outcomes.push(error instanceof ChatError ? error.code : String(error))
+    }
+  }
+  assert.deepEqual(outcomes.slice(0, 20), Array(20).fill('joined'), 'a burst of 20, as many as maxRoomsPerConnection')
+  // One room every 5 s refills the bucket; however slow the machine, 20 more cannot all have come back in this loop.
+  assert.ok(outcomes.slice(20).includes('too_many_rooms'), outcomes.join(' '))
+  assert.ok(outcomes.slice(20).every((outcome) => outcome === 'joined' || outcome === 'too_many_rooms'), outcomes.join(' '))
+  // Joining a room that already has members on this node creates nothing.
+  await hub.join(opener, { type: 'join', room: 'popular' })
+  assert.equal(host.of('presence').at(-1)?.member.id, 'opener')
+})
+
+test('a join the memory broker cannot make a room for is refused with unavailable, and leaves nothing behind', async (t) => {
+  const hub = new Hub(new MemoryBroker({ maxRooms: 2 }), resolveOptions({}), silent)
+  await hub.open()
+  t.after(() => hub.close())
+  for (const room of ['a', 'b']) await hub.broadcast(room, 'kept')
+  const link = await member(hub, 'x')
+  await assert.rejects(hub.join(link, { type: 'join', room: 'c' }), (error: unknown) => error instanceof ChatError && error.code === 'unavailable')
+  assert.equal(hub.isMember(link, 'c'), false)
+  assert.deepEqual(await hub.rooms(), [])
+  await hub.join(link, { type: 'join', room: 'a' })
+  assert.deepEqual(link.of('joined').at(-1)?.history.map((m) => m.text), ['kept'])
+})

@@ -179,24 +179,27 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 
 interface RoomModel { seq: number, messages: Array<{ seq: number, from: { id: string, name: string }, text: string }>, members: Map<string, string> }
 
+/** A slot's connection; `joinsAsStranger` counts its joins of rooms it was not in, an upper bound on the rooms it opened. */
+interface SlotEntry { link: Link, rooms: Set<string>, joinsAsStranger: number }
+
 class World {
-  readonly slots: Array<{ link: Link, rooms: Set<string> } | undefined> = []
+  readonly slots: Array<SlotEntry | undefined> = []
   readonly rooms = new Map(ROOMS.map((r): [string, RoomModel] => [r, { seq: 0, messages: [], members: new Map() }]))
   private generation = 0
   constructor (readonly hub: Hub) {}
 
   /** The slot's connection, attaching a new one after a disconnect. */
-  entry (slot: number): { link: Link, rooms: Set<string> } {
+  entry (slot: number): SlotEntry {
     let entry = this.slots[slot]
     if (!entry) {
-      entry = { link: new Link(`s${slot}g${++this.generation}`, `s${slot}`), rooms: new Set() }
+      entry = { link: new Link(`s${slot}g${++this.generation}`, `s${slot}`), rooms: new Set(), joinsAsStranger: 0 }
       this.hub.attach(entry.link)
       this.slots[slot] = entry
     }
     return entry
   }
 
-  live (): Array<{ link: Link, rooms: Set<string> }> {
+  live (): SlotEntry[] {
     return this.slots.filter((e) => e !== undefined)
   }
 
@@ -252,7 +255,10 @@ class World {
       if (!member) return out
     }
     if (o.kind === 'join') {
+      // Past its burst of openings a join may be refused as too fast (whether it opens a room depends on the others' order).
+      const mayBeTooFast = !member && entry.joinsAsStranger++ >= LIMITS.maxRoomsPerConnection && refused === 'too_many_rooms'
       if (!member && entry.rooms.size >= LIMITS.maxRoomsPerConnection) assert.equal(refused, 'too_many_rooms')
+      else if (mayBeTooFast) return out
       else if (!member && model.members.size >= LIMITS.maxMembersPerRoom) assert.ok(refused === 'room_full' || !alone, `room_full, got ${refused}`)
       else assert.equal(refused, undefined)
       if (refused) return out
@@ -261,7 +267,7 @@ class World {
         model.members.set(link.id, link.name)
         others(o.room, { type: 'presence', room: o.room, action: 'join', member: me })
       }
-      out.get(link)?.push({ type: 'joined', room: o.room, seq: model.seq, members: members(model), ...snapshot(model, this.since(o)) })
+      out.get(link)?.push({ type: 'joined', room: o.room, seq: model.seq, members: members(model), memberCount: model.members.size, ...snapshot(model, this.since(o)) })
     } else if (o.kind === 'leave') {
       entry.rooms.delete(o.room)
       model.members.delete(link.id)

@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createDecoder, normalizeName, characterCount, DEFAULT_ROOM_PATTERN, type Message } from '../lib/protocol.js'
 import { TokenBucket } from '../lib/rate-limit.js'
-import { HistoryRing } from '../lib/history.js'
+import { HistoryRing, messageBytes } from '../lib/history.js'
 import { messageJsonAroundSeq, newMessage } from '../lib/broker.js'
 import { GroupCommit } from '../lib/brokers/group-commit.js'
 
@@ -84,6 +84,28 @@ test('the history ring keeps the newest capacity messages and reads ranges', () 
   assert.deepEqual(seqs({ after: 6, limit: 10 }), [])
   assert.equal(ring.get(2), undefined)
   assert.equal(ring.get(6)?.seq, 6)
+})
+
+test('the history ring counts its bytes and drops from the oldest end, reading the same ranges after', () => {
+  const ring = new HistoryRing(3000)
+  for (let seq = 1; seq <= 2500; seq++) ring.push(message(seq))
+  const costOf = (from: number, to: number): number => Array.from({ length: to - from + 1 }, (_, i) => messageBytes(message(from + i))).reduce((a, b) => a + b, 0)
+  assert.equal(ring.bytes, costOf(1, 2500))
+  let freed = 0
+  for (let i = 0; i < 2000; i++) freed += ring.dropOldest()
+  assert.equal(ring.length, 500)
+  assert.equal(ring.firstSeq, 2001)
+  assert.equal(freed, costOf(1, 2000))
+  assert.equal(ring.bytes, costOf(2001, 2500))
+  assert.equal(ring.newestBytes, messageBytes(message(2500)))
+  assert.deepEqual(ring.read({ before: 2003, limit: 10 }).messages.map((m) => m.seq), [2001, 2002])
+  assert.equal(ring.read({ before: 2003, limit: 10 }).more, false)
+  assert.equal(ring.get(2000), undefined)
+  ring.push(message(2501))
+  assert.deepEqual(ring.read({ after: 2498, limit: 10 }).messages.map((m) => m.seq), [2499, 2500, 2501])
+  for (let i = 0; i < 600; i++) ring.dropOldest()
+  assert.deepEqual([ring.length, ring.bytes, ring.newestBytes, ring.firstSeq], [0, 0, 0, 0])
+  assert.equal(ring.dropOldest(), 0, 'an empty ring frees nothing')
 })
 
 test('a message\'s JSON halves around its seq make the JSON of the message with that seq, with and without cid', () => {

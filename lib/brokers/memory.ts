@@ -3,9 +3,10 @@
  * so delivery is a direct call, in the same order as append.
  */
 import { randomUUID } from 'node:crypto'
+import { ChatError } from '../errors.js'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
 import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, messageIds, newMessage, retryOfTrimmed } from '../broker.js'
-import { HistoryRing } from '../history.js'
+import { HistoryRing, messageBytes } from '../history.js'
 import type { Member, Presence, TypingEvent } from '../protocol.js'
 import { InProcessNode } from './in-process.js'
 
@@ -18,10 +19,21 @@ export interface MemoryBrokerOptions {
   idleRoomTtl?: number
   /**
    * At most this many rooms are kept; making one more forgets the room without
-   * members that was active longest ago. Bounds what clients creating rooms
-   * can make the process hold, whatever the TTL. Default 100000.
+   * members and without messages that was active longest ago. Bounds what
+   * clients creating rooms can make the process hold, whatever the TTL. A room
+   * that holds messages is never forgotten to make room for another: when every
+   * room holds members or messages, making a new one is refused with
+   * `unavailable`. Default 100000.
    */
   maxRooms?: number
+  /**
+   * Stored messages take at most this many bytes (as `messageBytes` counts
+   * them: 2 a UTF-16 unit plus 256 a message). A message that would go past
+   * it first drops the oldest messages of the least recently active rooms,
+   * but never a room's newest one; when that cannot free enough, it is
+   * refused with `unavailable`. Default 64 MiB.
+   */
+  maxBytes?: number
 }
 
 /** How often idle rooms are looked for: often enough to bound memory, rare enough to cost nothing. */
@@ -32,27 +44,43 @@ const SWEEP_INTERVAL_MS = 60_000
  * new rooms can make it hold.
  */
 const DEFAULT_MAX_ROOMS = 100_000
+/**
+ * Message memory by default: a small share of a server's memory, yet about
+ * 8,000 messages of 2000 emoji, or 100,000 of 300 ASCII characters.
+ */
+const DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 interface RoomState {
   readonly epoch: string
   seq: number
   readonly history: HistoryRing
-  /** cid → when and as which seq it was stored. */
-  readonly cids: Map<string, { seq: number, ts: number }>
+  /** cid → when and as which seq it was stored; made with the first cid, since an empty Map costs more than the rest of a room. */
+  cids: Map<string, { seq: number, ts: number }> | undefined
   lastActive: number
 }
 
 export class MemoryBroker implements Broker {
   private readonly local = new InProcessNode('MemoryBroker')
+  /** Every room, least recently active first. */
   private readonly rooms_ = new Map<string, RoomState>()
+  /** The rooms without messages, least recently active first: those `maxRooms` may forget. */
+  private readonly emptyRooms = new Set<string>()
+  /** The rooms with more than one message, least recently active first: those whose old history `maxBytes` may drop. */
+  private readonly trimmableRooms = new Set<string>()
+  /** What every room's kept messages cost, per `messageBytes`. */
+  private storedBytes = 0
+  /** What the newest message of every room costs: the part of `storedBytes` that is never dropped. */
+  private newestBytes = 0
   private readonly idleRoomTtl: number
   private readonly maxRooms: number
+  private readonly maxBytes: number
   private sweeper: NodeJS.Timeout | undefined
   private readonly nextId = messageIds()
 
   constructor (options: MemoryBrokerOptions = {}) {
     this.idleRoomTtl = options.idleRoomTtl ?? DEFAULT_IDLE_ROOM_TTL_MS
     this.maxRooms = options.maxRooms ?? DEFAULT_MAX_ROOMS
+    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES
   }
 
   async open (node: BrokerNode): Promise<void> {
@@ -74,14 +102,20 @@ export class MemoryBroker implements Broker {
     const now = Date.now()
     const state = this.touch(room, now)
     if (draft.cid !== undefined) {
-      const seen = state.cids.get(draft.cid)
+      const seen = state.cids?.get(draft.cid)
       const original = seen && state.history.get(seen.seq)
       if (original) return { message: original, duplicate: true }
       if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
     }
-    const message = newMessage(room, ++state.seq, this.nextId(), draft, now)
-    if (draft.cid !== undefined) state.cids.set(draft.cid, { seq: message.seq, ts: now })
-    state.history.push(message)
+    const message = newMessage(room, state.seq + 1, this.nextId(), draft, now)
+    this.makeSpace(room, state, state.history.capacity === 0 ? 0 : messageBytes(message))
+    state.seq = message.seq
+    this.emptyRooms.delete(room)
+    if (draft.cid !== undefined) (state.cids ??= new Map()).set(draft.cid, { seq: message.seq, ts: now })
+    this.newestBytes -= state.history.newestBytes
+    this.storedBytes += state.history.push(message)
+    this.newestBytes += state.history.newestBytes
+    if (state.history.length > 1) this.trimmableRooms.add(room)
     this.local.deliver(room, message)
     return { message, duplicate: false }
   }
@@ -89,7 +123,8 @@ export class MemoryBroker implements Broker {
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
     this.local.opened()
     if (event.type === 'presence') {
-      this.touch(room, Date.now())
+      // A leave never makes a room: one whose roster holds the member exists.
+      if (event.action !== 'leave' || this.rooms_.has(room)) this.touch(room, Date.now())
       if (!this.local.updateRoster(room, event, options)) return
     }
     this.local.deliver(room, event)
@@ -121,45 +156,88 @@ export class MemoryBroker implements Broker {
 
   /**
    * The room, made if needed, marked active now. Rooms are kept in the order
-   * they were last active, so the first room without members is the one to
-   * forget when there are too many.
+   * they were last active, so the first empty room without members is the one
+   * to forget when there are too many.
    */
   private touch (room: string, now: number): RoomState {
     let state = this.rooms_.get(room)
     if (state) {
       this.rooms_.delete(room)
     } else {
-      if (this.rooms_.size >= this.maxRooms) this.forgetLeastActive()
+      if (this.rooms_.size >= this.maxRooms && !this.forgetLeastActiveEmpty()) {
+        throw new ChatError('unavailable', `the server holds its most rooms (${this.maxRooms}), each with members or messages: ${room} cannot be made now`)
+      }
       state = {
         epoch: randomUUID(),
         seq: 0,
         history: new HistoryRing(this.local.opened().historySize),
-        cids: new Map(),
+        cids: undefined,
         lastActive: now,
       }
     }
     state.lastActive = now
     this.rooms_.set(room, state)
+    for (const order of [this.emptyRooms, this.trimmableRooms]) {
+      if (order.delete(room)) order.add(room)
+    }
+    if (state.seq === 0) this.emptyRooms.add(room)
     return state
   }
 
-  private forgetLeastActive (): void {
-    for (const room of this.rooms_.keys()) {
+  /**
+   * Frees what a message of `needed` bytes for `room` (just touched, so the
+   * most recently active) takes beyond `maxBytes`: the oldest messages of the
+   * least recently active rooms first, each keeping its newest, then this
+   * room's own, whose new message becomes its newest. Throws `unavailable`,
+   * dropping nothing, when that cannot free enough.
+   */
+  private makeSpace (room: string, state: RoomState, needed: number): void {
+    const over = (): number => this.storedBytes + needed - this.maxBytes
+    if (over() <= 0) return
+    const droppable = this.storedBytes - this.newestBytes + state.history.newestBytes
+    if (over() > droppable) {
+      throw new ChatError('unavailable', `the server holds its most message memory (${this.maxBytes} bytes), each room down to its newest message: ${room} cannot take a new one now`)
+    }
+    for (const other of this.trimmableRooms) {
+      const history = (this.rooms_.get(other) as RoomState).history
+      while (history.length > 1 && over() > 0) this.storedBytes -= history.dropOldest()
+      if (history.length <= 1) this.trimmableRooms.delete(other)
+      if (over() <= 0) return
+    }
+    this.newestBytes -= state.history.newestBytes
+    while (over() > 0 && state.history.length > 0) this.storedBytes -= state.history.dropOldest()
+    this.newestBytes += state.history.newestBytes
+  }
+
+  /** Forgets the least recently active room without members or messages; false when there is none. */
+  private forgetLeastActiveEmpty (): boolean {
+    for (const room of this.emptyRooms) {
       if (this.local.memberCount(room) === 0) {
-        this.rooms_.delete(room)
-        return
+        this.forget(room)
+        return true
       }
     }
+    return false
+  }
+
+  private forget (room: string): void {
+    const state = this.rooms_.get(room)
+    if (!state) return
+    this.storedBytes -= state.history.bytes
+    this.newestBytes -= state.history.newestBytes
+    this.rooms_.delete(room)
+    this.emptyRooms.delete(room)
+    this.trimmableRooms.delete(room)
   }
 
   private sweep (now: number): void {
     for (const [room, state] of this.rooms_) {
       if (this.local.memberCount(room) === 0 && now - state.lastActive > this.idleRoomTtl) {
-        this.rooms_.delete(room)
+        this.forget(room)
         continue
       }
-      for (const [cid, seen] of state.cids) {
-        if (now - seen.ts > CID_RETENTION_MS && state.history.get(seen.seq) === undefined) state.cids.delete(cid)
+      for (const [cid, seen] of state.cids ?? []) {
+        if (now - seen.ts > CID_RETENTION_MS && state.history.get(seen.seq) === undefined) state.cids?.delete(cid)
       }
     }
   }

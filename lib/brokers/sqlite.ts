@@ -1,9 +1,9 @@
 /**
  * The durable one-process broker: rooms' seq, epoch, history and cids in a
  * SQLite file, events delivered in-process as by the memory broker. Appends of
- * one event-loop turn (and those made while a commit is being flushed to
- * disk) are committed together; each is delivered and acknowledged only once
- * that commit is on disk.
+ * one event-loop turn are committed together (and, with `synchronous: 'full'`,
+ * those made while a commit is being flushed to disk); each is delivered and
+ * acknowledged only once that commit is done (and on disk, with 'full').
  */
 import { randomUUID } from 'node:crypto'
 import { setImmediate as nextTurn } from 'node:timers/promises'
@@ -33,6 +33,16 @@ export interface SqliteBrokerOptions {
    * deleted in small batches, a transaction each, so no lock is held long.
    */
   retention?: RetentionOptions
+  /**
+   * When an append is acknowledged. Default `'normal'`: once its transaction
+   * committed, so it survives the process being killed; the log is flushed to
+   * disk within a second, so a power loss or an OS crash loses at most about
+   * a second of acknowledged messages. `'full'`: once the commit is flushed to
+   * disk as well, so it survives a power loss; each flush takes a few ms, and
+   * a connection's sends wait one flush each (calls made meanwhile share it).
+   * The flush runs on the thread pool either way, never blocking the event loop.
+   */
+  synchronous?: 'normal' | 'full'
 }
 
 /** Rows deleted per retention transaction: small enough that a batch never holds the file for long. */
@@ -44,6 +54,10 @@ const TRIM_BATCH = 500
  */
 const SWEEP_INTERVAL_MS = 60_000
 const MIN_SWEEP_INTERVAL_MS = 1000
+/** Rooms whose row is kept in memory: the active ones of a busy server; past this the cache starts over. */
+const MAX_CACHED_ROOMS = 10_000
+/** With `synchronous: 'normal'`, how long a commit may wait in the OS before the log is flushed to disk: what a power loss may cost. */
+const BACKGROUND_FLUSH_MS = 1000
 
 
 interface RoomRow { id: number, epoch: string, seq: number }
@@ -62,7 +76,17 @@ export class SqliteBroker implements Broker {
   private statements: ReturnType<typeof prepare> | undefined
   /** Set when a flush to disk failed: what the disk holds is unknown, so nothing more is acknowledged. */
   private failure: Error | undefined
+  /** With `synchronous: 'normal'`: the flush due within `BACKGROUND_FLUSH_MS` of a commit, and the one under way. */
+  private flushTimer: NodeJS.Timeout | undefined
+  private flushing: Promise<void> | undefined
   private keep: number | undefined
+  /**
+   * Room rows as last committed. This process alone writes the file, so they
+   * stay true, and an append needs no read of its room.
+   */
+  private readonly roomRows = new Map<string, RoomRow>()
+  /** Whether a retry may name a cid that retention trimmed (else no append needs to look). */
+  private mayHaveTrimmedCids = false
   private readonly commits = new GroupCommit<Call, AppendResult | undefined>((batch) => this.commit(batch))
   private sweeper: NodeJS.Timeout | undefined
   private sweeping = false
@@ -77,6 +101,7 @@ export class SqliteBroker implements Broker {
     positive('idleRoomTtl', options?.idleRoomTtl)
     if (options?.retention?.messages !== 'historySize') positive('retention.messages', options?.retention?.messages)
     positive('retention.age', options?.retention?.age)
+    if (options?.synchronous !== undefined && options.synchronous !== 'normal' && options.synchronous !== 'full') problems.push(`synchronous: must be 'normal' or 'full', not ${String(options.synchronous)}`)
     if (problems.length > 0) throw new TypeError(`SqliteBroker options: ${problems.join('; ')}`)
   }
 
@@ -91,6 +116,8 @@ export class SqliteBroker implements Broker {
     this.failure = undefined
     this.statements = prepare(this.file.db)
     this.keep = keptPerRoom(this.options.retention, node)
+    this.roomRows.clear()
+    this.mayHaveTrimmedCids = this.options.retention !== undefined || this.statements.anyTrimmedCid.get() !== undefined
     const interval = Math.max(MIN_SWEEP_INTERVAL_MS, Math.min(SWEEP_INTERVAL_MS, this.options.retention?.age ?? Infinity, this.options.idleRoomTtl ?? Infinity))
     this.sweeper = setInterval(() => { void this.sweep() }, interval)
     this.sweeper.unref()
@@ -102,6 +129,7 @@ export class SqliteBroker implements Broker {
 
   async unsubscribe (room: string): Promise<void> {
     this.local.unsubscribe(room)
+    this.roomRows.delete(room)
   }
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
@@ -160,8 +188,12 @@ export class SqliteBroker implements Broker {
 
   async close (): Promise<void> {
     clearInterval(this.sweeper)
-    // Whatever was queued is committed (or refused) before the file closes.
+    // Whatever was queued is committed (or refused) before the file closes;
+    // closing flushes the log itself (SQLite checkpoints the file on close).
     await this.commits.settled()
+    clearTimeout(this.flushTimer)
+    this.flushTimer = undefined
+    await this.flushing
     this.file?.close()
     this.file = undefined
     this.statements = undefined
@@ -176,33 +208,48 @@ export class SqliteBroker implements Broker {
   }
 
   /**
-   * The group commit: a batch of calls in one transaction, flushed to disk,
-   * then (only then) deliveries in the calls' order, so per room in seq
-   * order. A failed commit stores none of them, and each caller is told.
+   * The group commit: a batch of calls in one transaction (flushed to disk,
+   * with `synchronous: 'full'`), then (only then) deliveries in the calls'
+   * order, so per room in seq order. A failed commit stores none of them, and
+   * each caller is told.
    */
   private async commit (batch: Array<Pending<Call, AppendResult | undefined>>): Promise<void> {
     const s = this.prepared()
     const log = this.local.opened().log
     let results: Array<AppendResult | undefined>
+    // The batch's rooms as it leaves them: each row is written once per batch, not once per append.
+    const touched = new Map<string, RoomRow>()
     try {
       const now = Date.now()
-      results = s.db.transaction(() => batch.map(({ call }) => {
-        if (call.kind === 'append') return this.store(s, call.room, call.draft, now)
-        if (call.event.type === 'presence') this.touch(s, call.room, now)
-        return undefined
-      }))()
+      const roomRow = (room: string): RoomRow => {
+        let row = touched.get(room)
+        if (!row) {
+          row = { ...(this.roomRows.get(room) ?? s.room.get(room) as RoomRow | undefined ?? s.createRoom.get(room, randomUUID(), now) as RoomRow) }
+          touched.set(room, row)
+        }
+        return row
+      }
+      results = s.db.transaction(() => {
+        const stored = batch.map(({ call }) => {
+          if (call.kind === 'append') return this.store(s, roomRow(call.room), call.room, call.draft, now)
+          if (call.event.type === 'presence') roomRow(call.room)
+          return undefined
+        })
+        for (const row of touched.values()) {
+          s.setRoom.run(row.seq, now, row.id)
+          // Retention by count keeps pace with appends here, a bounded batch at a time.
+          if (this.keep !== undefined) trimRoom(s, row.id, row.seq - this.keep)
+        }
+        return stored
+      })()
     } catch (error) {
       log.error({ err: error, file: this.options.file, calls: batch.length }, 'SqliteBroker: commit failed')
       throw new ChatError('unavailable', 'the chat store (SQLite) could not commit; retry with the same cid')
     }
-    try {
-      await this.file!.flush()
-    } catch (error) {
-      // As PostgreSQL does on a failed fsync: what reached the disk is unknown, so stop rather than acknowledge.
-      this.failure = error as Error
-      log.error({ err: error, file: this.options.file }, 'SqliteBroker: flushing to disk failed; refusing every call until the server restarts')
-      throw new ChatError('unavailable', `the chat store (SQLite) could not write to disk (${(error as Error).message})`)
-    }
+    if (this.roomRows.size + touched.size > MAX_CACHED_ROOMS) this.roomRows.clear()
+    for (const [room, row] of touched) this.roomRows.set(room, row)
+    if (this.options.synchronous === 'full') await this.flush()
+    else this.flushTimer ??= setTimeout(() => { void this.flush().catch(() => {}) }, BACKGROUND_FLUSH_MS).unref()
     batch.forEach(({ call, resolve, reject }, i) => {
       if (call.kind === 'append') {
         const result = results[i]!
@@ -219,31 +266,36 @@ export class SqliteBroker implements Broker {
     })
   }
 
-  /** One append inside the group's transaction. */
-  private store (s: ReturnType<typeof prepare>, room: string, draft: MessageDraft, now: number): AppendResult {
-    const row = this.touch(s, room, now)
+  /**
+   * Puts every commit made so far on disk. A failure stops the broker, as
+   * PostgreSQL stops on a failed fsync: what reached the disk is unknown, so
+   * nothing more may be acknowledged.
+   */
+  private async flush (): Promise<void> {
+    this.flushTimer = undefined
+    const flushing = this.file!.flush()
+    this.flushing = flushing.catch(() => {})
+    try {
+      await flushing
+    } catch (error) {
+      this.failure = error as Error
+      this.local.opened().log.error({ err: error, file: this.options.file }, 'SqliteBroker: flushing to disk failed; refusing every call until the server restarts')
+      throw new ChatError('unavailable', `the chat store (SQLite) could not write to disk (${(error as Error).message})`)
+    }
+  }
+
+  /** One append inside the group's transaction; takes the next seq of `row` (the room's row as the batch has it so far). */
+  private store (s: ReturnType<typeof prepare>, row: RoomRow, room: string, draft: MessageDraft, now: number): AppendResult {
     if (draft.cid !== undefined) {
       const stored = s.byCid.get(row.id, draft.cid) as MessageRow | undefined
       if (stored && (this.keep === undefined || stored.seq > row.seq - this.keep)) return { message: toMessage(room, stored), duplicate: true }
-      const seen = stored ?? s.trimmedCid.get(row.id, draft.cid) as { seq: number, ts: number } | undefined
+      const seen = stored ?? (this.mayHaveTrimmedCids ? s.trimmedCid.get(row.id, draft.cid) as { seq: number, ts: number } | undefined : undefined)
       if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
     }
     const message = newMessage(room, row.seq + 1, this.nextId(), draft, now)
     s.insert.run(row.id, message.seq, message.id, message.from.id, message.from.name, message.text, now, draft.cid ?? null)
-    s.setSeq.run(message.seq, row.id)
-    // Retention by count keeps pace with appends here, a bounded batch at a time.
-    if (this.keep !== undefined) trimRoom(s, row.id, message.seq - this.keep)
+    row.seq = message.seq
     return { message, duplicate: false }
-  }
-
-  /** The room's row, made (with a new epoch) if needed, marked active now. */
-  private touch (s: ReturnType<typeof prepare>, room: string, now: number): RoomRow {
-    const row = s.room.get(room) as RoomRow | undefined
-    if (row) {
-      s.setActive.run(now, row.id)
-      return row
-    }
-    return s.createRoom.get(room, randomUUID(), now) as RoomRow
   }
 
   /**
@@ -279,9 +331,10 @@ export class SqliteBroker implements Broker {
       if (ttl !== undefined) {
         const idle = (s.idleRooms.all(now - ttl, TRIM_BATCH) as Array<{ id: number, name: string }>)
           .filter(({ name }) => this.local.memberCount(name) === 0)
-        for (const { id } of idle) {
+        for (const { id, name } of idle) {
           s.markDropped.run(id)
           s.deleteRoom.run(id)
+          this.roomRows.delete(name)
         }
       }
       const dropped = s.droppedRoom.get() as { id: number } | undefined
@@ -315,11 +368,11 @@ function prepare (db: Database.Database) {
     db,
     room: db.prepare('SELECT id, epoch, seq FROM rooms WHERE name = ?'),
     createRoom: db.prepare('INSERT INTO rooms (name, epoch, seq, last_active) VALUES (?, ?, 0, ?) RETURNING id, epoch, seq'),
-    setActive: db.prepare('UPDATE rooms SET last_active = ? WHERE id = ?'),
-    setSeq: db.prepare('UPDATE rooms SET seq = ? WHERE id = ?'),
+    setRoom: db.prepare('UPDATE rooms SET seq = ?, last_active = ? WHERE id = ?'),
     insert: db.prepare('INSERT INTO messages (room_id, seq, id, from_id, from_name, text, ts, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
     byCid: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND cid = ?`),
     trimmedCid: db.prepare('SELECT seq, ts FROM trimmed_cids WHERE room_id = ? AND cid = ?'),
+    anyTrimmedCid: db.prepare('SELECT 1 FROM trimmed_cids LIMIT 1'),
     readAfter: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?`),
     readBefore: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?`),
     anyBetween: db.prepare('SELECT 1 FROM messages WHERE room_id = ? AND seq > ? AND seq < ? LIMIT 1'),

@@ -104,7 +104,7 @@ export class TypedEmitter<Events> {
 
 // ---------------------------------------------------------------- the client
 
-type RequestType = 'join' | 'leave' | 'send' | 'history' | 'nick'
+type RequestType = 'join' | 'leave' | 'send' | 'history' | 'members' | 'nick'
 type Outgoing = { [K in RequestType]: Omit<ClientMessageOf<K>, 'ref'> }[RequestType]
 
 interface Pending {
@@ -262,6 +262,16 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   async history (room: string, query: { before?: number, limit?: number } = {}): Promise<{ messages: Message[], more: boolean }> {
     const { messages, more } = await this.request({ type: 'history', room, ...query }, 'call') as ServerFrameOf<'history'>
     return { messages, more }
+  }
+
+  /**
+   * Pages through `room`'s members in id order, after the member id `after`:
+   * `joined` carries the first page (`members`) and the total (`memberCount`);
+   * pass the last id seen to get the next, until `more` is false.
+   */
+  async members (room: string, query: { after?: string, limit?: number } = {}): Promise<{ members: Member[], more: boolean }> {
+    const { members, more } = await this.request({ type: 'members', room, ...query }, 'call') as ServerFrameOf<'members'>
+    return { members, more }
   }
 
   /** Changes the display name; resolves with the name as the server normalized it. */
@@ -432,12 +442,12 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   }
 
   /**
-   * Joins and leaves go out as soon as connected; sends and history need the
-   * rooms rejoined first; while the rate limit holds, nothing goes out, and
-   * while pacing, one at a time.
+   * Joins and leaves go out as soon as connected; sends, history and members
+   * need the rooms rejoined first; while the rate limit holds, nothing goes
+   * out, and while pacing, one at a time.
    */
   private writable (pending: Pending): boolean {
-    const needsRooms = pending.frame.type === 'send' || pending.frame.type === 'history'
+    const needsRooms = pending.frame.type === 'send' || pending.frame.type === 'history' || pending.frame.type === 'members'
     const rateAllows = !this.pacing || (this.paceTimer === undefined && this.pacedRef === undefined)
     return this.live && !pending.written && (this.ready || !needsRooms) && rateAllows
   }

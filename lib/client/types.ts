@@ -72,7 +72,10 @@ export interface ChatClientEvents {
   /** A connection was accepted: `id` is this connection's, `name` the one in use. */
   welcome: Welcome
   status: StatusChange
-  /** A room was (re)joined: members and the raw history (whose new messages also come as `message`). */
+  /**
+   * A room was (re)joined: the first `maxMembersInReply` members (page the rest
+   * with `members()`), `memberCount`, and the raw history (whose new messages also come as `message`).
+   */
   joined: Joined
   /** Every message of a joined room, from live delivery or a join's history, once each and in seq order. */
   message: Message
