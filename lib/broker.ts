@@ -118,7 +118,8 @@ export interface BrokerNode {
  * The guarantees every broker keeps (the contract suite checks them):
  * - `append` gives a room's messages seq 1, 2, 3… with no gap across all nodes,
  *   stores, and publishes in one atomic step, so publish order is seq order;
- *   a `cid` already stored in the room (within the kept history, and for at
+ *   appends called one after another without waiting take their seqs in call
+ *   order (a connection's overlapping sends keep their order); a `cid` already stored in the room (within the kept history, and for at
  *   least 10 minutes) is not stored again.
  * - `publish` of a presence event also updates the room's roster (`join` adds,
  *   `leave` removes, `rename` renames) before it is delivered; typing is only delivered.

@@ -10,7 +10,7 @@
 import { ChatError, CloseCodes, type ErrorCode } from './errors.js'
 import type { BrokerLogger } from './broker.js'
 import type { Hub, MemberLink } from './hub.js'
-import { PROTOCOL_VERSION, encodeFrame, normalizeName, type ClientMessage, type Decoded, type ServerFrame } from './protocol.js'
+import { PROTOCOL_VERSION, encodeFrame, normalizeName, type ClientMessage, type ClientMessageOf, type Decoded, type Message, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
 import { TokenBucket } from './rate-limit.js'
 import { OPEN, type Transport } from './upgrade.js'
@@ -36,6 +36,14 @@ export interface SocketLike extends WritableSocket {
  * 4008 while bounding how long those bytes are held.
  */
 const CLOSE_GRACE_MS = 5000
+/**
+ * How many of a connection's sends may be stored at once. Overlap lets a
+ * durable broker commit a fast sender's messages together instead of one
+ * disk commit each; the bound keeps what one connection can have the server
+ * hold (messages and their acks) small, and is well above what the default
+ * rate limit lets through between two commits.
+ */
+const MAX_SENDS_IN_FLIGHT = 64
 
 type ConnectionOptions = Pick<ResolvedOptions, 'maxPayload' | 'rateLimit' | 'errorLimit' | 'maxBufferedBytes'>
 
@@ -67,6 +75,8 @@ export class Connection implements MemberLink {
   private inbox: ClientMessage[] | undefined
   private next = 0
   private paused = false
+  /** Sends handed to the broker and not yet answered, oldest first: acks come in this order. */
+  private sendsInFlight: Array<Promise<void>> = []
   private readonly rate: TokenBucket
   /** Made at the first refusal: most connections never err, and a bucket made full later is the same bucket. */
   private errorBudget: TokenBucket | undefined
@@ -185,11 +195,17 @@ export class Connection implements MemberLink {
     this.socket.resume()
   }
 
-  /** Handles one message and never rejects: a refusal is answered, a failure closes the connection. */
+  /**
+   * Handles one message and never rejects: a refusal is answered, a failure
+   * closes the connection. Consecutive sends overlap while they are stored
+   * (their acks still come in order); any other message first waits until
+   * every send before it is answered, so replies keep the order of requests.
+   */
   private async handle (message: ClientMessage): Promise<void> {
     const { hub } = this.context
     const ref = message.ref === undefined ? {} : { ref: message.ref }
     try {
+      if (message.type !== 'send' && this.sendsInFlight.length > 0) await this.answeredSends()
       if (this.closing) return
       switch (message.type) {
         case 'join':
@@ -200,8 +216,10 @@ export class Connection implements MemberLink {
           this.reply({ type: 'left', ...ref, room: message.room })
           break
         case 'send': {
-          const stored = await hub.send(this, message)
-          if (message.ref !== undefined) this.reply({ type: 'ack', ref: message.ref, room: message.room, seq: stored.seq })
+          const { stored } = await hub.acceptSend(this, message)
+          this.sendsInFlight.push(this.acknowledge(message, stored))
+          // The socket is not read while the pump waits here, so a fast sender is slowed, not buffered for.
+          if (this.sendsInFlight.length >= MAX_SENDS_IN_FLIGHT) await this.sendsInFlight.shift()
           break
         }
         case 'typing':
@@ -228,12 +246,33 @@ export class Connection implements MemberLink {
           break
       }
     } catch (error) {
-      if (error instanceof ChatError) {
-        this.refuse({ ok: false, code: error.code, message: error.message }, message.ref)
-      } else {
-        this.context.log.error({ err: error, id: this.id, type: message.type }, 'chat message handler failed')
-        this.close(CloseCodes.internalError, 'internal error')
-      }
+      this.failed(error, message)
+    }
+  }
+
+  /** Answers a send once it is stored: its ack, or the refusal. */
+  private async acknowledge (message: ClientMessageOf<'send'>, stored: Promise<Message>): Promise<void> {
+    try {
+      const { seq } = await stored
+      if (message.ref !== undefined) this.reply({ type: 'ack', ref: message.ref, room: message.room, seq })
+    } catch (error) {
+      this.failed(error, message)
+    }
+  }
+
+  private async answeredSends (): Promise<void> {
+    const pending = this.sendsInFlight
+    this.sendsInFlight = []
+    await Promise.all(pending)
+  }
+
+  /** A refusal (`ChatError`) is answered; anything else is a bug of ours and closes the connection. */
+  private failed (error: unknown, message: ClientMessage): void {
+    if (error instanceof ChatError) {
+      this.refuse({ ok: false, code: error.code, message: error.message }, message.ref)
+    } else {
+      this.context.log.error({ err: error, id: this.id, type: message.type }, 'chat message handler failed')
+      this.close(CloseCodes.internalError, 'internal error')
     }
   }
 

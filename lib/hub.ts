@@ -248,6 +248,18 @@ export class Hub extends EventEmitter<HubEvents> {
 
   /** Stores and delivers a member's message; resolves with what was stored (or the original of a retried `cid`). */
   async send (link: MemberLink, request: ClientMessageOf<'send'>): Promise<Message> {
+    return await (await this.acceptSend(link, request)).stored
+  }
+
+  /**
+   * The first half of `send`: its checks and the `onMessage` hook, then the
+   * message handed to the broker. Resolves once handed over, with `stored`,
+   * which settles once the broker stored it (or refused it). A connection may
+   * hand over its next message meanwhile: the broker stores a room's messages
+   * in the order they were handed over, and a durable broker commits those
+   * that overlap together.
+   */
+  async acceptSend (link: MemberLink, request: ClientMessageOf<'send'>): Promise<{ stored: Promise<Message> }> {
     const { room } = request
     this.memberEntry(link, room)
     const member = { id: link.id, name: link.name }
@@ -258,9 +270,11 @@ export class Hub extends EventEmitter<HubEvents> {
       if (typeof verdict === 'string') text = verdict
     }
     const draft = request.cid === undefined ? { from: member, text } : { from: member, text, cid: request.cid }
-    const { message, duplicate } = await this.broker.append(room, draft)
-    if (!duplicate) this.tell('message', message)
-    return message
+    const stored = this.broker.append(room, draft).then(({ message, duplicate }) => {
+      if (!duplicate) this.tell('message', message)
+      return message
+    })
+    return { stored }
   }
 
   async typing (link: MemberLink, room: string): Promise<void> {

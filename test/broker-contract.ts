@@ -42,6 +42,12 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       assert.equal((await broker.append('other', { from: alice, text: 'x' })).message.seq, 1, 'each room has its own seq')
     })
 
+    it('stores appends made one after another, without waiting, in the order they were made', async (t) => {
+      const { broker } = await open(t)
+      const results = await Promise.all(Array.from({ length: 50 }, (_, i) => broker.append('r', { from: alice, text: `m${i}`, cid: `c${i}` })))
+      assert.deepEqual(results.map(({ message }) => [message.seq, message.text]), Array.from({ length: 50 }, (_, i) => [i + 1, `m${i}`]))
+    })
+
     it('keeps text of any Unicode and JSON-looking content intact', async (t) => {
       const { broker } = await open(t)
       const text = '"},{"seq":99 ünïcødé 🎉 \\ / \u2028 <b>'

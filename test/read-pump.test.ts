@@ -1,18 +1,27 @@
 /**
  * The read pump over real sockets: a burst the rate allows is answered in
- * full and in order on every broker (the socket is paused, never refused),
+ * full and in order on every broker (the socket is paused, never refused;
+ * consecutive sends overlap while stored, which the durable brokers commit together),
  * `rate_limited` means the rate, and a closing connection keeps its close code.
  */
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
+import { mkdtempSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { RedisBroker } from '../lib/redis.js'
+import { SqliteBroker } from '../lib/sqlite.js'
+import { PostgresBroker } from '../lib/postgres.js'
 import type { Broker } from '../lib/broker.js'
 import { RawClient, sleep } from './helpers/client.js'
 import { startServer } from './helpers/server.js'
 import { REDIS_URL, deleteKeys, skipUnlessRedis, uniquePrefix } from './helpers/redis.js'
+import { POSTGRES_URL, dropSchema, skipUnlessPostgres, uniqueSchema } from './helpers/postgres.js'
 
 const redisSkip = await skipUnlessRedis()
+const postgresSkip = await skipUnlessPostgres()
 
 /** A rate that allows every burst of these tests at once: only the pump's own behaviour is under test. */
 const GENEROUS_RATE = { perSecond: 1000, burst: 1000 }
@@ -26,6 +35,34 @@ const brokers: Array<{ name: string, skip: string | false, make: (t: TestContext
       const prefix = uniquePrefix()
       t.after(() => deleteKeys(prefix))
       return new RedisBroker({ url: REDIS_URL, prefix })
+    },
+  },
+  {
+    // Acks wait for a disk flush here: the sends that overlap share it.
+    name: "SQLite (synchronous: 'full')",
+    skip: false,
+    make: (t) => {
+      const dir = mkdtempSync(join(tmpdir(), 'chat-read-pump-'))
+      const broker = new SqliteBroker({ file: join(dir, 'chat.db'), synchronous: 'full' })
+      // Closed first (the server closing it again does nothing), so the file is let go before it is removed.
+      t.after(async () => {
+        await broker.close()
+        await rm(dir, { recursive: true, force: true })
+      })
+      return broker
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    skip: postgresSkip,
+    make: (t) => {
+      const schema = uniqueSchema()
+      const broker = new PostgresBroker({ connectionString: POSTGRES_URL, schema })
+      t.after(async () => {
+        await broker.close()
+        await dropSchema(schema)
+      })
+      return broker
     },
   },
 ]
