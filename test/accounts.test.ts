@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { Page } from 'playwright-core'
 import WebSocket from 'ws'
 import { SIGN_IN_LIMIT } from '../example/accounts.js'
 import { launchBrowser, openPage, say, shownMembers, skipUnlessChromium, waitConnected, waitForMessage, waitJoined } from './helpers/browser.js'
@@ -266,14 +267,19 @@ test('with PostgreSQL, one account is one user on two servers, and outlives them
   assert.ok(!one.output().includes(PASSWORD) && !two.output().includes(PASSWORD))
 })
 
+/** Opens the home page of `base` and fills its sign-in form with `name` and `password`, without submitting. */
+async function fillSignIn (page: Page, base: string, name: string, password: string): Promise<void> {
+  await page.goto(base)
+  await page.waitForSelector('#password-field:not([hidden])')
+  await page.fill('#login-name', name)
+  await page.fill('#login-password', password)
+}
+
 test('the home page registers, signs in, keeps the session across a reload, and signs out', { skip: skipUnlessChromium() }, async (t) => {
   const example = await onSqlite(t)
   const browser = await launchBrowser(t)
   const alice = await openPage(browser)
-  await alice.page.goto(example.base)
-  await alice.page.waitForSelector('#password-field:not([hidden])')
-  await alice.page.fill('#login-name', 'Alice')
-  await alice.page.fill('#login-password', PASSWORD)
+  await fillSignIn(alice.page, example.base, 'Alice', PASSWORD)
   await alice.page.click('#register-submit')
   await waitConnected(alice.page)
   await waitJoined(alice.page, 'lobby')
@@ -282,10 +288,7 @@ test('the home page registers, signs in, keeps the session across a reload, and 
 
   // Another browser: a wrong password is told, the right one gets Alice in as the same user.
   const laptop = await openPage(browser)
-  await laptop.page.goto(example.base)
-  await laptop.page.waitForSelector('#password-field:not([hidden])')
-  await laptop.page.fill('#login-name', 'alice')
-  await laptop.page.fill('#login-password', `${PASSWORD}x`)
+  await fillSignIn(laptop.page, example.base, 'alice', `${PASSWORD}x`)
   await laptop.page.press('#login-password', 'Enter')
   await laptop.page.waitForSelector('#login-error:has-text("Wrong name or password")')
   await laptop.page.fill('#login-password', PASSWORD)
@@ -297,10 +300,7 @@ test('the home page registers, signs in, keeps the session across a reload, and 
 
   // A taken name, in another case, is refused on the page.
   const mallory = await openPage(browser)
-  await mallory.page.goto(example.base)
-  await mallory.page.waitForSelector('#password-field:not([hidden])')
-  await mallory.page.fill('#login-name', 'ALICE')
-  await mallory.page.fill('#login-password', PASSWORD)
+  await fillSignIn(mallory.page, example.base, 'ALICE', PASSWORD)
   await mallory.page.click('#register-submit')
   await mallory.page.waitForSelector('#login-error:has-text("That name is taken")')
   assert.equal(await mallory.page.isHidden('#chat'), true)
