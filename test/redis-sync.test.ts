@@ -13,6 +13,7 @@ import WebSocket from 'ws'
 import chatRooms, { type ChatRoomsOptions } from '../lib/index.js'
 import { ChatClient, type ChatClientEvents } from '../lib/client/index.js'
 import { CloseCodes } from '../lib/errors.js'
+import type { ServerFrameOf } from '../lib/protocol.js'
 import { RedisBroker, type RedisBrokerOptions } from '../lib/redis.js'
 import { RawClient } from './helpers/client.js'
 import { uniquePrefix } from './helpers/redis.js'
@@ -63,17 +64,21 @@ function record (client: ChatClient): { status: Array<ChatClientEvents['status']
   return seen
 }
 
-/** Joins `r`, then names each live message whose seq `joined.history` or an earlier live message already carried. */
+/** Joins `r`, then names each message delivered after `joined` whose seq `joined.history` or an earlier one already carried. */
 async function repeatedLive (client: RawClient, what: string): Promise<string[]> {
   client.frames.splice(0)
-  const joined = await client.request('joined', { type: 'join', room: 'r' })
-  // Once a live message newer than the snapshot arrived, any late copy of an older one came before it.
-  await client.next('message', (message) => message.seq > joined.seq, WAIT_MS)
+  const ref = `${what} join`
+  client.send({ type: 'join', room: 'r', ref })
+  await until(() => client.frames.some((frame) => frame.type === 'joined' && frame.ref === ref), `${what}: joined`)
+  const joined = client.frames.find((frame) => frame.type === 'joined' && frame.ref === ref) as ServerFrameOf<'joined'>
+  // Once a message newer than the snapshot arrived, any late copy of an older one came before it.
+  await until(() => client.frames.some((frame) => frame.type === 'message' && frame.seq > joined.seq), `${what}: a message after joined`)
   const seen = new Set(joined.history.map((message) => message.seq))
   const repeated: string[] = []
-  for (const message of client.pending('message')) {
-    if (seen.has(message.seq)) repeated.push(`${what}: seq ${message.seq}`)
-    seen.add(message.seq)
+  for (const frame of client.frames.slice(client.frames.indexOf(joined))) {
+    if (frame.type !== 'message') continue
+    if (seen.has(frame.seq)) repeated.push(`${what}: seq ${frame.seq}`)
+    seen.add(frame.seq)
   }
   return repeated
 }
