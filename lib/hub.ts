@@ -213,8 +213,9 @@ export class Hub extends EventEmitter<HubEvents> {
     if (entry.rooms.has(room)) {
       const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
       link.deliver(this.joinedFrame(request, members, snapshot))
+      // What this snapshot reaches is in this `joined` or came before it: a late copy is not delivered.
       const roomMember = this.rooms_.get(room)?.members.get(link.id)
-      if (roomMember?.pending === undefined && roomMember?.position.epoch === snapshot.epoch) {
+      if (roomMember && !roomMember.pending && roomMember.position.epoch === snapshot.epoch) {
         roomMember.position.seq = Math.max(roomMember.position.seq, snapshot.seq)
       }
       return
