@@ -107,6 +107,13 @@ export interface BrokerNode {
    * duplicate while the node stays subscribed. Must not throw.
    */
   deliver(room: string, event: RoomEvent): void
+  /**
+   * The broker cannot continue `room`'s stream here without a gap: its epoch
+   * changed to `epoch` (the stream was lost and began again at seq 1; also
+   * said when a stream first shows its epoch), or, without `epoch`, messages
+   * were lost before they could be delivered. Must not throw.
+   */
+  outOfSync(room: string, epoch?: string): void
   /** Messages kept per room. */
   historySize: number
   /** This node's current WebSocket connections, which `nodes()` lists with it. */

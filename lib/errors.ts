@@ -29,6 +29,8 @@ export const CloseCodes = {
   messageTooBig: 1009,
   internalError: 1011,
   slowConsumer: 4008,
+  /** The server cannot continue the member's stream without a gap: resume with `since`. */
+  outOfSync: 4010,
 } as const
 
 export type CloseCode = (typeof CloseCodes)[keyof typeof CloseCodes]

@@ -5,7 +5,7 @@
  * come back through `deliver` and are encoded once for all local members.
  */
 import { EventEmitter } from 'node:events'
-import type { Broker, BrokerLogger, NodeInfo, ReadResult, RoomInfo } from './broker.js'
+import { NO_STREAM_YET, type Broker, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
 import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
@@ -41,6 +41,9 @@ export const MAX_EVENTS_HELD_WHILE_JOINING = 1000
  */
 export const ROOM_OPENINGS_PER_SECOND = 0.2
 
+/** The reason of a 4010 close: the member's stream cannot go on without a gap. */
+export const OUT_OF_SYNC_REASON = 'out of sync: resume with since'
+
 /** The sender of `hub.broadcast` when none is given. */
 export const SERVER_MEMBER: Member = Object.freeze({ id: 'server', name: 'server' })
 
@@ -67,16 +70,29 @@ export interface HubEvents {
 type HubOptions = Pick<ResolvedOptions,
   'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'maxMembersInReply' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
 
+/** Where a member is in a room's stream: the epoch its `joined` carried and the newest seq it was given. */
+interface StreamPosition {
+  epoch: string
+  seq: number
+}
+
 interface RoomMember {
   readonly link: MemberLink
   /** Events that arrived while the join was being served; flushed after `joined`. */
   pending: RoomEvent[] | undefined
+  /**
+   * Set by its `joined`; a message at or below `seq` is never delivered to it
+   * (it was in `joined` or came before it), whichever broker delivers it late.
+   */
+  position: StreamPosition
   /** Whether others were told of this member (so a leave must be told too). */
   announced: boolean
 }
 
 interface LocalRoom {
   readonly members: Map<string, RoomMember>
+  /** The room's epoch as the broker last reported it (`outOfSync`); undefined until it does. */
+  epoch: string | undefined
   /** Settles when the broker delivers this room's events here. */
   readonly subscribed: Promise<void>
 }
@@ -141,6 +157,7 @@ export class Hub extends EventEmitter<HubEvents> {
   async open (): Promise<void> {
     await this.broker.open({
       deliver: (room, event) => this.fanOut(room, event),
+      outOfSync: (room, epoch) => this.outOfSync(room, epoch),
       historySize: this.options.historySize,
       connections: () => this.links.size,
       log: this.log,
@@ -196,6 +213,11 @@ export class Hub extends EventEmitter<HubEvents> {
     if (entry.rooms.has(room)) {
       const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
       link.deliver(this.joinedFrame(request, members, snapshot))
+      // What this snapshot reaches is in this `joined` or came before it: a late copy is not delivered.
+      const roomMember = this.rooms_.get(room)?.members.get(link.id)
+      if (roomMember && !roomMember.pending && roomMember.position.epoch === snapshot.epoch) {
+        roomMember.position.seq = Math.max(roomMember.position.seq, snapshot.seq)
+      }
       return
     }
     if (entry.rooms.size >= this.options.maxRoomsPerConnection) {
@@ -212,7 +234,7 @@ export class Hub extends EventEmitter<HubEvents> {
 
     entry.rooms.add(room)
     const local = this.localRoom(room)
-    const roomMember: RoomMember = { link, pending: [], announced: false }
+    const roomMember: RoomMember = { link, pending: [], position: { epoch: NO_STREAM_YET, seq: 0 }, announced: false }
     local.members.set(link.id, roomMember)
     const stillJoining = (): boolean => local.members.get(link.id) === roomMember
     try {
@@ -222,12 +244,16 @@ export class Hub extends EventEmitter<HubEvents> {
       await this.broker.publish(room, { type: 'presence', room, action: 'join', member }, { maxMembers: this.options.maxMembersPerRoom })
       const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
       if (!stillJoining()) return
+      if (local.epoch !== undefined && local.epoch !== snapshot.epoch) {
+        // The stream this snapshot belongs to is not the one being delivered here.
+        link.close(CloseCodes.outOfSync, OUT_OF_SYNC_REASON)
+        return
+      }
       link.deliver(this.joinedFrame(request, members, snapshot))
       const held = roomMember.pending ?? []
       roomMember.pending = undefined
-      for (const event of held) {
-        if (event.type !== 'message' || event.seq > snapshot.seq) link.deliver(encodeFrame(event))
-      }
+      roomMember.position = { epoch: snapshot.epoch, seq: snapshot.seq }
+      for (const event of held) this.forward(roomMember, event, () => encodeFrame(event))
       this.tell('join', { room, member })
     } catch (error) {
       // A refused join changed no roster: there is no leave to tell.
@@ -378,6 +404,7 @@ export class Hub extends EventEmitter<HubEvents> {
     if (!local) return
     const skip = event.type === 'message' ? undefined : event.member.id
     let frame: Buffer | undefined
+    const encoded = (): Buffer => (frame ??= encodeFrame(event))
     for (const member of local.members.values()) {
       if (member.link.id === skip) continue
       if (member.pending) {
@@ -385,8 +412,33 @@ export class Hub extends EventEmitter<HubEvents> {
         else member.pending.push(event)
         continue
       }
-      frame ??= encodeFrame(event)
-      member.link.deliver(frame)
+      this.forward(member, event, encoded)
+    }
+  }
+
+  /** Delivers `event` to a joined member, unless it is a message the member already has. */
+  private forward (member: RoomMember, event: RoomEvent, encoded: () => Buffer): void {
+    if (event.type === 'message') {
+      if (event.seq <= member.position.seq) return
+      member.position.seq = event.seq
+    }
+    member.link.deliver(encoded())
+  }
+
+  /**
+   * The broker cannot continue `room`'s stream without a gap (see
+   * `BrokerNode.outOfSync`): members here in another epoch, or all of them when
+   * messages were lost, are closed with 4010 and resume with `since`, which
+   * tells them what they missed. A member still joining is checked against the
+   * new epoch once its snapshot is read.
+   */
+  private outOfSync (room: string, epoch?: string): void {
+    const local = this.rooms_.get(room)
+    if (!local) return
+    if (epoch !== undefined) local.epoch = epoch
+    for (const member of local.members.values()) {
+      const behind = member.pending === undefined ? member.position.epoch !== epoch : epoch === undefined
+      if (behind) member.link.close(CloseCodes.outOfSync, OUT_OF_SYNC_REASON)
     }
   }
 
@@ -396,7 +448,7 @@ export class Hub extends EventEmitter<HubEvents> {
       const subscribed = this.broker.subscribe(room)
       // A failed subscription is reported to the joins awaiting it; keep it from being unhandled meanwhile.
       subscribed.catch(() => {})
-      local = { members: new Map(), subscribed }
+      local = { members: new Map(), epoch: undefined, subscribed }
       this.rooms_.set(room, local)
     }
     return local

@@ -133,7 +133,7 @@ export class PostgresBroker implements Broker {
     const query: Query = (text, values) => this.run(async () => (await pool.query(text, values)).rows)
     const store = new PostgresRegistryStore(query, this.table, this.channel)
     const registry = new NodeRegistry(store, { nodeId: this.nodeId, leaseMs: this.leaseMs, connections: () => node.connections(), log: node.log })
-    const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), node.log)
+    const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), (room, epoch) => node.outOfSync(room, epoch), node.log)
     const keep = keptPerRoom(this.options.retention, node)
     const retention = new PostgresRetention(query, this.table, keep, this.options.retention?.age, this.options.idleRoomTtl, node.log)
     const state: Open = { node, pool, store, registry, feeds, retention, keep, onPoolError, prepared: false, connecting: undefined, listener: undefined, reconnects: 0, timer: undefined }

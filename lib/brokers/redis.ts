@@ -86,7 +86,7 @@ export class RedisBroker implements Broker {
     const scripts = scriptCalls(commands)
     const store = new RedisRegistryStore({ commands, scripts, keys: this.keys, idleRoomTtl: this.idleRoomTtl, run: (call) => this.run(call) })
     const registry = new NodeRegistry(store, { nodeId: this.nodeId, leaseMs: this.leaseMs, connections: () => node.connections(), log: node.log })
-    const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), node.log)
+    const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), (room, epoch) => node.outOfSync(room, epoch), node.log)
     this.state = { node, commands, subscriber, scripts, store, registry, feeds }
     subscriber.on('message', (channel: string, payload: string) => this.receive(channel, payload))
     commands.on('ready', () => {

@@ -5,8 +5,10 @@
  * room remembers the last seq it delivered; a message further ahead, or a
  * reconnect, fills the gap from the stored history first. Events received
  * during a fill wait behind it, so presence and messages keep their order.
+ * What cannot be filled (the history was trimmed past it, or the room's
+ * stream began again under a new epoch) is reported to `outOfSync`.
  */
-import type { BrokerLogger, ReadRange, ReadResult } from '../broker.js'
+import type { BrokerLogger, BrokerNode, ReadRange, ReadResult } from '../broker.js'
 import type { RoomEvent } from '../protocol.js'
 
 /** What travels on a room's channel; stored messages carry the epoch of their stream. */
@@ -46,6 +48,7 @@ export class RoomFeeds {
   constructor (
     private readonly read: (room: string, range: ReadRange) => Promise<ReadResult>,
     private readonly deliver: (room: string, event: RoomEvent) => void,
+    private readonly outOfSync: BrokerNode['outOfSync'],
     private readonly log: BrokerLogger,
   ) {}
 
@@ -105,11 +108,7 @@ export class RoomFeeds {
       this.deliver(room, event)
       return
     }
-    if (epoch !== feed.epoch) {
-      // The room's stream was lost and began again at seq 1 (expired, or Redis lost its data).
-      feed.epoch = epoch
-      feed.lastSeq = 0
-    }
+    if (epoch !== feed.epoch) this.restart(room, feed, epoch)
     if (event.seq <= feed.lastSeq) return
     if (event.seq === feed.lastSeq + 1) {
       feed.lastSeq = event.seq
@@ -134,8 +133,7 @@ export class RoomFeeds {
         }
         if (this.feeds.get(room) !== feed) return
         if (page.epoch !== feed.epoch) {
-          feed.epoch = page.epoch
-          feed.lastSeq = 0
+          this.restart(room, feed, page.epoch)
           continue
         }
         if (this.deliverPage(room, feed, page)) break
@@ -168,7 +166,15 @@ export class RoomFeeds {
     for (const envelope of held) this.receive(room, envelope)
   }
 
+  /** The room's stream was lost and began again at seq 1 (expired, or the store lost its data). */
+  private restart (room: string, feed: Feed, epoch: string | undefined): void {
+    feed.epoch = epoch
+    feed.lastSeq = 0
+    this.outOfSync(room, epoch)
+  }
+
   private lost (room: string, from: number, to: number): void {
-    this.log.warn({ room, from, to }, 'chat: messages were trimmed from the history before this node could deliver them')
+    this.log.warn({ room, from, to }, 'chat: messages were trimmed from the history before this node could deliver them; its members there resume')
+    this.outOfSync(room)
   }
 }

@@ -23,8 +23,15 @@ const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   1008 satisfies Close['policyViolation'],
   1009 satisfies Close['messageTooBig'],
 ])
-/** The server dropped us for reading too slowly: nothing is wrong with the server, so come back at once. */
-const SLOW_CONSUMER = 4008 satisfies Close['slowConsumer']
+/**
+ * Nothing is wrong with the server, so come back at once and resume: it dropped
+ * us for reading too slowly, or could not go on with a room's stream without a
+ * gap (resuming says what was missed: `gap` on `recovered: false`).
+ */
+const RECONNECT_AT_ONCE: ReadonlySet<number> = new Set([
+  4008 satisfies Close['slowConsumer'],
+  4010 satisfies Close['outOfSync'],
+])
 /** What a close event reports when the connection ended without a close frame. */
 const ABNORMAL_CLOSURE = 1006
 
@@ -341,7 +348,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       }
     }
     if (this.reconnectDelays === false || FINAL_CLOSE_CODES.has(code)) return this.shutDown(code, reason)
-    const retryIn = code === SLOW_CONSUMER ? 0 : this.backoff(this.reconnectDelays)
+    const retryIn = RECONNECT_AT_ONCE.has(code) ? 0 : this.backoff(this.reconnectDelays)
     // Set before it is announced: a listener that calls close() must find the retry there to cancel.
     this.retryTimer = setTimeout(() => this.connect(), retryIn)
     this.setStatus({ status: 'reconnecting', code, reason, retryIn })

@@ -34,6 +34,14 @@ export class RecordingNode implements BrokerNode {
     this.changed.emit('change')
   }
 
+  /** What `outOfSync` reported, in order. */
+  readonly outOfSyncs: Array<{ room: string, epoch: string | undefined }> = []
+
+  outOfSync (room: string, epoch?: string): void {
+    this.outOfSyncs.push({ room, epoch })
+    this.changed.emit('change')
+  }
+
   events (room: string): RoomEvent[] {
     return this.delivered.filter((entry) => entry.room === room).map((entry) => entry.event)
   }
