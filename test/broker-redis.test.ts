@@ -59,7 +59,7 @@ const isLeaveOf = (member: Member) => (event: { type: string }): boolean =>
  * Two nodes subscribed to room `r`, and a third in a child process whose
  * member `ghost` is in `r`: the child is there to be killed or stopped.
  */
-async function ghostAmongSurvivors (t: TestContext, leaseMs: number): Promise<{ survivors: Array<{ broker: RedisBroker, node: RecordingNode }>, child: ChildProcess }> {
+async function ghostAmongSurvivors (t: TestContext, leaseMs: number): Promise<{ survivors: Array<{ broker: RedisBroker, node: RecordingNode }>, child: ChildProcess, prefix: string }> {
   const prefix = uniquePrefix()
   const survivors = await cluster(t, 2, { prefix, leaseMs })
   await Promise.all(survivors.map(({ broker }) => broker.subscribe('r')))
@@ -68,7 +68,7 @@ async function ghostAmongSurvivors (t: TestContext, leaseMs: number): Promise<{ 
   t.after(() => child.kill('SIGKILL'))
   const [chunk] = await once(child.stdout!, 'data') as [Buffer]
   assert.equal(chunk.toString().trim(), 'ready')
-  return { survivors, child }
+  return { survivors, child, prefix }
 }
 
 describe('RedisBroker across nodes', { skip }, () => {
@@ -127,6 +127,30 @@ describe('RedisBroker across nodes', { skip }, () => {
     assert.deepEqual(await survivors[1]!.broker.rooms(), [])
     await new Promise((resolve) => setTimeout(resolve, leaseMs))
     for (const { node } of survivors) assert.equal(node.events('r').filter(isLeaveOf(ghost)).length, 1, 'one leave, whichever node swept')
+  })
+
+  it('a roster entry no script can decode stops nothing: joins, the room list and a dead node\'s eviction go on', async (t) => {
+    const leaseMs = 1500
+    const { survivors: [a, b], child, prefix } = await ghostAmongSurvivors(t, leaseMs)
+    const admin = new Redis(REDIS_URL)
+    t.after(() => admin.disconnect())
+    const { members } = new RedisKeys(prefix).room('r')
+    const ghostEntry = JSON.parse((await admin.hget(members, ghost.id))!) as { node: string, serial: number }
+    // Written as an older, unchecked server let a client write it: JSON that Lua's cjson refuses (a lone surrogate).
+    const lone: Member = { id: 'lone', name: '\ud800x' }
+    await admin.hset(members, lone.id, JSON.stringify({ ...lone, node: ghostEntry.node, serial: ghostEntry.serial }))
+    await admin.hset(members, 'junk', 'not json at all')
+
+    await a!.broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+    assert.deepEqual((await b!.broker.members('r')).map((m) => m.id).sort(), [alice.id, ghost.id, lone.id].sort())
+    assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 3, seq: 0 }])
+
+    child.kill('SIGKILL')
+    for (const { node } of [a!, b!]) {
+      await node.until('the dead node\'s leaves', () => node.events('r').some(isLeaveOf(ghost)) && node.events('r').some(isLeaveOf(lone)))
+    }
+    assert.deepEqual(await b!.broker.members('r'), [alice])
+    assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 1, seq: 0 }])
   })
 
   it('lists every live node, and drops one that stops renewing within the lease', async (t) => {

@@ -13,7 +13,7 @@
  *   P{room}:log       list of message JSON, oldest first, capped at historySize
  *   P{room}:cids      hash cid → "seq:ts" (for retries of a send)
  *   P{room}:cidq      list of cids in seq order (to forget expired ones cheaply)
- *   P{room}:members   hash member id → JSON { id, name, node, serial }
+ *   P{room}:members   hash member id → JSON { id, name, node, serial }, in that order
  *   P{room}:channel   the room's pub/sub channel (not a key)
  *
  *   Pregistry{nodes}:records       hash node id → JSON { serial, lastSeen, id, host, pid, startedAt, connections }
@@ -298,28 +298,35 @@ return changed and 1 or 0
 
 /**
  * Removes from one room the members a dead node announced in its
- * registration `serial` or an earlier one, and publishes `leave` for each.
- * HDEL makes each removal happen once, whichever node sweeps; a member the
- * node announced again after it came back carries a newer serial and stays.
- * Answers how many were removed.
+ * registration `serial` or an earlier one, and publishes `leave` for each
+ * (`leaveHead` followed by the member's JSON and `}}`). HDEL makes each
+ * removal happen once, whichever node sweeps; a member the node announced
+ * again after it came back carries a newer serial and stays. Answers how many
+ * were removed.
+ *
+ * Entries are matched as text, not decoded: each ends with its node and
+ * serial (`RedisRegistryStore` writes them last), so an entry cjson cannot
+ * decode (a lone surrogate an older server let in) is removed like the
+ * others, and every entry is read before the first write.
  */
 export const EVICT = script({
   keys: ROOM_KEYS,
-  args: { node: 'string', serial: 'number', room: 'string', channel: 'string', idleTtl: 'number' },
+  args: { node: 'string', serial: 'number', leaveHead: 'string', channel: 'string', idleTtl: 'number' },
   body: TOUCH + `
 local entries = redis.call('HGETALL', members)
-local removed = 0
+local leaving = {}
 for i = 1, #entries, 2 do
-  local member = cjson.decode(entries[i + 1])
-  if member.node == node and (tonumber(member.serial) or 0) <= serial then
-    redis.call('HDEL', members, entries[i])
-    local event = { type = 'presence', room = room, action = 'leave', member = { id = member.id, name = member.name } }
-    redis.call('PUBLISH', channel, cjson.encode({ event = event }))
-    removed = removed + 1
-  end
+  local value = entries[i + 1]
+  local member, owner, stamp = string.match(value, '^(.*),"node":"([^"]*)","serial":(%d+)}$')
+  if not member then member, owner = string.match(value, '^(.*),"node":"([^"]*)"}$') end
+  if owner == node and (tonumber(stamp) or 0) <= serial then leaving[#leaving + 1] = { entries[i], member .. '}' } end
+end
+for _, leaver in ipairs(leaving) do
+  redis.call('HDEL', members, leaver[1])
+  redis.call('PUBLISH', channel, leaveHead .. leaver[2] .. '}}')
 end
 touch()
-return removed
+return #leaving
 `,
   reply: decodeCount,
 })
@@ -339,9 +346,10 @@ export const RENEW = script({
 local at = now()
 local deadline = redis.call('ZSCORE', leases, id)
 local stored = redis.call('HGET', records, id)
-local held = deadline and tonumber(deadline) > at and stored
-local current
-if held then current = cjson.decode(stored).serial else current = redis.call('INCR', serial) end
+-- The record begins with its serial (this script writes it so): read as text, it cannot fail to decode.
+local current = deadline and tonumber(deadline) > at and stored and tonumber(string.match(stored, '^{"serial":(%d+),'))
+local held = current ~= nil and current ~= false
+if not held then current = redis.call('INCR', serial) end
 redis.call('HSET', records, id, '{"serial":' .. current .. ',"lastSeen":' .. at .. ',' .. string.sub(record, 2))
 redis.call('ZADD', leases, at + leaseMs, id)
 return { held and 1 or 0, current }
@@ -387,7 +395,7 @@ export const FORGET = script({
 local deadline = redis.call('ZSCORE', leases, id)
 if deadline and tonumber(deadline) > now() then return 0 end
 local stored = redis.call('HGET', records, id)
-if stored and cjson.decode(stored).serial ~= serial then return 0 end
+if stored and tonumber(string.match(stored, '^{"serial":(%d+),')) ~= serial then return 0 end
 redis.call('HDEL', records, id)
 redis.call('ZREM', leases, id)
 redis.call('DEL', rooms)
