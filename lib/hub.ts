@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import type { Broker, BrokerLogger, NodeInfo, ReadResult, RoomInfo } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
-import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
+import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
 import { TokenBucket } from './rate-limit.js'
 
@@ -317,6 +317,9 @@ export class Hub extends EventEmitter<HubEvents> {
     if (text.length === 0 || characterCount(text, this.options.maxTextLength) > this.options.maxTextLength) {
       throw new ChatError('invalid', `text: must be 1 to ${this.options.maxTextLength} characters`)
     }
+    assertWellFormed('room', room)
+    assertWellFormed('text', text)
+    assertWellFormed('from', from.id, from.name)
     const { message } = await this.broker.append(room, { from: { id: from.id, name: from.name }, text })
     this.tell('message', message)
     return message
