@@ -5,7 +5,7 @@
  * come back through `deliver` and are encoded once for all local members.
  */
 import { EventEmitter } from 'node:events'
-import type { Broker, BrokerLogger, NodeInfo, ReadResult, RoomInfo } from './broker.js'
+import type { Broker, BrokerLogger, NodeInfo, ReadResult, RoomInfo, RoomsPage } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
 import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
@@ -325,9 +325,9 @@ export class Hub extends EventEmitter<HubEvents> {
     return message
   }
 
-  /** Rooms with members, across every node. */
-  rooms (): Promise<RoomInfo[]> {
-    return this.broker.rooms()
+  /** Rooms with members, across every node, by name; `page` takes those after a name, at most so many. */
+  rooms (page?: RoomsPage): Promise<RoomInfo[]> {
+    return this.broker.rooms(page)
   }
 
   /** Members of a room, across every node. */

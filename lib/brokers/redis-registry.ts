@@ -61,13 +61,13 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   async listRoom (node: string, room: string): Promise<void> {
-    const { commands, keys, run } = this.redis
-    await run(() => commands.sadd(keys.nodeRooms(node), room))
+    const { scripts, keys, run } = this.redis
+    await run(() => scripts.list({ ...keys.registry, rooms: keys.nodeRooms(node), room }))
   }
 
   async unlistRoom (node: string, room: string): Promise<void> {
-    const { commands, keys, run } = this.redis
-    await run(() => commands.srem(keys.nodeRooms(node), room))
+    const { scripts, keys, run } = this.redis
+    await run(() => scripts.unlist({ ...keys.registry, rooms: keys.nodeRooms(node), room }))
   }
 
   async roster (room: string): Promise<RosterEntry[]> {

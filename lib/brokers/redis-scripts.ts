@@ -20,6 +20,10 @@
  *   Pregistry{nodes}:leases        sorted set node id → lease deadline (ms, Redis' clock)
  *   Pregistry{nodes}:serial        counter: each registration of a node takes the next value
  *   Pregistry{nodes}:rooms:<node>  set of rooms whose roster may hold the node's members
+ *   Pregistry{nodes}:listings      hash room → how many nodes' sets list it
+ *   Pregistry{nodes}:occupied      sorted set of the rooms some node lists, all of score 0:
+ *                                  the room list pages it by name (ZRANGEBYLEX); each
+ *                                  room's count is its roster's HLEN
  *
  * In a room's tag, `%`, `{` and `}` are percent-encoded, so the tag is the
  * whole room name and never empty. Room keys begin with `P{`, registry keys
@@ -37,7 +41,7 @@ import type { Redis } from 'ioredis'
 /** The names of a room's keys; every room script that writes takes them all (`touch` needs them). */
 export const ROOM_KEYS = ['members', 'meta', 'log', 'cids', 'cidq'] as const
 export type RoomKeys = Record<typeof ROOM_KEYS[number], string>
-export interface RegistryKeys { records: string, leases: string, serial: string }
+export interface RegistryKeys { records: string, leases: string, serial: string, listings: string, occupied: string }
 
 const CHANNEL_SUFFIX = ':channel'
 
@@ -52,7 +56,7 @@ export class RedisKeys {
 
   constructor (private readonly prefix: string) {
     const tag = `${prefix}registry{nodes}:`
-    this.registry = { records: `${tag}records`, leases: `${tag}leases`, serial: `${tag}serial` }
+    this.registry = { records: `${tag}records`, leases: `${tag}leases`, serial: `${tag}serial`, listings: `${tag}listings`, occupied: `${tag}occupied` }
   }
 
   room (room: string): RoomKeys {
@@ -331,7 +335,52 @@ return #leaving
   reply: decodeCount,
 })
 
+/** A room's member count (its roster's HLEN, kept by Redis as the roster changes) and latest seq: O(1). */
+export const COUNT = script({
+  keys: ['members', 'meta'],
+  args: {},
+  body: `
+return { redis.call('HLEN', members), tonumber(redis.call('HGET', meta, 'seq') or '0') }
+`,
+  reply: (raw) => {
+    const [members, seq] = raw as [number, number]
+    return { members, seq }
+  },
+})
+
 // ------------------------------------------------------------ registry scripts
+
+/** One node's set of rooms (`rooms`) no longer lists `room`: the last node to unlist it takes it out of `occupied`. */
+const UNLISTED = `
+local function unlisted(room)
+  if redis.call('HINCRBY', listings, room, -1) <= 0 then
+    redis.call('HDEL', listings, room)
+    redis.call('ZREM', occupied, room)
+  end
+end
+`
+
+/** A node lists `room` (in its set `rooms`): the first node to list it puts it in `occupied`. */
+export const LIST = script({
+  keys: ['rooms', 'listings', 'occupied'],
+  args: { room: 'string' },
+  body: `
+if redis.call('SADD', rooms, room) == 1 and redis.call('HINCRBY', listings, room, 1) == 1 then redis.call('ZADD', occupied, 0, room) end
+return 0
+`,
+  reply: decodeCount,
+})
+
+/** A node unlists `room` from its set `rooms`. */
+export const UNLIST = script({
+  keys: ['rooms', 'listings', 'occupied'],
+  args: { room: 'string' },
+  body: UNLISTED + `
+if redis.call('SREM', rooms, room) == 1 then unlisted(room) end
+return 0
+`,
+  reply: decodeCount,
+})
 
 /**
  * Takes or renews a node's lease and stores its record (`record`: JSON of
@@ -386,18 +435,19 @@ return out
 /**
  * Drops a swept node from the registry, with its list of rooms, unless it
  * came back meanwhile (it holds a lease, or registered again with a newer
- * serial). `rooms`: its rooms key.
+ * serial). `rooms`: its rooms key; the rooms it lists are unlisted.
  */
 export const FORGET = script({
-  keys: ['records', 'leases', 'rooms'],
+  keys: ['records', 'leases', 'rooms', 'listings', 'occupied'],
   args: { id: 'string', serial: 'number' },
-  body: NOW + `
+  body: NOW + UNLISTED + `
 local deadline = redis.call('ZSCORE', leases, id)
 if deadline and tonumber(deadline) > now() then return 0 end
 local stored = redis.call('HGET', records, id)
 if stored and tonumber(string.match(stored, '^{"serial":(%d+),')) ~= serial then return 0 end
 redis.call('HDEL', records, id)
 redis.call('ZREM', leases, id)
+for _, room in ipairs(redis.call('SMEMBERS', rooms)) do unlisted(room) end
 redis.call('DEL', rooms)
 return 1
 `,
@@ -422,7 +472,7 @@ return 0
 
 // ------------------------------------------------------------ binding to ioredis
 
-export const SCRIPTS = { append: APPEND, read: READ, presence: PRESENCE, evict: EVICT, renew: RENEW, nodes: NODES, forget: FORGET, release: RELEASE } as const
+export const SCRIPTS = { append: APPEND, read: READ, presence: PRESENCE, evict: EVICT, count: COUNT, renew: RENEW, nodes: NODES, list: LIST, unlist: UNLIST, forget: FORGET, release: RELEASE } as const
 type Scripts = typeof SCRIPTS
 
 /** Each script as one typed call. */
