@@ -19,10 +19,11 @@ const MessagesQuery = Type.Object({
 /** Rooms per page of `GET /rooms`: the default, and the most one request may ask for. */
 const DEFAULT_ROOMS_LIMIT = 100
 const MAX_ROOMS_LIMIT = 1000
+// Other parameters stay: `authenticate` may read one (a token).
 const RoomsQuery = Type.Object({
   after: Type.Optional(Type.String({ maxLength: MAX_RAW_STRING })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_ROOMS_LIMIT })),
-}, { additionalProperties: false })
+})
 const RoomsReply = Type.Object({
   rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer(), seq: Type.Integer() })),
   more: Type.Boolean(),
