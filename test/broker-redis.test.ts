@@ -154,6 +154,21 @@ describe('RedisBroker across nodes', { skip }, () => {
     assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 2, seq: 0 }])
   })
 
+  it('a retry record no script wrote stops no append halfway', async (t) => {
+    const prefix = uniquePrefix()
+    const broker = (await cluster(t, 1, { prefix }))[0]!.broker
+    const admin = new Redis(REDIS_URL)
+    t.after(() => admin.disconnect())
+    const { cids, cidq } = new RedisKeys(prefix).room('r')
+    await admin.hset(cids, 'c1', 'junk', 'c0', 'junk')
+    await admin.rpush(cidq, 'c0')
+    const first = await broker.append('r', { from: alice, text: 'x', cid: 'c1' })
+    assert.deepEqual([first.message.seq, first.duplicate], [1, false])
+    assert.equal((await broker.append('r', { from: alice, text: 'y', cid: 'c2' })).message.seq, 2, 'the junk at the head of the queue goes')
+    assert.equal(await admin.hget(cids, 'c0'), null)
+    assert.equal((await broker.append('r', { from: alice, text: 'x', cid: 'c1' })).duplicate, true)
+  })
+
   it('keeps the room list\'s counts through joins, renames, leaves and a dead node\'s eviction', async (t) => {
     const { survivors: [a, b], child } = await ghostAmongSurvivors(t, 1500)
     const bob: Member = { id: 'b1', name: 'bob' }

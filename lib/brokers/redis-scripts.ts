@@ -191,14 +191,13 @@ export const APPEND = script({
 -- Cids forgotten per append, at most: more than the one each append adds, so
 -- the queue keeps up, and few, so the work per append stays bounded.
 local FORGET_PER_APPEND = 2
-redis.call('HSETNX', meta, 'epoch', epoch)
-local stream = redis.call('HGET', meta, 'epoch')
 local function firstKept(last) return last - redis.call('LLEN', log) + 1 end
 
 if cid ~= '' then
   local seen = redis.call('HGET', cids, cid)
-  if seen then
-    local seq, ts = string.match(seen, '^(%d+):(%d+)$')
+  local seq, ts
+  if seen then seq, ts = string.match(seen, '^(%d+):(%d+)$') end
+  if seq then
     seq = tonumber(seq)
     local first = firstKept(tonumber(redis.call('HGET', meta, 'seq') or '0'))
     if seq >= first then return { 'stored', redis.call('LINDEX', log, seq - first) } end
@@ -206,7 +205,10 @@ if cid ~= '' then
   end
 end
 
+-- The first write: it fails, having changed nothing, if the stored seq is not a number.
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
+redis.call('HSETNX', meta, 'epoch', epoch)
+local stream = redis.call('HGET', meta, 'epoch')
 local message = head .. seq .. tail
 if historySize > 0 then
   redis.call('RPUSH', log, message)
@@ -222,7 +224,8 @@ if cid ~= '' then
     local seen = redis.call('HGET', cids, oldest)
     if seen then
       local oldSeq, ts = string.match(seen, '^(%d+):(%d+)$')
-      if tonumber(oldSeq) >= first or now - tonumber(ts) < cidRetentionMs then break end
+      -- An entry this script did not write (no seq in it) goes like an expired one.
+      if oldSeq and (tonumber(oldSeq) >= first or now - tonumber(ts) < cidRetentionMs) then break end
       redis.call('HDEL', cids, oldest)
     end
     redis.call('LPOP', cidq)
@@ -353,7 +356,10 @@ return { redis.call('HLEN', members), tonumber(redis.call('HGET', meta, 'seq') o
 /** One node's set of rooms (`rooms`) no longer lists `room`: the last node to unlist it takes it out of `occupied`. */
 const UNLISTED = `
 local function unlisted(room)
-  if redis.call('HINCRBY', listings, room, -1) <= 0 then
+  local count = (tonumber(redis.call('HGET', listings, room)) or 0) - 1
+  if count > 0 then
+    redis.call('HSET', listings, room, count)
+  else
     redis.call('HDEL', listings, room)
     redis.call('ZREM', occupied, room)
   end
@@ -365,7 +371,11 @@ export const LIST = script({
   keys: ['rooms', 'listings', 'occupied'],
   args: { room: 'string' },
   body: `
-if redis.call('SADD', rooms, room) == 1 and redis.call('HINCRBY', listings, room, 1) == 1 then redis.call('ZADD', occupied, 0, room) end
+if redis.call('SISMEMBER', rooms, room) == 1 then return 0 end
+local count = (tonumber(redis.call('HGET', listings, room)) or 0) + 1
+redis.call('SADD', rooms, room)
+redis.call('HSET', listings, room, count)
+if count == 1 then redis.call('ZADD', occupied, 0, room) end
 return 0
 `,
   reply: decodeCount,
