@@ -54,6 +54,16 @@ export function refuse (reply: FastifyReply, statusCode: number, message: string
   return reply.code(statusCode).send({ statusCode, error: STATUS_CODES[statusCode], message })
 }
 
+/** The name to use, or undefined once the upgrade is refused with 400 for breaking the name rules. */
+function checkedName (raw: string, reply: FastifyReply): string | undefined {
+  try {
+    return normalizeName(raw)
+  } catch (error) {
+    refuse(reply, 400, (error as ChatError).message)
+    return undefined
+  }
+}
+
 /** Compares origins as origins, whatever their letter case, written-out default port or IPv6 form. */
 function originCheck (allowed: ResolvedOptions['allowedOrigins']): (request: FastifyRequest) => boolean {
   const listed = new Set(Array.isArray(allowed) ? allowed.map(originOf) : [])
@@ -128,7 +138,8 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
     }
     // The application's id names the user; the suffix keeps each connection's id unique.
     const id = typeof identity.id === 'string' && identity.id !== '' ? `${identity.id}.${randomId(CONNECTION_SUFFIX_BYTES)}` : randomId(GUEST_ID_BYTES)
-    return { id, name: normalizeName(identity.name) }
+    const name = checkedName(identity.name, reply)
+    return name === undefined ? undefined : { id, name }
   }
 
   async function admit (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply): Promise<void> {
@@ -145,11 +156,8 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
     let name: string | undefined
     const rawName = request.query.name
     if (typeof rawName === 'string') {
-      try {
-        name = normalizeName(rawName)
-      } catch (error) {
-        return void refuse(reply, 400, (error as ChatError).message)
-      }
+      name = checkedName(rawName, reply)
+      if (name === undefined) return
     }
     if (options.authenticate) {
       const identity = await authenticate(request, reply)

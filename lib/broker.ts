@@ -48,6 +48,24 @@ export interface RoomInfo {
   seq: number
 }
 
+/** Which rooms `rooms` lists, in code point order of their names: those after `after`, at most `limit` (default: all). */
+export interface RoomsPage {
+  after?: string
+  limit?: number
+}
+
+/** Orders room names by code point, as Redis and PostgreSQL (`COLLATE "C"`) order UTF-8 bytes. */
+export function compareRooms (a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b))
+}
+
+/** The page of `rooms` (in any order) that `page` asks for, for a broker that holds all its rooms' counts at hand. */
+export function roomsPage (rooms: RoomInfo[], page: RoomsPage = {}): RoomInfo[] {
+  const { after, limit } = page
+  const listed = (after === undefined ? rooms : rooms.filter(({ room }) => compareRooms(room, after) > 0)).sort((x, y) => compareRooms(x.room, y.room))
+  return limit === undefined ? listed : listed.slice(0, limit)
+}
+
 /** A live node sharing the broker, as `hub.nodes()` lists it. */
 export interface NodeInfo {
   /** The broker's id of the node: new for every process (and every broker instance). */
@@ -146,8 +164,12 @@ export interface Broker {
   read(room: string, range: ReadRange): Promise<ReadResult>
   /** Members of `room` on every node. */
   members(room: string): Promise<Member[]>
-  /** Rooms that have members, on every node. */
-  rooms(): Promise<RoomInfo[]>
+  /**
+   * Rooms that have members, on every node, in code point order of their
+   * names; `page` takes those after a name, at most so many. Never reads every
+   * member of every room: a store keeps each room's count as its roster changes.
+   */
+  rooms(page?: RoomsPage): Promise<RoomInfo[]>
   /**
    * The live nodes sharing this broker, this one included. It reads the
    * store, so it also tells whether the store answers (readiness asks it).

@@ -4,7 +4,7 @@
  * connections may ask of the hub.
  */
 import type { EventEmitter } from 'node:events'
-import type { NodeInfo, RoomInfo } from './broker.js'
+import type { NodeInfo, RoomInfo, RoomsPage } from './broker.js'
 import type { Hub as MemberHub, HubEvents, HubStats } from './hub.js'
 import type { Member, Message } from './protocol.js'
 
@@ -20,8 +20,12 @@ export interface Hub {
    * @throws {ChatError} `invalid` for a room name or text the options do not allow; `unavailable` while the broker is down
    */
   broadcast(room: string, text: string, from?: Member): Promise<Message>
-  /** Rooms with members, across every node, with each one's latest seq. */
-  rooms(): Promise<RoomInfo[]>
+  /**
+   * Rooms with members, across every node, with each one's latest seq, in
+   * code point order of their names. `page` takes those after `after`, at
+   * most `limit` (default: all).
+   */
+  rooms(page?: RoomsPage): Promise<RoomInfo[]>
   /** Members of `room`, across every node. */
   members(room: string): Promise<Member[]>
   /**
@@ -63,7 +67,7 @@ export function hubApi (hub: MemberHub): Hub {
   const events: EventEmitter = hub
   const api: Hub = Object.freeze({
     broadcast: (room: string, text: string, from?: Member) => hub.broadcast(room, text, from),
-    rooms: () => hub.rooms(),
+    rooms: (page?: RoomsPage) => hub.rooms(page),
     members: (room: string) => hub.members(room),
     nodes: () => hub.nodes(),
     history: (room: string, query?: { before?: number, limit?: number }) => hub.history(room, query),

@@ -5,9 +5,9 @@
  * come back through `deliver` and are encoded once for all local members.
  */
 import { EventEmitter } from 'node:events'
-import { NO_STREAM_YET, type Broker, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo } from './broker.js'
+import { NO_STREAM_YET, type Broker, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo, type RoomsPage } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
-import { encodeFrame, characterCount, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
+import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
 import { TokenBucket } from './rate-limit.js'
 
@@ -343,14 +343,17 @@ export class Hub extends EventEmitter<HubEvents> {
     if (text.length === 0 || characterCount(text, this.options.maxTextLength) > this.options.maxTextLength) {
       throw new ChatError('invalid', `text: must be 1 to ${this.options.maxTextLength} characters`)
     }
+    assertWellFormed('room', room)
+    assertWellFormed('text', text)
+    assertWellFormed('from', from.id, from.name)
     const { message } = await this.broker.append(room, { from: { id: from.id, name: from.name }, text })
     this.tell('message', message)
     return message
   }
 
-  /** Rooms with members, across every node. */
-  rooms (): Promise<RoomInfo[]> {
-    return this.broker.rooms()
+  /** Rooms with members, across every node, by name; `page` takes those after a name, at most so many. */
+  rooms (page?: RoomsPage): Promise<RoomInfo[]> {
+    return this.broker.rooms(page)
   }
 
   /** Members of a room, across every node. */

@@ -202,6 +202,27 @@ export function encodeFrame (frame: ServerFrame): Buffer {
 
 // Unicode general category Cc: C0 controls, DEL and C1 controls.
 const CONTROL_CHARACTER = /\p{Cc}/u
+// A `u` regex reads a surrogate pair as one character, so only a lone surrogate is in category Cs.
+const LONE_SURROGATE = /\p{Cs}/u
+
+/**
+ * Whether `text` is well-formed Unicode (no lone UTF-16 surrogate): JSON
+ * escapes let a client send one, and other stores (Lua's cjson, PostgreSQL)
+ * cannot take it, so every string a client sends must pass (PROTOCOL.md).
+ */
+function isWellFormed (text: string): boolean {
+  return !LONE_SURROGATE.test(text)
+}
+
+/** The `invalid` message for a field that is not well-formed Unicode. */
+function notWellFormed (field: string): string {
+  return `${field}: must be well-formed Unicode (no lone surrogate)`
+}
+
+/** Throws `invalid` naming `field` unless each of `texts` is well-formed Unicode. */
+export function assertWellFormed (field: string, ...texts: string[]): void {
+  if (!texts.every(isWellFormed)) throw new ChatError('invalid', notWellFormed(field))
+}
 
 /** Counts characters as people do (code points), cheaply when no surrogate pairs can matter. */
 export function characterCount (text: string, atMost: number): number {
@@ -224,6 +245,7 @@ export function normalizeName (raw: string): string {
     throw new ChatError('invalid', `name: must be at most ${MAX_NAME_LENGTH} characters`)
   }
   if (CONTROL_CHARACTER.test(name)) throw new ChatError('invalid', 'name: must not contain control characters')
+  assertWellFormed('name', name)
   return name
 }
 
@@ -258,7 +280,7 @@ export function createDecoder (limits: WireLimits): (data: string) => Decoded {
       return { ok: false, code: 'bad_json', message: 'the frame is not a JSON object' }
     }
     const record = value as Record<string, unknown>
-    const ref = typeof record.ref === 'string' && characterCount(record.ref, MAX_REF_LENGTH) <= MAX_REF_LENGTH ? record.ref : undefined
+    const ref = typeof record.ref === 'string' && characterCount(record.ref, MAX_REF_LENGTH) <= MAX_REF_LENGTH && isWellFormed(record.ref) ? record.ref : undefined
     const fail = (code: ErrorCode, message: string): Decoded =>
       ref === undefined ? { ok: false, code, message } : { ok: false, code, message, ref }
 
@@ -268,6 +290,10 @@ export function createDecoder (limits: WireLimits): (data: string) => Decoded {
     const validator = validators[type as ClientMessageType]
     if (!validator.Check(value)) return fail('invalid', schemaErrors(validator, value, 'message').join('; '))
 
+    // Every client message is flat: its strings are its fields' values.
+    for (const [field, fieldValue] of Object.entries(record)) {
+      if (typeof fieldValue === 'string' && !isWellFormed(fieldValue)) return fail('invalid', notWellFormed(field))
+    }
     const message = value as ClientMessage
     if ('room' in message && !roomPattern.test(message.room)) {
       return fail('invalid', `room: must match ${roomPattern.source}`)

@@ -10,14 +10,23 @@ import { ChatError } from './errors.js'
 import type { Hub } from './hub-api.js'
 import { REDACTED_REQUEST_LOG } from './log-redaction.js'
 import type { ResolvedOptions } from './options.js'
-import { MessageSchema, MAX_HISTORY_LIMIT } from './protocol.js'
+import { MessageSchema, MAX_HISTORY_LIMIT, MAX_RAW_STRING } from './protocol.js'
 
 const MessagesQuery = Type.Object({
   before: Type.Optional(Type.Integer({ minimum: 0 })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT })),
 }, { additionalProperties: false })
+/** Rooms per page of `GET /rooms`: the default, and the most one request may ask for. */
+const DEFAULT_ROOMS_LIMIT = 100
+const MAX_ROOMS_LIMIT = 1000
+// Other parameters stay: `authenticate` may read one (a token).
+const RoomsQuery = Type.Object({
+  after: Type.Optional(Type.String({ maxLength: MAX_RAW_STRING })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_ROOMS_LIMIT })),
+})
 const RoomsReply = Type.Object({
   rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer(), seq: Type.Integer() })),
+  more: Type.Boolean(),
 })
 const MessagesReply = Type.Object({ room: Type.String(), messages: Type.Array(MessageSchema), more: Type.Boolean() })
 const NodesReply = Type.Object({
@@ -52,7 +61,14 @@ export async function restApi (api: FastifyInstance, { hub, options, authenticat
     if (error instanceof ChatError && error.code === 'unavailable') return refuse(reply, 503, error.message)
     throw error
   })
-  api.get('/rooms', { schema: { response: { 200: RoomsReply } } }, async () => ({ rooms: await hub.rooms() }))
+  api.get<{ Querystring: { after?: string, limit?: number } }>('/rooms', {
+    schema: { querystring: RoomsQuery, response: { 200: RoomsReply } },
+  }, async (request) => {
+    const { after, limit = DEFAULT_ROOMS_LIMIT } = request.query
+    // One more than the page: whether it comes tells whether more follow.
+    const rooms = await hub.rooms({ after, limit: limit + 1 })
+    return { rooms: rooms.slice(0, limit), more: rooms.length > limit }
+  })
   api.get('/nodes', { schema: { response: { 200: NodesReply } } }, async () => ({ nodes: await hub.nodes() }))
   api.get<{ Params: { room: string }, Querystring: { before?: number, limit?: number } }>('/rooms/:room/messages', {
     schema: { querystring: MessagesQuery, response: { 200: MessagesReply } },

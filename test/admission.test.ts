@@ -119,6 +119,13 @@ test('400: a name that breaks the name rules', async (t) => {
   }
 })
 
+test('400: a name with a lone surrogate from authenticate', async (t) => {
+  const { wsUrl } = await startServer(t, { home: false, authenticate: () => ({ id: 'u1', name: '\ud800x' }) })
+  const refused = await refusal(wsUrl)
+  assert.equal(refused.status, 400)
+  assert.match(refused.body.message, /^name: must be well-formed Unicode/)
+})
+
 test('503 at maxConnections and 429 at maxConnectionsPerIp; a closed connection frees its place', async (t) => {
   const total = await startServer(t, { home: false, maxConnections: 2 })
   const first = await RawClient.connect(t, total.wsUrl)

@@ -143,6 +143,32 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       assert.deepEqual(await broker.rooms(), [], 'a room without members is not listed')
     })
 
+    it('lists rooms with members in code point order, paged by after and limit: every room once', async (t) => {
+      const { broker } = await open(t)
+      // Code point order, which UTF-16 order is not for '😀' (a surrogate pair) and '\uffee'.
+      const names = ['b', 'a', 'c', 'c:1', 'z', 'é', '\uffee', '😀']
+      const ordered = ['a', 'b', 'c', 'c:1', 'z', 'é', '\uffee', '😀']
+      for (const room of names) await broker.publish(room, { type: 'presence', room, action: 'join', member: alice })
+      await broker.publish('c', { type: 'presence', room: 'c', action: 'join', member: bob })
+      await broker.append('c', { from: bob, text: 'x' })
+      await broker.publish('gone', { type: 'presence', room: 'gone', action: 'join', member: bob })
+      await broker.publish('gone', { type: 'presence', room: 'gone', action: 'leave', member: bob })
+      const all = await broker.rooms()
+      assert.deepEqual(all.map((info) => info.room), ordered)
+      assert.deepEqual(all.find((info) => info.room === 'c'), { room: 'c', members: 2, seq: 1 })
+      const paged = []
+      let after: string | undefined
+      for (let pages = 0; pages < 10; pages++) {
+        const page = await broker.rooms({ after, limit: 3 })
+        paged.push(...page)
+        if (page.length < 3) break
+        after = page.at(-1)!.room
+      }
+      assert.deepEqual(paged, all)
+      assert.deepEqual((await broker.rooms({ after: 'c', limit: 2 })).map((info) => info.room), ['c:1', 'z'])
+      assert.deepEqual(await broker.rooms({ after: '😀' }), [])
+    })
+
     it('refuses a join over maxMembers atomically, even when joins race, and does not deliver a leave of a non-member', async (t) => {
       const { broker, node } = await open(t)
       await broker.subscribe('r')

@@ -59,7 +59,7 @@ const isLeaveOf = (member: Member) => (event: { type: string }): boolean =>
  * Two nodes subscribed to room `r`, and a third in a child process whose
  * member `ghost` is in `r`: the child is there to be killed or stopped.
  */
-async function ghostAmongSurvivors (t: TestContext, leaseMs: number): Promise<{ survivors: Array<{ broker: RedisBroker, node: RecordingNode }>, child: ChildProcess }> {
+async function ghostAmongSurvivors (t: TestContext, leaseMs: number): Promise<{ survivors: Array<{ broker: RedisBroker, node: RecordingNode }>, child: ChildProcess, prefix: string }> {
   const prefix = uniquePrefix()
   const survivors = await cluster(t, 2, { prefix, leaseMs })
   await Promise.all(survivors.map(({ broker }) => broker.subscribe('r')))
@@ -68,7 +68,7 @@ async function ghostAmongSurvivors (t: TestContext, leaseMs: number): Promise<{ 
   t.after(() => child.kill('SIGKILL'))
   const [chunk] = await once(child.stdout!, 'data') as [Buffer]
   assert.equal(chunk.toString().trim(), 'ready')
-  return { survivors, child }
+  return { survivors, child, prefix }
 }
 
 describe('RedisBroker across nodes', { skip }, () => {
@@ -127,6 +127,66 @@ describe('RedisBroker across nodes', { skip }, () => {
     assert.deepEqual(await survivors[1]!.broker.rooms(), [])
     await new Promise((resolve) => setTimeout(resolve, leaseMs))
     for (const { node } of survivors) assert.equal(node.events('r').filter(isLeaveOf(ghost)).length, 1, 'one leave, whichever node swept')
+  })
+
+  it('a roster entry no script can decode stops nothing: joins, the room list and a dead node\'s eviction go on', async (t) => {
+    const leaseMs = 1500
+    const { survivors: [a, b], child, prefix } = await ghostAmongSurvivors(t, leaseMs)
+    const admin = new Redis(REDIS_URL)
+    t.after(() => admin.disconnect())
+    const { members } = new RedisKeys(prefix).room('r')
+    const ghostEntry = JSON.parse((await admin.hget(members, ghost.id))!) as { node: string, serial: number }
+    // Written as an older, unchecked server let a client write it: JSON that Lua's cjson refuses (a lone surrogate).
+    const lone: Member = { id: 'lone', name: '\ud800x' }
+    await admin.hset(members, lone.id, JSON.stringify({ ...lone, node: ghostEntry.node, serial: ghostEntry.serial }))
+    await admin.hset(members, 'junk', 'not json at all')
+
+    await a!.broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice })
+    assert.deepEqual((await b!.broker.members('r')).map((m) => m.id).sort(), [alice.id, ghost.id, lone.id].sort())
+    // The room list counts the stored roster, the junk entry with it.
+    assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 4, seq: 0 }])
+
+    child.kill('SIGKILL')
+    for (const { node } of [a!, b!]) {
+      await node.until('the dead node\'s leaves', () => node.events('r').some(isLeaveOf(ghost)) && node.events('r').some(isLeaveOf(lone)))
+    }
+    assert.deepEqual(await b!.broker.members('r'), [alice])
+    assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 2, seq: 0 }])
+  })
+
+  it('a retry record no script wrote stops no append halfway', async (t) => {
+    const prefix = uniquePrefix()
+    const broker = (await cluster(t, 1, { prefix }))[0]!.broker
+    const admin = new Redis(REDIS_URL)
+    t.after(() => admin.disconnect())
+    const { cids, cidq } = new RedisKeys(prefix).room('r')
+    await admin.hset(cids, 'c1', 'junk', 'c0', 'junk')
+    await admin.rpush(cidq, 'c0')
+    const first = await broker.append('r', { from: alice, text: 'x', cid: 'c1' })
+    assert.deepEqual([first.message.seq, first.duplicate], [1, false])
+    assert.equal((await broker.append('r', { from: alice, text: 'y', cid: 'c2' })).message.seq, 2, 'the junk at the head of the queue goes')
+    assert.equal(await admin.hget(cids, 'c0'), null)
+    assert.equal((await broker.append('r', { from: alice, text: 'x', cid: 'c1' })).duplicate, true)
+  })
+
+  it('keeps the room list\'s counts through joins, renames, leaves and a dead node\'s eviction', async (t) => {
+    const { survivors: [a, b], child } = await ghostAmongSurvivors(t, 1500)
+    const bob: Member = { id: 'b1', name: 'bob' }
+    const presence = (room: string, action: Presence['action'], member: Member): Presence => ({ type: 'presence', room, action, member })
+    await a!.broker.publish('r', presence('r', 'join', alice))
+    await b!.broker.publish('s', presence('s', 'join', bob))
+    await b!.broker.publish('r', presence('r', 'join', bob))
+    await a!.broker.append('r', { from: alice, text: 'x' })
+    assert.deepEqual(await a!.broker.rooms(), [{ room: 'r', members: 3, seq: 1 }, { room: 's', members: 1, seq: 0 }])
+    await a!.broker.publish('r', presence('r', 'rename', { id: alice.id, name: 'alicia' }))
+    await b!.broker.publish('r', presence('r', 'leave', bob))
+    assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 2, seq: 1 }, { room: 's', members: 1, seq: 0 }])
+    child.kill('SIGKILL')
+    await a!.node.until('the ghost\'s leave', () => a!.node.events('r').some(isLeaveOf(ghost)))
+    assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 1, seq: 1 }, { room: 's', members: 1, seq: 0 }])
+    await a!.broker.publish('r', presence('r', 'leave', alice))
+    assert.deepEqual(await a!.broker.rooms(), [{ room: 's', members: 1, seq: 0 }])
+    assert.deepEqual(await a!.broker.rooms({ after: 'r', limit: 1 }), [{ room: 's', members: 1, seq: 0 }])
   })
 
   it('lists every live node, and drops one that stops renewing within the lease', async (t) => {

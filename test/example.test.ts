@@ -22,7 +22,7 @@ test('the example server serves the chat from a config file and closes gracefull
   const server = startExample({ CHAT_CONFIG: config, PORT: String(port) })
   t.after(() => server.child.kill('SIGKILL'))
   assert.equal((await homePage(port))?.status, 200, server.output())
-  assert.deepEqual(await (await fetch(`http://127.0.0.1:${port}/api/rooms`)).json(), { rooms: [] })
+  assert.deepEqual(await (await fetch(`http://127.0.0.1:${port}/api/rooms`)).json(), { rooms: [], more: false })
   const client = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=newcomer`)
   await client.request('joined', { type: 'join', room: 'lobby' })
   server.child.kill('SIGTERM')

@@ -17,13 +17,28 @@ test('GET {prefix}/rooms lists rooms with members and seq; messages pages like h
   await alice.request('joined', { type: 'join', room: 'lobby' })
   for (let i = 1; i <= 3; i++) await app.hub.broadcast('lobby', `m${i}`)
   const rooms = await (await fetch(`${httpUrl}/api/rooms`)).json()
-  assert.deepEqual(rooms, { rooms: [{ room: 'lobby', members: 1, seq: 3 }] })
+  assert.deepEqual(rooms, { rooms: [{ room: 'lobby', members: 1, seq: 3 }], more: false })
   const page = await (await fetch(`${httpUrl}/api/rooms/lobby/messages?before=3&limit=1`)).json() as { room: string, messages: Array<{ seq: number }>, more: boolean }
   assert.equal(page.room, 'lobby')
   assert.deepEqual(page.messages.map((m) => m.seq), [2])
   assert.equal(page.more, true)
   assert.equal((await fetch(`${httpUrl}/api/rooms/bad%20room/messages`)).status, 400)
   assert.equal((await fetch(`${httpUrl}/api/rooms/lobby/messages?limit=1000`)).status, 400)
+})
+
+test('GET {prefix}/rooms pages by after and limit, saying whether more rooms follow', async (t) => {
+  const { wsUrl, httpUrl } = await startServer(t, { home: false, rest: { prefix: '/api' } })
+  const alice = await RawClient.connect(t, wsUrl)
+  for (const room of ['c', 'a', 'b']) await alice.request('joined', { type: 'join', room })
+  const get = async (query: string): Promise<unknown> => await (await fetch(`${httpUrl}/api/rooms${query}`)).json()
+  const names = (rooms: Array<{ room: string }>): string[] => rooms.map((info) => info.room)
+  const first = await get('?limit=2') as { rooms: Array<{ room: string }>, more: boolean }
+  assert.deepEqual([names(first.rooms), first.more], [['a', 'b'], true])
+  const second = await get('?after=b&limit=2') as { rooms: Array<{ room: string }>, more: boolean }
+  assert.deepEqual([names(second.rooms), second.more], [['c'], false])
+  assert.deepEqual(await get(''), { rooms: [{ room: 'a', members: 1, seq: 0 }, { room: 'b', members: 1, seq: 0 }, { room: 'c', members: 1, seq: 0 }], more: false })
+  assert.equal((await fetch(`${httpUrl}/api/rooms?limit=0`)).status, 400)
+  assert.equal((await fetch(`${httpUrl}/api/rooms?limit=1001`)).status, 400)
 })
 
 test('GET {prefix}/nodes lists this node with its connections', async (t) => {

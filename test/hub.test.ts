@@ -170,6 +170,8 @@ test('broadcast validates the room and text like a member message', async (t) =>
   const hub = await makeHub(t, { maxTextLength: 5 })
   await assert.rejects(hub.broadcast('bad room', 'x'), /room: must match/)
   await assert.rejects(hub.broadcast('r', '123456'), /text/)
+  await assert.rejects(hub.broadcast('r', 'a\ud800'), /text: must be well-formed Unicode/)
+  await assert.rejects(hub.broadcast('r', 'a', { id: 'bot', name: '\udfff' }), /from: must be well-formed Unicode/)
   const message = await hub.broadcast('r', 'hi', { id: 'bot', name: 'Bot' })
   assert.deepEqual([message.seq, message.from.name], [1, 'Bot'])
   assert.deepEqual((await hub.history('r')).messages.map((m) => m.text), ['hi'])

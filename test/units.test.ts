@@ -45,6 +45,26 @@ test('name rules: trimmed, 1–32 characters, no control characters', () => {
   assert.throws(() => normalizeName('a\u0085b'), /control/)
 })
 
+test('every string a client sends must be well-formed Unicode: a lone surrogate is invalid, wherever it is', () => {
+  const lone = '\ud800x'
+  const messages: Array<[Record<string, unknown>, string]> = [
+    [{ type: 'join', room: 'a', epoch: lone }, 'epoch'],
+    [{ type: 'send', room: 'a', text: `hi${lone}` }, 'text'],
+    [{ type: 'send', room: 'a', text: 'hi', cid: `x\udfff` }, 'cid'],
+    [{ type: 'nick', name: lone }, 'name'],
+    [{ type: 'members', room: 'a', after: lone }, 'after'],
+    [{ type: 'ping', ref: lone }, 'ref'],
+  ]
+  for (const [message, field] of messages) {
+    const decoded = decode(JSON.stringify(message))
+    assert.deepEqual(decoded, { ok: false, code: 'invalid', message: `${field}: must be well-formed Unicode (no lone surrogate)` }, field)
+  }
+  const anyRoom = createDecoder({ roomPattern: /^.+$/u, maxTextLength: 5 })
+  assert.equal(anyRoom(JSON.stringify({ type: 'join', room: '\udc00', ref: 'r1' })).ok, false, 'even where the room pattern allows any character')
+  assert.ok(decode(JSON.stringify({ type: 'send', room: 'a', text: '😀\ud83d\ude00', ref: '😀' })).ok, 'surrogate pairs are characters')
+  assert.throws(() => normalizeName(lone), /name: must be well-formed Unicode/)
+})
+
 test('the token bucket allows a burst, then the rate', () => {
   const bucket = new TokenBucket(10, 3, 0)
   assert.deepEqual([bucket.take(0), bucket.take(0), bucket.take(0), bucket.take(0)], [true, true, true, false])

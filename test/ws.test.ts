@@ -128,6 +128,8 @@ test('nick answers renamed and members of every room of the connection get prese
   assert.equal(message.from.name, 'Alice Cooper')
   const bad = await alice.request('renamed', { type: 'nick', name: 'a\u0007b' }).catch((error: Error) => error.message)
   assert.match(String(bad), /^invalid: name/)
+  const lone = await alice.request('renamed', { type: 'nick', name: '\ud800x' }).catch((error: Error) => error.message)
+  assert.match(String(lone), /^invalid: name: must be well-formed Unicode/)
 })
 
 test('history pages backwards with before and limit, oldest first, and says whether more is stored', async (t) => {

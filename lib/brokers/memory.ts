@@ -4,8 +4,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import { ChatError } from '../errors.js'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, messageIds, newMessage, retryOfTrimmed } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
 import { HistoryRing, messageBytes } from '../history.js'
 import type { Member, Presence, TypingEvent } from '../protocol.js'
 import { InProcessNode } from './in-process.js'
@@ -141,8 +141,8 @@ export class MemoryBroker implements Broker {
     return this.local.members(room)
   }
 
-  async rooms (): Promise<RoomInfo[]> {
-    return this.local.occupied().map(({ room, members }) => ({ room, members, seq: this.rooms_.get(room)?.seq ?? 0 }))
+  async rooms (page?: RoomsPage): Promise<RoomInfo[]> {
+    return roomsPage(this.local.occupied().map(({ room, members }) => ({ room, members, seq: this.rooms_.get(room)?.seq ?? 0 })), page)
   }
 
   async nodes (): Promise<NodeInfo[]> {

@@ -15,7 +15,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage } from '../broker.js'
 import type { RetentionOptions } from '../broker.js'
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
@@ -229,12 +229,14 @@ export class PostgresBroker implements Broker {
     return roster.filter(({ node }) => live.has(node)).map(({ member }) => member)
   }
 
-  async rooms (): Promise<RoomInfo[]> {
+  async rooms (page: RoomsPage = {}): Promise<RoomInfo[]> {
     const { pool, registry } = this.opened()
     const live = (await registry.nodes()).filter((node) => node.live).map((node) => node.id)
+    // COLLATE "C": code point order, the order of the contract.
     const { rows } = await this.run(() => pool.query<{ room: string, members: number, seq: string }>(
       `SELECT m.room, count(*)::int AS members, coalesce(max(r.seq), 0) AS seq FROM ${this.table}.members m
-        LEFT JOIN ${this.table}.rooms r ON r.room = m.room WHERE m.node = ANY($1::text[]) GROUP BY m.room ORDER BY m.room`, [live]))
+        LEFT JOIN ${this.table}.rooms r ON r.room = m.room WHERE m.node = ANY($1::text[]) AND ($2::text IS NULL OR m.room COLLATE "C" > $2::text)
+        GROUP BY m.room ORDER BY m.room COLLATE "C" LIMIT $3`, [live, page.after ?? null, page.limit ?? null]))
     return rows.map(({ room, members, seq }) => ({ room, members, seq: Number(seq) }))
   }
 

@@ -61,28 +61,36 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   async listRoom (node: string, room: string): Promise<void> {
-    const { commands, keys, run } = this.redis
-    await run(() => commands.sadd(keys.nodeRooms(node), room))
+    const { scripts, keys, run } = this.redis
+    await run(() => scripts.list({ ...keys.registry, rooms: keys.nodeRooms(node), room }))
   }
 
   async unlistRoom (node: string, room: string): Promise<void> {
-    const { commands, keys, run } = this.redis
-    await run(() => commands.srem(keys.nodeRooms(node), room))
+    const { scripts, keys, run } = this.redis
+    await run(() => scripts.unlist({ ...keys.registry, rooms: keys.nodeRooms(node), room }))
   }
 
   async roster (room: string): Promise<RosterEntry[]> {
     const { commands, keys, run } = this.redis
     const values = await run(() => commands.hvals(keys.room(room).members))
-    return values.map((value) => {
-      const { id, name, node, serial } = JSON.parse(value) as StoredEntry
-      return { member: { id, name }, node, serial: serial ?? 0 }
+    // An entry that is not JSON was not written by a node: it names no member, and stops no other.
+    return values.flatMap((value) => {
+      let entry: StoredEntry
+      try {
+        entry = JSON.parse(value) as StoredEntry
+      } catch {
+        return []
+      }
+      const { id, name, node, serial } = entry
+      return [{ member: { id, name }, node, serial: serial ?? 0 }]
     })
   }
 
   async presence (room: string, action: Presence['action'], member: Member, stamp: Stamp, options: PresenceOptions): Promise<void> {
     const { scripts, keys, run, idleRoomTtl } = this.redis
     const event: Presence = { type: 'presence', room, action, member }
-    const entry: StoredEntry = { ...member, node: stamp.node, serial: stamp.serial }
+    // In this order: EVICT finds the node and serial at the end of the JSON.
+    const entry: StoredEntry = { id: member.id, name: member.name, node: stamp.node, serial: stamp.serial }
     const maxMembers = options.maxMembers ?? 0
     const outcome = await run(() => scripts.presence({
       ...keys.room(room), action, id: member.id, entry: JSON.stringify(entry), channel: keys.channel(room),
@@ -93,6 +101,8 @@ export class RedisRegistryStore implements RegistryStore {
 
   async evict (room: string, node: string, serial: number): Promise<number> {
     const { scripts, keys, run, idleRoomTtl } = this.redis
-    return await run(() => scripts.evict({ ...keys.room(room), node, serial, room, channel: keys.channel(room), idleTtl: idleRoomTtl }))
+    // The leave event up to its member, whose JSON the script takes from the roster entry.
+    const leaveHead = `{"event":{"type":"presence","room":${JSON.stringify(room)},"action":"leave","member":`
+    return await run(() => scripts.evict({ ...keys.room(room), node, serial, leaveHead, channel: keys.channel(room), idleTtl: idleRoomTtl }))
   }
 }

@@ -13,13 +13,17 @@
  *   P{room}:log       list of message JSON, oldest first, capped at historySize
  *   P{room}:cids      hash cid → "seq:ts" (for retries of a send)
  *   P{room}:cidq      list of cids in seq order (to forget expired ones cheaply)
- *   P{room}:members   hash member id → JSON { id, name, node, serial }
+ *   P{room}:members   hash member id → JSON { id, name, node, serial }, in that order
  *   P{room}:channel   the room's pub/sub channel (not a key)
  *
  *   Pregistry{nodes}:records       hash node id → JSON { serial, lastSeen, id, host, pid, startedAt, connections }
  *   Pregistry{nodes}:leases        sorted set node id → lease deadline (ms, Redis' clock)
  *   Pregistry{nodes}:serial        counter: each registration of a node takes the next value
  *   Pregistry{nodes}:rooms:<node>  set of rooms whose roster may hold the node's members
+ *   Pregistry{nodes}:listings      hash room → how many nodes' sets list it
+ *   Pregistry{nodes}:occupied      sorted set of the rooms some node lists, all of score 0:
+ *                                  the room list pages it by name (ZRANGEBYLEX); each
+ *                                  room's count is its roster's HLEN
  *
  * In a room's tag, `%`, `{` and `}` are percent-encoded, so the tag is the
  * whole room name and never empty. Room keys begin with `P{`, registry keys
@@ -37,7 +41,7 @@ import type { Redis } from 'ioredis'
 /** The names of a room's keys; every room script that writes takes them all (`touch` needs them). */
 export const ROOM_KEYS = ['members', 'meta', 'log', 'cids', 'cidq'] as const
 export type RoomKeys = Record<typeof ROOM_KEYS[number], string>
-export interface RegistryKeys { records: string, leases: string, serial: string }
+export interface RegistryKeys { records: string, leases: string, serial: string, listings: string, occupied: string }
 
 const CHANNEL_SUFFIX = ':channel'
 
@@ -52,7 +56,7 @@ export class RedisKeys {
 
   constructor (private readonly prefix: string) {
     const tag = `${prefix}registry{nodes}:`
-    this.registry = { records: `${tag}records`, leases: `${tag}leases`, serial: `${tag}serial` }
+    this.registry = { records: `${tag}records`, leases: `${tag}leases`, serial: `${tag}serial`, listings: `${tag}listings`, occupied: `${tag}occupied` }
   }
 
   room (room: string): RoomKeys {
@@ -187,14 +191,13 @@ export const APPEND = script({
 -- Cids forgotten per append, at most: more than the one each append adds, so
 -- the queue keeps up, and few, so the work per append stays bounded.
 local FORGET_PER_APPEND = 2
-redis.call('HSETNX', meta, 'epoch', epoch)
-local stream = redis.call('HGET', meta, 'epoch')
 local function firstKept(last) return last - redis.call('LLEN', log) + 1 end
 
 if cid ~= '' then
   local seen = redis.call('HGET', cids, cid)
-  if seen then
-    local seq, ts = string.match(seen, '^(%d+):(%d+)$')
+  local seq, ts
+  if seen then seq, ts = string.match(seen, '^(%d+):(%d+)$') end
+  if seq then
     seq = tonumber(seq)
     local first = firstKept(tonumber(redis.call('HGET', meta, 'seq') or '0'))
     if seq >= first then return { 'stored', redis.call('LINDEX', log, seq - first) } end
@@ -202,7 +205,10 @@ if cid ~= '' then
   end
 end
 
+-- The first write: it fails, having changed nothing, if the stored seq is not a number.
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
+redis.call('HSETNX', meta, 'epoch', epoch)
+local stream = redis.call('HGET', meta, 'epoch')
 local message = head .. seq .. tail
 if historySize > 0 then
   redis.call('RPUSH', log, message)
@@ -218,7 +224,8 @@ if cid ~= '' then
     local seen = redis.call('HGET', cids, oldest)
     if seen then
       local oldSeq, ts = string.match(seen, '^(%d+):(%d+)$')
-      if tonumber(oldSeq) >= first or now - tonumber(ts) < cidRetentionMs then break end
+      -- An entry this script did not write (no seq in it) goes like an expired one.
+      if oldSeq and (tonumber(oldSeq) >= first or now - tonumber(ts) < cidRetentionMs) then break end
       redis.call('HDEL', cids, oldest)
     end
     redis.call('LPOP', cidq)
@@ -298,33 +305,92 @@ return changed and 1 or 0
 
 /**
  * Removes from one room the members a dead node announced in its
- * registration `serial` or an earlier one, and publishes `leave` for each.
- * HDEL makes each removal happen once, whichever node sweeps; a member the
- * node announced again after it came back carries a newer serial and stays.
- * Answers how many were removed.
+ * registration `serial` or an earlier one, and publishes `leave` for each
+ * (`leaveHead` followed by the member's JSON and `}}`). HDEL makes each
+ * removal happen once, whichever node sweeps; a member the node announced
+ * again after it came back carries a newer serial and stays. Answers how many
+ * were removed.
+ *
+ * Entries are matched as text, not decoded: each ends with its node and
+ * serial (`RedisRegistryStore` writes them last), so an entry cjson cannot
+ * decode (a lone surrogate an older server let in) is removed like the
+ * others, and every entry is read before the first write.
  */
 export const EVICT = script({
   keys: ROOM_KEYS,
-  args: { node: 'string', serial: 'number', room: 'string', channel: 'string', idleTtl: 'number' },
+  args: { node: 'string', serial: 'number', leaveHead: 'string', channel: 'string', idleTtl: 'number' },
   body: TOUCH + `
 local entries = redis.call('HGETALL', members)
-local removed = 0
+local leaving = {}
 for i = 1, #entries, 2 do
-  local member = cjson.decode(entries[i + 1])
-  if member.node == node and (tonumber(member.serial) or 0) <= serial then
-    redis.call('HDEL', members, entries[i])
-    local event = { type = 'presence', room = room, action = 'leave', member = { id = member.id, name = member.name } }
-    redis.call('PUBLISH', channel, cjson.encode({ event = event }))
-    removed = removed + 1
-  end
+  local value = entries[i + 1]
+  local member, owner, stamp = string.match(value, '^(.*),"node":"([^"]*)","serial":(%d+)}$')
+  if not member then member, owner = string.match(value, '^(.*),"node":"([^"]*)"}$') end
+  if owner == node and (tonumber(stamp) or 0) <= serial then leaving[#leaving + 1] = { entries[i], member .. '}' } end
+end
+for _, leaver in ipairs(leaving) do
+  redis.call('HDEL', members, leaver[1])
+  redis.call('PUBLISH', channel, leaveHead .. leaver[2] .. '}}')
 end
 touch()
-return removed
+return #leaving
 `,
   reply: decodeCount,
 })
 
+/** A room's member count (its roster's HLEN, kept by Redis as the roster changes) and latest seq: O(1). */
+export const COUNT = script({
+  keys: ['members', 'meta'],
+  args: {},
+  body: `
+return { redis.call('HLEN', members), tonumber(redis.call('HGET', meta, 'seq') or '0') }
+`,
+  reply: (raw) => {
+    const [members, seq] = raw as [number, number]
+    return { members, seq }
+  },
+})
+
 // ------------------------------------------------------------ registry scripts
+
+/** One node's set of rooms (`rooms`) no longer lists `room`: the last node to unlist it takes it out of `occupied`. */
+const UNLISTED = `
+local function unlisted(room)
+  local count = (tonumber(redis.call('HGET', listings, room)) or 0) - 1
+  if count > 0 then
+    redis.call('HSET', listings, room, count)
+  else
+    redis.call('HDEL', listings, room)
+    redis.call('ZREM', occupied, room)
+  end
+end
+`
+
+/** A node lists `room` (in its set `rooms`): the first node to list it puts it in `occupied`. */
+export const LIST = script({
+  keys: ['rooms', 'listings', 'occupied'],
+  args: { room: 'string' },
+  body: `
+if redis.call('SISMEMBER', rooms, room) == 1 then return 0 end
+local count = (tonumber(redis.call('HGET', listings, room)) or 0) + 1
+redis.call('SADD', rooms, room)
+redis.call('HSET', listings, room, count)
+if count == 1 then redis.call('ZADD', occupied, 0, room) end
+return 0
+`,
+  reply: decodeCount,
+})
+
+/** A node unlists `room` from its set `rooms`. */
+export const UNLIST = script({
+  keys: ['rooms', 'listings', 'occupied'],
+  args: { room: 'string' },
+  body: UNLISTED + `
+if redis.call('SREM', rooms, room) == 1 then unlisted(room) end
+return 0
+`,
+  reply: decodeCount,
+})
 
 /**
  * Takes or renews a node's lease and stores its record (`record`: JSON of
@@ -339,9 +405,10 @@ export const RENEW = script({
 local at = now()
 local deadline = redis.call('ZSCORE', leases, id)
 local stored = redis.call('HGET', records, id)
-local held = deadline and tonumber(deadline) > at and stored
-local current
-if held then current = cjson.decode(stored).serial else current = redis.call('INCR', serial) end
+-- The record begins with its serial (this script writes it so): read as text, it cannot fail to decode.
+local current = deadline and tonumber(deadline) > at and stored and tonumber(string.match(stored, '^{"serial":(%d+),'))
+local held = current ~= nil and current ~= false
+if not held then current = redis.call('INCR', serial) end
 redis.call('HSET', records, id, '{"serial":' .. current .. ',"lastSeen":' .. at .. ',' .. string.sub(record, 2))
 redis.call('ZADD', leases, at + leaseMs, id)
 return { held and 1 or 0, current }
@@ -378,18 +445,19 @@ return out
 /**
  * Drops a swept node from the registry, with its list of rooms, unless it
  * came back meanwhile (it holds a lease, or registered again with a newer
- * serial). `rooms`: its rooms key.
+ * serial). `rooms`: its rooms key; the rooms it lists are unlisted.
  */
 export const FORGET = script({
-  keys: ['records', 'leases', 'rooms'],
+  keys: ['records', 'leases', 'rooms', 'listings', 'occupied'],
   args: { id: 'string', serial: 'number' },
-  body: NOW + `
+  body: NOW + UNLISTED + `
 local deadline = redis.call('ZSCORE', leases, id)
 if deadline and tonumber(deadline) > now() then return 0 end
 local stored = redis.call('HGET', records, id)
-if stored and cjson.decode(stored).serial ~= serial then return 0 end
+if stored and tonumber(string.match(stored, '^{"serial":(%d+),')) ~= serial then return 0 end
 redis.call('HDEL', records, id)
 redis.call('ZREM', leases, id)
+for _, room in ipairs(redis.call('SMEMBERS', rooms)) do unlisted(room) end
 redis.call('DEL', rooms)
 return 1
 `,
@@ -414,7 +482,7 @@ return 0
 
 // ------------------------------------------------------------ binding to ioredis
 
-export const SCRIPTS = { append: APPEND, read: READ, presence: PRESENCE, evict: EVICT, renew: RENEW, nodes: NODES, forget: FORGET, release: RELEASE } as const
+export const SCRIPTS = { append: APPEND, read: READ, presence: PRESENCE, evict: EVICT, count: COUNT, renew: RENEW, nodes: NODES, list: LIST, unlist: UNLIST, forget: FORGET, release: RELEASE } as const
 type Scripts = typeof SCRIPTS
 
 /** Each script as one typed call. */

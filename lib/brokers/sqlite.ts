@@ -8,9 +8,9 @@
 import { randomUUID } from 'node:crypto'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type Database from 'better-sqlite3'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage } from '../broker.js'
 import type { RetentionOptions } from '../broker.js'
-import { CID_RETENTION_MS, NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed } from '../broker.js'
+import { CID_RETENTION_MS, NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { GroupCommit, type Pending } from './group-commit.js'
@@ -167,9 +167,9 @@ export class SqliteBroker implements Broker {
     return this.local.members(room)
   }
 
-  async rooms (): Promise<RoomInfo[]> {
+  async rooms (page?: RoomsPage): Promise<RoomInfo[]> {
     const s = this.prepared()
-    return this.local.occupied().map(({ room, members }) => ({ room, members, seq: (s.room.get(room) as RoomRow | undefined)?.seq ?? 0 }))
+    return roomsPage(this.local.occupied().map(({ room, members }) => ({ room, members, seq: (s.room.get(room) as RoomRow | undefined)?.seq ?? 0 })), page)
   }
 
   async nodes (): Promise<NodeInfo[]> {
