@@ -143,8 +143,12 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
   }
 
   async function admit (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply): Promise<void> {
-    // A plain GET of the route is answered 404 by @fastify/websocket; only upgrades are admitted.
-    if (!request.ws) return
+    if (!request.ws) {
+      // A plain GET is how a browser's client learns why its upgrade was refused (a browser hides the
+      // status): 401 when `authenticate` refuses it; otherwise @fastify/websocket answers 404.
+      if (options.authenticate) await authenticate(request, reply)
+      return
+    }
     if (!originAllowed(request)) {
       return void refuse(reply, 403, 'origin not allowed')
     }

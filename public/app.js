@@ -164,6 +164,8 @@ function setStatus ({ status, retryIn }) {
     open: 'Connected',
     reconnecting: retryIn === undefined ? 'Reconnecting…' : `Connection lost; retrying in ${Math.ceil(retryIn / 1000)} s`,
     closed: 'Disconnected',
+    // The server refused who we are (a session that ended, say): retrying cannot help.
+    unauthorized: 'Not signed in: reload the page to sign in again',
   }
   statusLine.dataset.status = status
   statusLine.textContent = labels[status]

@@ -182,3 +182,14 @@ test('a token in the query string is never written to the logs, whether the upgr
   assert.ok(logged.includes('"url":"/api/rooms?token=…"'), 'the HTTP API call is logged too')
   assert.ok(!logged.includes(token), 'no line holds the token')
 })
+
+test('a plain GET of the WebSocket route runs authenticate, so a browser can learn its upgrade was refused: 401 when refused, else 404', async (t) => {
+  const { httpUrl } = await startServer(t, {
+    home: false,
+    authenticate: (request) => (request.query as { token?: string }).token === 'good' ? { name: 'alice' } : undefined,
+  })
+  assert.equal((await fetch(`${httpUrl}/ws?token=bad`)).status, 401)
+  assert.equal((await fetch(`${httpUrl}/ws?token=good`)).status, 404, 'only upgrades are served there')
+  const open = await startServer(t, { home: false })
+  assert.equal((await fetch(`${open.httpUrl}/ws`)).status, 404, 'without authenticate, nothing to tell')
+})

@@ -202,6 +202,21 @@ describe('the home page in Chromium', { skip }, () => {
     assert.deepEqual(alice.errors, [])
   })
 
+  test('a page the server refuses (authenticate) says so and stops, instead of retrying forever', { timeout }, async (t) => {
+    const asked: string[] = []
+    const { httpUrl } = await startServer(t, { authenticate: (request) => { asked.push(request.ws ? 'upgrade' : 'http'); return undefined } })
+    const browser = await launchBrowser(t)
+    const { page, errors } = await openPage(browser)
+    await page.goto(httpUrl)
+    await page.fill('#login-name', 'alice')
+    await page.press('#login-name', 'Enter')
+    await page.waitForSelector('#status[data-status="unauthorized"]')
+    await sleep(1500) // past the client's first retry delays: a retry would ask again
+    assert.deepEqual(asked, ['upgrade', 'http'], 'the refused upgrade, then the plain GET that tells the page why; no retry')
+    assert.match(await page.textContent('#status') ?? '', /Not signed in/)
+    assert.deepEqual(errors, [])
+  })
+
   test('a server restart under open pages: both reconnect, nothing lost or shown twice', { timeout }, async (t) => {
     // One broker across both servers, as with Redis, so the history and seq survive the restart.
     const broker = new MemoryBroker()

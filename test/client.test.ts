@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { WebSocket, WebSocketServer } from 'ws'
 import chatRooms, { MemoryBroker, type ChatRoomsOptions } from '../lib/index.js'
-import { ChatClient, ChatClientError, type ChatClientEvents, type ChatClientOptions, type WebSocketConstructor } from '../lib/client/index.js'
+import { ChatClient, ChatClientError, type ChatClientEvents, type ChatClientOptions, type WebSocketConstructor, type WebSocketLike } from '../lib/client/index.js'
 import { CloseCodes } from '../lib/errors.js'
 
 const WAIT_MS = 5000
@@ -439,3 +439,48 @@ for (const [point, sockets] of Object.entries(CLOSE_POINTS)) {
     assert.ok(upgrades >= 1 && upgrades <= sockets, `${upgrades} connections at the server`)
   })
 }
+
+/** `ws` behind the face a browser's WebSocket shows: its error event says nothing of a refused upgrade's status. */
+class StatusHidingWebSocket implements WebSocketLike {
+  onmessage: WebSocketLike['onmessage'] = null
+  onclose: WebSocketLike['onclose'] = null
+  onerror: WebSocketLike['onerror'] = null
+  private readonly socket: WebSocket
+
+  constructor (url: string) {
+    this.socket = new WebSocket(url)
+    this.socket.onmessage = (event) => this.onmessage?.(event)
+    this.socket.onclose = (event) => this.onclose?.(event)
+    this.socket.onerror = () => this.onerror?.({})
+  }
+
+  send (data: string): void { this.socket.send(data) }
+  close (code?: number, reason?: string): void { this.socket.close(code, reason) }
+}
+
+test('a refused authentication ends the client as unauthorized instead of retrying, whether the socket names the 401 (ws) or hides it (a browser)', async (t) => {
+  const asked: string[] = []
+  const { url } = await serve(t, {
+    authenticate: (request) => {
+      const token = (request.query as { token?: string }).token ?? ''
+      asked.push(`${request.ws ? 'upgrade' : 'http'} ${token}`)
+      return token === 'good' ? { name: 'alice' } : undefined
+    },
+  })
+  for (const [WebSocketImpl, expected] of [[WebSocket, ['upgrade bad']], [StatusHidingWebSocket, ['upgrade bad', 'http bad']]] as const) {
+    asked.length = 0
+    const refused = connect(t, `${url}?token=bad`, { WebSocket: WebSocketImpl as unknown as WebSocketConstructor })
+    const events = record(refused)
+    const joining = refused.join('lobby').then(() => 'joined', (error: ChatClientError) => error.code)
+    await until(() => refused.status === 'unauthorized', 'status unauthorized')
+    assert.equal(await joining, 'closed', 'what waited is rejected')
+    // Past the longest retry delay (200 ms): a retry would have asked again.
+    await new Promise((resolve) => setTimeout(resolve, 400))
+    assert.deepEqual(asked, expected, 'asked once, and (hidden) once more over HTTP, never again')
+    assert.deepEqual(events.status.map(({ status, code }) => [status, code]).at(-1), ['unauthorized', 401])
+    assert.equal(events.status.some(({ status }) => status === 'open'), false)
+  }
+  // The same server lets in a good token: it is the refusal, not the server, that ended those clients.
+  const allowed = connect(t, `${url}?token=good`, { WebSocket: StatusHidingWebSocket as unknown as WebSocketConstructor })
+  await opened(allowed)
+})

@@ -34,6 +34,10 @@ const RECONNECT_AT_ONCE: ReadonlySet<number> = new Set([
 ])
 /** What a close event reports when the connection ended without a close frame. */
 const ABNORMAL_CLOSURE = 1006
+/** The HTTP status of a refused `authenticate`, which ends the client as `unauthorized`. */
+const UNAUTHORIZED = 401
+/** How `ws` names the HTTP status of a refused upgrade in its error event (a browser's says nothing). */
+const REFUSED_UPGRADE = /Unexpected server response: (\d{3})/
 
 const DEFAULTS = {
   /** Short enough that a blip goes unnoticed, long enough not to hammer a restarting server. */
@@ -296,7 +300,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * no event after the `closed` status, and every pending request rejects with `closed`.
    */
   close (): void {
-    if (this.currentStatus === 'closed') return
+    if (this.ended) return
     const socket = this.socket
     this.socket = undefined
     socket?.close(1000 satisfies Close['normal'], 'client closed')
@@ -317,9 +321,52 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     this.socket = socket
     this.connectionTimer = setTimeout(() => this.abandon('no welcome in time'), this.requestTimeout)
     socket.onmessage = (event) => { if (socket === this.socket) this.receive(event.data) }
-    socket.onclose = (event) => { if (socket === this.socket) this.lost(event.code, event.reason) }
-    // A close event always follows and says what there is to say; without a handler `ws` would throw.
-    socket.onerror = () => {}
+    let refusedWith: number | undefined
+    socket.onclose = (event) => {
+      if (socket !== this.socket) return
+      if (refusedWith === UNAUTHORIZED) {
+        this.socket = undefined
+        return this.shutDown(UNAUTHORIZED, 'unauthorized', 'unauthorized')
+      }
+      const refusedUnseen = !this.live && event.code === ABNORMAL_CLOSURE && refusedWith === undefined
+      this.lost(event.code, event.reason)
+      if (refusedUnseen) void this.askWhyRefused()
+    }
+    // A close event follows and says what there is to say (without a handler `ws` would throw); `ws` also names
+    // the HTTP status of a refused upgrade here.
+    socket.onerror = (event) => {
+      const status = REFUSED_UPGRADE.exec(String((event as { message?: unknown } | undefined)?.message))?.[1]
+      if (status !== undefined) refusedWith = Number(status)
+    }
+  }
+
+  /** Closed for good: by `close()`, a final close code, or a refused authentication. */
+  private get ended (): boolean {
+    return this.currentStatus === 'closed' || this.currentStatus === 'unauthorized'
+  }
+
+  /**
+   * A connection that failed before `welcome` without saying why: a browser
+   * hides the HTTP status of a refused upgrade, so ask the same URL over HTTP
+   * (with the page's cookies, and the token if the URL holds one). A 401 ends
+   * the client as `unauthorized`; anything else, or no answer, leaves it to
+   * retry as it is doing.
+   */
+  private async askWhyRefused (): Promise<void> {
+    if (typeof fetch !== 'function') return
+    const url = new URL(this.url)
+    url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:'
+    let status: number
+    try {
+      status = (await fetch(url, { credentials: 'include' })).status
+    } catch {
+      return
+    }
+    if (status !== UNAUTHORIZED || this.ended) return
+    const socket = this.socket
+    this.socket = undefined
+    socket?.close()
+    this.shutDown(UNAUTHORIZED, 'unauthorized', 'unauthorized')
   }
 
   /** Gives up on a connection that stopped answering and starts over. */
@@ -367,8 +414,8 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * each step either does its work before announcing it or finds nothing left
    * to act on after. A re-entered close() returns at once.
    */
-  private shutDown (code: number, reason: string): void {
-    this.currentStatus = 'closed'
+  private shutDown (code: number, reason: string, status: 'closed' | 'unauthorized' = 'closed'): void {
+    this.currentStatus = status
     this.live = false
     this.ready = false
     clearTimeout(this.connectionTimer)
@@ -382,7 +429,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       this.settle(ref, pending)
       pending.reject(error)
     }
-    this.setStatus({ status: 'closed', code, reason })
+    this.setStatus({ status, code, reason })
   }
 
   private setStatus (change: StatusChange): void {
@@ -435,7 +482,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   // ------------------------------------------------------------ requests
 
   private request (frame: Outgoing, deadline: 'call' | 'write'): Promise<ServerFrame> {
-    if (this.currentStatus === 'closed') return Promise.reject(new ChatClientError('closed', 'the client is closed'))
+    if (this.ended) return Promise.reject(new ChatClientError('closed', 'the client is closed'))
     return new Promise((resolve, reject) => this.track(frame, deadline, resolve, reject))
   }
 

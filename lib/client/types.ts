@@ -44,9 +44,11 @@ export interface ChatClientOptions {
  * - `connecting`: the first connection is being made;
  * - `open`: connected and every room rejoined;
  * - `reconnecting`: the connection was lost, another is being made;
- * - `closed`: for good, after `close()` or a close that must not be retried.
+ * - `closed`: for good, after `close()` or a close that must not be retried;
+ * - `unauthorized`: for good: the server's `authenticate` refused us (HTTP
+ *   401), so retrying cannot help; sign in again and make a new client.
  */
-export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed'
+export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed' | 'unauthorized'
 
 export interface StatusChange {
   status: ConnectionStatus
