@@ -139,6 +139,8 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
     // The application's id names the user; the suffix keeps each connection's id unique.
     const id = typeof identity.id === 'string' && identity.id !== '' ? `${identity.id}.${randomId(CONNECTION_SUFFIX_BYTES)}` : randomId(GUEST_ID_BYTES)
     const name = checkedName(identity.name, reply)
+    // The application's mistake, not the client's: its log says why the client got 400.
+    if (name === undefined) request.log.warn({ name: identity.name.slice(0, 64) }, 'chat authenticate returned a name that breaks the name rules (1 to 32 characters, no control characters, well-formed Unicode); refused with 400')
     return name === undefined ? undefined : { id, name }
   }
 

@@ -119,11 +119,20 @@ test('400: a name that breaks the name rules', async (t) => {
   }
 })
 
-test('400: a name with a lone surrogate from authenticate', async (t) => {
-  const { wsUrl } = await startServer(t, { home: false, authenticate: () => ({ id: 'u1', name: '\ud800x' }) })
+test('400 and a log line naming the cause: a name from authenticate that breaks the name rules (a lone surrogate, empty, too long)', async (t) => {
+  const lines: string[] = []
+  const names = ['\ud800x', '  ', 'z'.repeat(33)]
+  let next = 0
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { lines.push(line) } } } })
+  await app.register(chatRooms, { home: false, authenticate: () => ({ id: 'u1', name: names[next++]! }) })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.after(() => app.close())
+  const wsUrl = `ws://127.0.0.1:${(app.server.address() as AddressInfo).port}/ws`
   const refused = await refusal(wsUrl)
   assert.equal(refused.status, 400)
   assert.match(refused.body.message, /^name: must be well-formed Unicode/)
+  for (let i = 1; i < names.length; i++) assert.equal((await refusal(wsUrl)).status, 400, JSON.stringify(names[i]))
+  assert.equal(lines.filter((line) => line.includes('authenticate returned a name that breaks the name rules')).length, names.length)
 })
 
 test('503 at maxConnections and 429 at maxConnectionsPerIp; a closed connection frees its place', async (t) => {
