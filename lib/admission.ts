@@ -14,6 +14,8 @@ import { normalizeName } from './protocol.js'
 export interface Admitted {
   id: string
   name: string
+  /** Named by `authenticate`: the name is the application's, and only `onRename` may change it. */
+  authenticated: boolean
 }
 
 /** What the route handler needs of an admitted upgrade. */
@@ -141,7 +143,7 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
     const name = checkedName(identity.name, reply)
     // The application's mistake, not the client's: its log says why the client got 400.
     if (name === undefined) request.log.warn({ name: identity.name.slice(0, 64) }, 'chat authenticate returned a name that breaks the name rules (1 to 32 characters, no control characters, well-formed Unicode); refused with 400')
-    return name === undefined ? undefined : { id, name }
+    return name === undefined ? undefined : { id, name, authenticated: true }
   }
 
   async function admit (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply): Promise<void> {
@@ -170,7 +172,7 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       if (identity) admitted.set(request, { identity, response: reply.raw })
       return
     }
-    const identity = { id: randomId(GUEST_ID_BYTES), name: name ?? `guest-${randomBytes(GUEST_NAME_BYTES).toString('hex')}` }
+    const identity = { id: randomId(GUEST_ID_BYTES), name: name ?? `guest-${randomBytes(GUEST_NAME_BYTES).toString('hex')}`, authenticated: false }
     admitted.set(request, { identity, response: reply.raw })
   }
 

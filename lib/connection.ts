@@ -8,6 +8,7 @@
  * socket, through `SocketLike`.
  */
 import { ChatError, CloseCodes, type ErrorCode } from './errors.js'
+import type { Admitted } from './admission.js'
 import type { BrokerLogger } from './broker.js'
 import type { Hub, MemberLink } from './hub.js'
 import { PROTOCOL_VERSION, encodeFrame, normalizeName, type ClientMessage, type ClientMessageOf, type Decoded, type Message, type ServerFrame } from './protocol.js'
@@ -84,8 +85,13 @@ export class Connection implements MemberLink {
   /**
    * @param transport where the writer may write frames past ws (upgrade.ts); undefined to send through ws
    */
-  constructor (private readonly socket: SocketLike, transport: Transport | undefined, readonly id: string, name: string, private readonly context: ConnectionContext) {
-    this.name = name
+  readonly id: string
+  readonly authenticated: boolean
+
+  constructor (private readonly socket: SocketLike, transport: Transport | undefined, identity: Admitted, private readonly context: ConnectionContext) {
+    this.id = identity.id
+    this.name = identity.name
+    this.authenticated = identity.authenticated
     this.outbox = new Outbox(context.writer, socket, transport, this)
     const { rateLimit } = context.options
     this.rate = new TokenBucket(rateLimit.perSecond, rateLimit.burst, Date.now())
@@ -94,7 +100,7 @@ export class Connection implements MemberLink {
     socket.on('pong', () => { this.alive = true })
     socket.on('close', () => this.closed())
     context.hub.attach(this)
-    this.reply({ type: 'welcome', protocol: PROTOCOL_VERSION, id, name })
+    this.reply({ type: 'welcome', protocol: PROTOCOL_VERSION, id: this.id, name: this.name })
   }
 
   // ------------------------------------------------------------ write side

@@ -15,6 +15,8 @@ import { TokenBucket } from './rate-limit.js'
 export interface MemberLink {
   readonly id: string
   name: string
+  /** Named by `authenticate`: only `onRename` may let it change its name. */
+  readonly authenticated: boolean
   /** Queues an encoded frame; never throws (a slow or closed link drops it and says so in stats). */
   deliver(frame: Buffer): void
   close(code: number, reason: string): void
@@ -68,7 +70,7 @@ export interface HubEvents {
 }
 
 type HubOptions = Pick<ResolvedOptions,
-  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'maxMembersInReply' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
+  'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'maxMembersInReply' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'onRename' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
 
 /** Where a member is in a room's stream: the epoch its `joined` carried and the newest seq it was given. */
 interface StreamPosition {
@@ -311,6 +313,11 @@ export class Hub extends EventEmitter<HubEvents> {
   /** Renames a link; members of each of its rooms are told. */
   async rename (link: MemberLink, name: string): Promise<void> {
     const entry = this.linkEntry(link)
+    // A name `authenticate` gave is the application's: nobody takes another user's name unless `onRename` says so.
+    const verdict = await this.options.onRename?.({ id: link.id, name: link.name }, name)
+    if (verdict === false || (verdict !== true && link.authenticated)) {
+      throw new ChatError('forbidden', link.authenticated ? 'this server sets the names of signed-in users' : 'the name change was refused')
+    }
     link.name = name
     const member = { id: link.id, name }
     await Promise.all([...entry.rooms].map((room) =>

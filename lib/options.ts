@@ -57,6 +57,7 @@ const PluginOptionsSchema = Type.Object({
   authenticate: Type.Optional(Hook),
   onJoin: Type.Optional(Hook),
   onMessage: Type.Optional(Hook),
+  onRename: Type.Optional(Hook),
   broker: Type.Optional(Type.Unknown()),
 }, { additionalProperties: false })
 
@@ -82,6 +83,13 @@ export interface ChatRoomsOptions extends DataOptions {
   onJoin?: (room: string, member: Member) => boolean | undefined | Promise<boolean | undefined>
   /** May refuse a message (`false` → `forbidden`) or rewrite its text (return a string). */
   onMessage?: (message: PendingMessage, member: Member) => string | boolean | undefined | Promise<string | boolean | undefined>
+  /**
+   * May allow (`true`) or refuse (`false`, answered `forbidden`) a `nick`.
+   * Left to the default (`undefined`, or no hook): guests may rename
+   * themselves; a connection named by `authenticate` may not, so nobody takes
+   * another user's name.
+   */
+  onRename?: (member: Member, name: string) => boolean | undefined | Promise<boolean | undefined>
   /** Where rooms are stored and shared between nodes; an in-process memory broker by default. */
   broker?: Broker
 }
@@ -95,6 +103,7 @@ export interface ResolvedOptions {
   readonly authenticate: ChatRoomsOptions['authenticate']
   readonly onJoin: ChatRoomsOptions['onJoin']
   readonly onMessage: ChatRoomsOptions['onMessage']
+  readonly onRename: ChatRoomsOptions['onRename']
   readonly broker: Broker | undefined
   readonly maxPayload: number
   readonly maxTextLength: number
@@ -256,7 +265,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new OptionsError('fastify-chat-rooms: options must be an object')
   }
-  const { authenticate, onJoin, onMessage, broker, ...data } = options
+  const { authenticate, onJoin, onMessage, onRename, broker, ...data } = options
   const problems = pluginValidator.Check(options) ? optionRuleProblems(data) : schemaErrors(pluginValidator, options, 'options')
   if (broker !== undefined && !isBroker(broker)) {
     problems.push('broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, nodes, close)')
@@ -284,6 +293,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
     authenticate,
     onJoin,
     onMessage,
+    onRename,
     broker,
   })
 }

@@ -104,7 +104,7 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     admitted.delete(request)
     if (ownsWebsocket) releaseUpgrade(socket, upgrade.response, onSocketError)
     const { identity } = upgrade
-    const connection = new Connection(socket, transportOf(socket, request.raw), identity.id, identity.name, context)
+    const connection = new Connection(socket, transportOf(socket, request.raw), identity, context)
     connections.add(connection)
     heartbeat.add(connection)
     if (shuttingDown) connection.close(CloseCodes.goingAway, 'server shutting down')

@@ -11,7 +11,7 @@ class FakeMember implements MemberLink {
   readonly frames: ServerFrame[] = []
   readonly raw: Buffer[] = []
   closedWith: number | undefined
-  constructor (readonly id: string, public name: string) {}
+  constructor (readonly id: string, public name: string, readonly authenticated = false) {}
   deliver (frame: Buffer): void {
     this.raw.push(frame)
     this.frames.push(JSON.parse(frame.toString()) as ServerFrame)
@@ -228,4 +228,33 @@ test('a join the memory broker cannot make a room for is refused with unavailabl
   assert.deepEqual(await hub.rooms(), [])
   await hub.join(link, { type: 'join', room: 'a' })
   assert.deepEqual(link.of('joined').at(-1)?.history.map((m) => m.text), ['kept'])
+})
+
+test('nick: a guest may rename itself; a connection named by authenticate may not, unless onRename allows it; onRename may refuse anyone', async (t) => {
+  const rename = async (hub: Hub, link: FakeMember, name: string): Promise<string> => {
+    try {
+      await hub.rename(link, name)
+      return `renamed ${link.name}`
+    } catch (error) {
+      return (error as ChatError).code
+    }
+  }
+  const plain = await makeHub(t)
+  const guest = new FakeMember('g', 'guest')
+  const signedIn = new FakeMember('u1.x', 'alice', true)
+  for (const link of [guest, signedIn]) plain.attach(link)
+  assert.equal(await rename(plain, guest, 'bob'), 'renamed bob')
+  assert.equal(await rename(plain, signedIn, 'bob'), 'forbidden', 'nobody takes another user\'s name')
+  assert.equal(signedIn.name, 'alice')
+
+  const asked: Array<[string, string]> = []
+  const hooked = await makeHub(t, { onRename: ({ name }, to) => { asked.push([name, to]); return to.startsWith('alice') ? true : to === 'root' ? false : undefined } })
+  const guest2 = new FakeMember('g2', 'guest')
+  const signedIn2 = new FakeMember('u2.x', 'alice', true)
+  for (const link of [guest2, signedIn2]) hooked.attach(link)
+  assert.equal(await rename(hooked, signedIn2, 'alice (away)'), 'renamed alice (away)', 'allowed by the hook')
+  assert.equal(await rename(hooked, signedIn2, 'mallory'), 'forbidden', 'the hook leaves it to the default')
+  assert.equal(await rename(hooked, guest2, 'root'), 'forbidden', 'refused by the hook')
+  assert.equal(await rename(hooked, guest2, 'carol'), 'renamed carol')
+  assert.deepEqual(asked, [['alice', 'alice (away)'], ['alice (away)', 'mallory'], ['guest', 'root'], ['guest', 'carol']])
 })

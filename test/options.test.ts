@@ -97,7 +97,7 @@ test('a wrong value of each option is refused with a message naming it and sayin
 test('an unknown option is named, with the options there are', () => {
   const message = errorOf({ maxRoomz: 3 })
   assert.match(message, /^option maxRoomz: unknown field \(allowed: path, home, rest, health, allowedOrigins, maxPayload, /)
-  assert.match(message, /authenticate, onJoin, onMessage, broker\)$/, 'the hooks and the broker are options too')
+  assert.match(message, /authenticate, onJoin, onMessage, onRename, broker\)$/, 'the hooks and the broker are options too')
   assert.match(errorOf({ a: 1, b: 2, c: 3, d: 4 }), /^option a, b, c and 1 more: unknown fields \(allowed: path, /)
 })
 

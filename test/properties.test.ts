@@ -142,6 +142,7 @@ class Link implements MemberLink {
   frames: ServerFrame[] = []
   /** room → next expected seq, while a member. */
   readonly next = new Map<string, number>()
+  readonly authenticated = false
   constructor (readonly id: string, public name: string) {}
   deliver (raw: Buffer): void {
     const frame: unknown = JSON.parse(raw.toString())
