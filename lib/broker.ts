@@ -104,6 +104,18 @@ export function keptPerRoom (retention: RetentionOptions | undefined, node: Brok
   return messages === 'historySize' ? node.historySize : messages
 }
 
+/** Options of the brokers on a shared server (Redis, PostgreSQL): node leases and outages. */
+export interface SharedStoreOptions {
+  /**
+   * How long a node counts as alive without renewing its lease. A node that
+   * dies without closing has its members removed (and `leave` sent) within
+   * about 4/3 of this. Default 15000.
+   */
+  leaseMs?: number
+  /** A call the server has not answered after this many ms fails with `unavailable`. Default 2000. */
+  commandTimeout?: number
+}
+
 /** Minimal logger (pino and Fastify's logger fit). */
 export interface BrokerLogger {
   info(obj: object, msg?: string): void

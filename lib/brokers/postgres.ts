@@ -15,8 +15,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage } from '../broker.js'
-import type { RetentionOptions } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, SharedStoreOptions } from '../broker.js'
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { Availability } from './availability.js'
@@ -27,7 +26,7 @@ import { NewerSchemaError, SCHEMA_PATTERN, channelOf, migrate } from './postgres
 import { PostgresRetention, checkRetention } from './postgres-retention.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
-export interface PostgresBrokerOptions {
+export interface PostgresBrokerOptions extends SharedStoreOptions {
   /** `postgres://` URL of the database. Default: pg's default (the `PG*` environment variables, then localhost). */
   connectionString?: string
   /**
@@ -37,14 +36,6 @@ export interface PostgresBrokerOptions {
   pool?: pg.Pool
   /** The PostgreSQL schema of the chat's tables, created if missing: nodes sharing a database and a schema form one chat. Default `'chat'`. */
   schema?: string
-  /**
-   * How long a node counts as alive without renewing its lease. A node that
-   * dies without closing has its members removed (and `leave` sent) within
-   * about 4/3 of this. Default 15000.
-   */
-  leaseMs?: number
-  /** A call that PostgreSQL has not answered after this many ms fails with `unavailable`. Default 2000. */
-  commandTimeout?: number
   /** A room without members is deleted, with its history, this many ms after its last change. Default: never. */
   idleRoomTtl?: number
   /** What history to delete, and when (`RetentionOptions`). Default: none; history is kept without a bound. */

@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions } from '../broker.js'
 import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, messageIds, messageJsonAroundSeq, reconnectDelay, retryOfTrimmed } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
@@ -21,7 +21,7 @@ import { RedisKeys, SCRIPT_COMMANDS, scriptCalls, type ScriptCalls } from './red
 import { Availability } from './availability.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
-export interface RedisBrokerOptions {
+export interface RedisBrokerOptions extends SharedStoreOptions {
   /** `redis://` or `rediss://` URL. Default: ioredis' default, 127.0.0.1:6379. */
   url?: string
   /**
@@ -34,14 +34,6 @@ export interface RedisBrokerOptions {
   prefix?: string
   /** A room with no members is forgotten this long after its last change (a later join starts a new epoch). Default one day. */
   idleRoomTtl?: number
-  /**
-   * How long a node counts as alive without renewing its lease. A node that
-   * dies without closing has its members removed (and `leave` sent) within
-   * about 4/3 of this. Default 15000.
-   */
-  leaseMs?: number
-  /** A Redis command that has not answered after this many ms fails with `unavailable`. Default 2000. */
-  commandTimeout?: number
 }
 
 const DEFAULT_PREFIX = 'chat:'
