@@ -19,7 +19,7 @@ const wss = new WebSocketServer({ server, path: '/ws', maxPayload: 16384 })
 let connections = 0
 
 wss.on('connection', (socket) => {
-  const from = { id: String(++connections), name: `b${connections}` }
+  const from = { id: String(++connections), user: String(++connections), name: `b${connections}` }
   const joined = new Set<Room>()
   socket.send(JSON.stringify({ type: 'welcome', protocol: 1, ...from }))
   socket.on('message', (data) => {

@@ -13,6 +13,8 @@ import { normalizeName } from './protocol.js'
 
 export interface Admitted {
   id: string
+  /** Who the person is: the application's id, or the connection's own id (a guest). */
+  user: string
   name: string
   /** Named by `authenticate`: the name is the application's, and only `onRename` may change it. */
   authenticated: boolean
@@ -139,11 +141,12 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       return undefined
     }
     // The application's id names the user; the suffix keeps each connection's id unique.
-    const id = typeof identity.id === 'string' && identity.id !== '' ? `${identity.id}.${randomId(CONNECTION_SUFFIX_BYTES)}` : randomId(GUEST_ID_BYTES)
+    const user = typeof identity.id === 'string' && identity.id !== '' ? identity.id : undefined
+    const id = user === undefined ? randomId(GUEST_ID_BYTES) : `${user}.${randomId(CONNECTION_SUFFIX_BYTES)}`
     const name = checkedName(identity.name, reply)
     // The application's mistake, not the client's: its log says why the client got 400.
     if (name === undefined) request.log.warn({ name: identity.name.slice(0, 64) }, 'chat authenticate returned a name that breaks the name rules (1 to 32 characters, no control characters, well-formed Unicode); refused with 400')
-    return name === undefined ? undefined : { id, name, authenticated: true }
+    return name === undefined ? undefined : { id, user: user ?? id, name, authenticated: true }
   }
 
   async function admit (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply): Promise<void> {
@@ -172,7 +175,8 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       if (identity) admitted.set(request, { identity, response: reply.raw })
       return
     }
-    const identity = { id: randomId(GUEST_ID_BYTES), name: name ?? `guest-${randomBytes(GUEST_NAME_BYTES).toString('hex')}`, authenticated: false }
+    const id = randomId(GUEST_ID_BYTES)
+    const identity = { id, user: id, name: name ?? `guest-${randomBytes(GUEST_NAME_BYTES).toString('hex')}`, authenticated: false }
     admitted.set(request, { identity, response: reply.raw })
   }
 

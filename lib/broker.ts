@@ -5,7 +5,7 @@
  * implement it, and `test/broker-contract.ts` holds every broker to it.
  */
 import { randomBytes } from 'node:crypto'
-import type { Member, Message, Presence, TypingEvent, RoomEvent } from './protocol.js'
+import type { LeftReason, Member, Message, Presence, TypingEvent, RoomEvent } from './protocol.js'
 
 /** A message as the hub hands it to the broker; the broker adds room, seq, id and ts. */
 export interface MessageDraft {
@@ -116,6 +116,114 @@ export interface SharedStoreOptions {
   commandTimeout?: number
 }
 
+// ------------------------------------------------------------ per-room state of users
+
+/** A ban or a mute in force: until when, in ms since the epoch; without `until`, until it is lifted. */
+export interface Restriction {
+  until?: number
+}
+
+/** What a broker keeps for one user in one room. */
+export interface UserState {
+  /** The read marker: the seq the user has read up to (0 when none). */
+  read: number
+  /** Present while a ban is in force: the user's joins of the room are refused. */
+  ban?: Restriction
+  /** Present while a mute is in force: the user's appends to the room are refused. */
+  mute?: Restriction
+}
+
+/** A user with a ban or mute in force in a room, as `moderation(room)` lists it. */
+export interface ModerationEntry extends Omit<UserState, 'read'> {
+  user: string
+}
+
+/**
+ * One change of a user's state in a room (`Broker.changeUser`):
+ * - `read`: the marker becomes max(current, min(seq, the room's latest seq));
+ * - `ban`/`mute` (with `until`, ms since the epoch; without it, until lifted),
+ *   `unban`/`unmute`: set or lift, replacing any earlier one;
+ * - `kick`: stores nothing; every connection of the user leaves the room.
+ */
+export type UserChange =
+  | { kind: 'read', seq: number }
+  | { kind: 'ban' | 'mute', until?: number }
+  | { kind: 'unban' | 'unmute' | 'kick' }
+
+/**
+ * A change of one user's state in a room as every node with members there
+ * hears it (never sent on the wire as is; the hub turns it into `read` and
+ * `left` frames and into what it enforces). For `read`, `change.seq` is the
+ * marker's new value. A `ban` also removes the user from the room, as a kick.
+ */
+export interface UserEvent {
+  type: 'user'
+  room: string
+  user: string
+  change: UserChange
+  /** The connection that asked for the change: it hears of it in its direct reply instead. */
+  connection?: string
+}
+
+/** The reason `left` gives a user a ban or kick removed (PROTOCOL.md). */
+export function removalReason (change: UserChange): LeftReason | undefined {
+  return change.kind === 'kick' ? 'kicked' : change.kind === 'ban' ? 'banned' : undefined
+}
+
+/** Whether `restriction` is in force at `now`. */
+export function inForce (restriction: Restriction | undefined, now: number): restriction is Restriction {
+  return restriction !== undefined && (restriction.until === undefined || restriction.until > now)
+}
+
+/** No state: what `userState` answers for a user nothing is kept for. */
+export const NO_USER_STATE: Readonly<UserState> = Object.freeze({ read: 0 })
+
+/** `state` without the restrictions that ended by `now`. */
+export function currentUserState (state: UserState, now: number): UserState {
+  const current: UserState = { read: state.read }
+  if (inForce(state.ban, now)) current.ban = state.ban
+  if (inForce(state.mute, now)) current.mute = state.mute
+  return current
+}
+
+/**
+ * What `change` makes of a user's `state` in a room whose latest seq is
+ * `latestSeq`: the one rule every broker applies, atomically, in its own store.
+ */
+export function changedUserState (state: UserState, change: UserChange, latestSeq: number, now: number): { state: UserState, changed: boolean } {
+  const before = currentUserState(state, now)
+  const after: UserState = { ...before }
+  switch (change.kind) {
+    case 'read': {
+      const read = Math.max(before.read, Math.min(change.seq, latestSeq))
+      return { state: { ...after, read }, changed: read !== before.read }
+    }
+    case 'ban':
+    case 'mute': {
+      const restriction: Restriction = change.until === undefined ? {} : { until: change.until }
+      after[change.kind] = restriction
+      return { state: after, changed: before[change.kind]?.until !== restriction.until || before[change.kind] === undefined }
+    }
+    case 'unban':
+    case 'unmute': {
+      const kind = change.kind === 'unban' ? 'ban' : 'mute'
+      delete after[kind]
+      return { state: after, changed: before[kind] !== undefined }
+    }
+    case 'kick':
+      return { state: before, changed: true }
+  }
+}
+
+/** What a broker delivers to a node for a room: wire events and user changes. */
+export type BrokerEvent = RoomEvent | UserEvent
+
+/** Events for every node, whatever its rooms: `hub.disconnectUser` closes the user's connections everywhere. */
+export interface NodeSignal {
+  type: 'disconnect-user'
+  user: string
+}
+
 /** Minimal logger (pino and Fastify's logger fit). */
 export interface BrokerLogger {
   info(obj: object, msg?: string): void
@@ -129,6 +237,13 @@ export interface PublishOptions {
   maxMembers?: number
 }
 
+/** Whether the user of a presence event had another connection in the room before a `join`, or has one left after a `leave`. */
+export function withUserFlags (event: Presence, othersOfUser: number): Presence {
+  if (event.action === 'join') return { ...event, first: othersOfUser === 0 }
+  if (event.action === 'leave') return { ...event, last: othersOfUser === 0 }
+  return event
+}
+
 /** What a node (its hub) gives the broker when it opens. */
 export interface BrokerNode {
   /**
@@ -136,7 +251,7 @@ export interface BrokerNode {
    * included. Per room, messages arrive in seq order with no gap and no
    * duplicate while the node stays subscribed. Must not throw.
    */
-  deliver(room: string, event: RoomEvent): void
+  deliver(room: string, event: BrokerEvent): void
   /**
    * The broker cannot continue `room`'s stream here without a gap: its epoch
    * changed to `epoch` (the stream was lost and began again at seq 1; also
@@ -144,6 +259,8 @@ export interface BrokerNode {
    * were lost before they could be delivered. Must not throw.
    */
   outOfSync(room: string, epoch?: string): void
+  /** Receives every `signal`, on every node, its own included. Must not throw. */
+  signal(event: NodeSignal): void
   /** Messages kept per room. */
   historySize: number
   /** This node's current WebSocket connections, which `nodes()` lists with it. */
@@ -160,8 +277,20 @@ export interface BrokerNode {
  *   least 10 minutes) is not stored again.
  * - `publish` of a presence event also updates the room's roster (`join` adds,
  *   `leave` removes, `rename` renames) before it is delivered; typing is only delivered.
- *   A `join` over `maxMembers` is refused with `ChatError('room_full')` and changes
- *   nothing; a `leave` of a member not in the roster is not delivered.
+ *   A `join` over `maxMembers` is refused with `ChatError('room_full')`, and one of a
+ *   user banned from the room with `ChatError('forbidden')`; either changes
+ *   nothing. A `leave` of a member not in the roster is not delivered. In the
+ *   same atomic step the broker sets `first` on a `join` (the member's `user`
+ *   had no other connection in the room, on any node) and `last` on a `leave`
+ *   (it has none left), so two tabs leaving at once give one `last: true`;
+ *   members a dead node leaves behind are removed the same way.
+ * - An `append` whose `from.user` is muted in the room is refused with
+ *   `ChatError('forbidden')` and stores nothing.
+ * - `changeUser` changes one user's state in a room atomically (a read marker
+ *   never passes the room's latest seq nor moves back); what it changed is
+ *   delivered as a `user` event to every node subscribed to the room. What it
+ *   stores is kept as long as the room's messages are (durable on a durable
+ *   broker); a ban or mute ends by itself at its `until`.
  * - Every call settles in bounded time; when the backing store cannot confirm,
  *   it rejects with `ChatError('unavailable')` and never half-stores.
  */
@@ -182,6 +311,19 @@ export interface Broker {
    * member of every room: a store keeps each room's count as its roster changes.
    */
   rooms(page?: RoomsPage): Promise<RoomInfo[]>
+  /**
+   * Changes `user`'s state in `room` in one atomic step (see `UserChange`)
+   * and, when something changed, delivers a `user` event to every node
+   * subscribed to the room (a `kick` always is). Resolves with the user's
+   * state after it. `connection` is copied into the event.
+   */
+  changeUser(room: string, user: string, change: UserChange, connection?: string): Promise<{ state: UserState, changed: boolean }>
+  /** What is kept for `user` in `room`: its read marker, and the ban and mute in force. */
+  userState(room: string, user: string): Promise<UserState>
+  /** The users with a ban or mute in force in `room`. */
+  moderation(room: string): Promise<ModerationEntry[]>
+  /** Delivers `event` to every node sharing the broker (`BrokerNode.signal`), this one included. */
+  signal(event: NodeSignal): Promise<void>
   /**
    * The live nodes sharing this broker, this one included. It reads the
    * store, so it also tells whether the store answers (readiness asks it).
@@ -233,7 +375,7 @@ export const NO_STREAM_YET = ''
 
 /** The message a broker stores for `draft`, once it has its seq. */
 export function newMessage (room: string, seq: number, id: string, draft: MessageDraft, ts: number): Message {
-  const message: Message = { type: 'message', room, seq, id, from: { id: draft.from.id, name: draft.from.name }, text: draft.text, ts }
+  const message: Message = { type: 'message', room, seq, id, from: { id: draft.from.id, user: draft.from.user, name: draft.from.name }, text: draft.text, ts }
   if (draft.cid !== undefined) message.cid = draft.cid
   return message
 }
@@ -246,6 +388,15 @@ export function messageJsonAroundSeq (room: string, id: string, draft: MessageDr
   const head = `{"type":"message","room":${JSON.stringify(room)},"seq":`
   // `newMessage` puts seq third, so its JSON with seq 0 is exactly head, '0', tail.
   return { head, tail: JSON.stringify(newMessage(room, 0, id, draft, ts)).slice(head.length + 1) }
+}
+
+/**
+ * A stored message as protocol 2 shows it: one stored before members had a
+ * `user` (protocol 1) gets its sender's connection id, which was its user then.
+ */
+export function storedMessage (message: Message): Message {
+  if (message.from.user === undefined) message.from = { id: message.from.id, user: message.from.id, name: message.from.name }
+  return message
 }
 
 /** The answer to a retry whose original was trimmed from the history: its seq and time are all that is left. */

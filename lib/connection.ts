@@ -86,10 +86,12 @@ export class Connection implements MemberLink {
    * @param transport where the writer may write frames past ws (upgrade.ts); undefined to send through ws
    */
   readonly id: string
+  readonly user: string
   readonly authenticated: boolean
 
   constructor (private readonly socket: SocketLike, transport: Transport | undefined, identity: Admitted, private readonly context: ConnectionContext) {
     this.id = identity.id
+    this.user = identity.user
     this.name = identity.name
     this.authenticated = identity.authenticated
     this.outbox = new Outbox(context.writer, socket, transport, this)
@@ -100,7 +102,7 @@ export class Connection implements MemberLink {
     socket.on('pong', () => { this.alive = true })
     socket.on('close', () => this.closed())
     context.hub.attach(this)
-    this.reply({ type: 'welcome', protocol: PROTOCOL_VERSION, id: this.id, name: this.name })
+    this.reply({ type: 'welcome', protocol: PROTOCOL_VERSION, id: this.id, user: this.user, name: this.name })
   }
 
   // ------------------------------------------------------------ write side

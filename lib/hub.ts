@@ -5,7 +5,7 @@
  * come back through `deliver` and are encoded once for all local members.
  */
 import { EventEmitter } from 'node:events'
-import { NO_STREAM_YET, type Broker, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo, type RoomsPage } from './broker.js'
+import { NO_STREAM_YET, type Broker, type NodeSignal, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo, type RoomsPage } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
 import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
@@ -14,6 +14,8 @@ import { TokenBucket } from './rate-limit.js'
 /** What the hub needs of a connection. */
 export interface MemberLink {
   readonly id: string
+  /** The person this connection is one tab or device of. */
+  readonly user: string
   name: string
   /** Named by `authenticate`: only `onRename` may let it change its name. */
   readonly authenticated: boolean
@@ -47,7 +49,12 @@ export const ROOM_OPENINGS_PER_SECOND = 0.2
 export const OUT_OF_SYNC_REASON = 'out of sync: resume with since'
 
 /** The sender of `hub.broadcast` when none is given. */
-export const SERVER_MEMBER: Member = Object.freeze({ id: 'server', name: 'server' })
+export const SERVER_MEMBER: Member = Object.freeze({ id: 'server', user: 'server', name: 'server' })
+
+/** The member object of a link, as frames show it. */
+function memberOf (link: MemberLink): Member {
+  return { id: link.id, user: link.user, name: link.name }
+}
 
 export interface HubStats {
   connections: number
@@ -158,7 +165,9 @@ export class Hub extends EventEmitter<HubEvents> {
   /** Opens the broker; events it delivers fan out to local members. */
   async open (): Promise<void> {
     await this.broker.open({
-      deliver: (room, event) => this.fanOut(room, event),
+      // SCAFFOLD issue 12: user events (markers, moderation) are handled by the hub's branch.
+      deliver: (room, event) => { if (event.type !== 'user') this.fanOut(room, event) },
+      signal: (event) => this.signal(event),
       outOfSync: (room, epoch) => this.outOfSync(room, epoch),
       historySize: this.options.historySize,
       connections: () => this.links.size,
@@ -228,7 +237,7 @@ export class Hub extends EventEmitter<HubEvents> {
     if (!this.rooms_.has(room) && !entry.openings.take(Date.now())) {
       throw new ChatError('too_many_rooms', `opening rooms too fast: ${this.options.maxRoomsPerConnection} at once, then one every ${1 / ROOM_OPENINGS_PER_SECOND} s`)
     }
-    const member = { id: link.id, name: link.name }
+    const member = memberOf(link)
     if (this.options.onJoin && (await this.options.onJoin(room, member)) === false) {
       throw new ChatError('forbidden', `joining ${room} was refused`)
     }
@@ -290,7 +299,7 @@ export class Hub extends EventEmitter<HubEvents> {
   async acceptSend (link: MemberLink, request: ClientMessageOf<'send'>): Promise<{ stored: Promise<Message> }> {
     const { room } = request
     this.memberEntry(link, room)
-    const member = { id: link.id, name: link.name }
+    const member = memberOf(link)
     let text = request.text
     if (this.options.onMessage) {
       const verdict = await this.options.onMessage({ room, text }, member)
@@ -307,19 +316,19 @@ export class Hub extends EventEmitter<HubEvents> {
 
   async typing (link: MemberLink, room: string): Promise<void> {
     this.memberEntry(link, room)
-    await this.broker.publish(room, { type: 'typing', room, member: { id: link.id, name: link.name } })
+    await this.broker.publish(room, { type: 'typing', room, member: memberOf(link) })
   }
 
   /** Renames a link; members of each of its rooms are told. */
   async rename (link: MemberLink, name: string): Promise<void> {
     const entry = this.linkEntry(link)
     // A name `authenticate` gave is the application's: nobody takes another user's name unless `onRename` says so.
-    const verdict = await this.options.onRename?.({ id: link.id, name: link.name }, name)
+    const verdict = await this.options.onRename?.(memberOf(link), name)
     if (verdict === false || (verdict !== true && link.authenticated)) {
       throw new ChatError('forbidden', link.authenticated ? 'this server sets the names of signed-in users' : 'the name change was refused')
     }
     link.name = name
-    const member = { id: link.id, name }
+    const member = { id: link.id, user: link.user, name }
     await Promise.all([...entry.rooms].map((room) =>
       this.broker.publish(room, { type: 'presence', room, action: 'rename', member })))
   }
@@ -353,7 +362,7 @@ export class Hub extends EventEmitter<HubEvents> {
     assertWellFormed('room', room)
     assertWellFormed('text', text)
     assertWellFormed('from', from.id, from.name)
-    const { message } = await this.broker.append(room, { from: { id: from.id, name: from.name }, text })
+    const { message } = await this.broker.append(room, { from: { id: from.id, user: from.user, name: from.name }, text })
     this.tell('message', message)
     return message
   }
@@ -386,6 +395,13 @@ export class Hub extends EventEmitter<HubEvents> {
     if (!entry) return false
     entry.link.close(code, reason)
     return true
+  }
+
+  /** A node-wide event: the user's connections on this node are closed. */
+  private signal (event: NodeSignal): void {
+    for (const { link } of this.links.values()) {
+      if (link.user === event.user) link.close(CloseCodes.normal, 'disconnected by the server')
+    }
   }
 
   stats (): HubStats {
@@ -469,7 +485,7 @@ export class Hub extends EventEmitter<HubEvents> {
     const roomMember = local?.members.get(link.id)
     if (!local || !roomMember || roomMember.link !== link) return
     local.members.delete(link.id)
-    const member = { id: link.id, name: link.name }
+    const member = memberOf(link)
     const tasks: Array<Promise<void>> = []
     if (roomMember.announced) {
       tasks.push(this.broker.publish(room, { type: 'presence', room, action: 'leave', member }))
@@ -545,6 +561,7 @@ export class Hub extends EventEmitter<HubEvents> {
       members: members.members,
       memberCount: members.total,
       history: snapshot.messages,
+      read: 0, // SCAFFOLD issue 12
       ...(snapshot.recovered === undefined ? {} : { recovered: snapshot.recovered }),
     }
     return encodeFrame(frame)

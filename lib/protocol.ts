@@ -9,7 +9,7 @@ import { ErrorCodes, ChatError, type ErrorCode } from './errors.js'
 import { schemaErrors } from './schema-errors.js'
 
 /** Version sent in `welcome`; changes only with a deliberate change of PROTOCOL.md. */
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 /** A `ref` longer than this is invalid: it is an echo token, not a payload. */
 export const MAX_REF_LENGTH = 64
@@ -59,7 +59,11 @@ const Ref = Type.String({ maxLength: MAX_REF_LENGTH })
 const Room = Type.String({ minLength: 1, maxLength: MAX_RAW_STRING })
 const Seq = Type.Integer({ minimum: 0 })
 
-export const MemberSchema = Type.Object({ id: Type.String(), name: Type.String() }, { additionalProperties: false })
+/**
+ * A member as every frame shows it: `id` names the connection (one tab or
+ * device), `user` the person (the same in each of their tabs), `name` the label.
+ */
+export const MemberSchema = Type.Object({ id: Type.String(), user: Type.String(), name: Type.String() }, { additionalProperties: false })
 export type Member = Static<typeof MemberSchema>
 
 // ---------------------------------------------------------- client → server
@@ -87,6 +91,7 @@ export const MembersSchema = clientMessage('members', {
   after: Type.Optional(Type.String({ maxLength: MAX_RAW_STRING })),
   limit: Type.Optional(Type.Integer({ minimum: 1 })),
 })
+export const ReadSchema = clientMessage('read', { room: Room, seq: Seq })
 export const PingSchema = clientMessage('ping', {})
 
 export const ClientSchemas = {
@@ -97,6 +102,7 @@ export const ClientSchemas = {
   nick: NickSchema,
   history: HistorySchema,
   members: MembersSchema,
+  read: ReadSchema,
   ping: PingSchema,
 } as const
 
@@ -122,7 +128,7 @@ function serverFrame<const T extends string, const P extends Record<string, TSch
   return Type.Object({ type: Type.Literal(type), ...fields }, { additionalProperties: false })
 }
 
-export const WelcomeSchema = serverFrame('welcome', { protocol: Type.Literal(PROTOCOL_VERSION), id: Type.String(), name: Type.String() })
+export const WelcomeSchema = serverFrame('welcome', { protocol: Type.Literal(PROTOCOL_VERSION), id: Type.String(), user: Type.String(), name: Type.String() })
 export const JoinedSchema = serverFrame('joined', {
   ref: Type.Optional(Type.String()),
   room: Type.String(),
@@ -132,12 +138,21 @@ export const JoinedSchema = serverFrame('joined', {
   memberCount: Seq,
   history: Type.Array(MessageSchema),
   recovered: Type.Optional(Type.Boolean()),
+  /** The user's read marker in the room (0 when none). */
+  read: Seq,
 })
-export const LeftSchema = serverFrame('left', { ref: Type.Optional(Type.String()), room: Type.String() })
+/** Why a member was removed from a room by moderation (`left` without `ref`). */
+export const LeftReasonSchema = Type.Union([Type.Literal('kicked'), Type.Literal('banned')])
+export type LeftReason = Static<typeof LeftReasonSchema>
+export const LeftSchema = serverFrame('left', { ref: Type.Optional(Type.String()), room: Type.String(), reason: Type.Optional(LeftReasonSchema) })
 export const PresenceSchema = serverFrame('presence', {
   room: Type.String(),
   action: Type.Union([Type.Literal('join'), Type.Literal('leave'), Type.Literal('rename')]),
   member: MemberSchema,
+  /** With `join`: the user had no other connection in the room, on any node. */
+  first: Type.Optional(Type.Boolean()),
+  /** With `leave`: the user has no connection left in the room. */
+  last: Type.Optional(Type.Boolean()),
 })
 export const TypingEventSchema = serverFrame('typing', { room: Type.String(), member: MemberSchema })
 export const AckSchema = serverFrame('ack', { ref: Type.String(), room: Type.String(), seq: Type.Integer({ minimum: 1 }) })
@@ -153,6 +168,7 @@ export const MembersPageSchema = serverFrame('members', {
   members: Type.Array(MemberSchema),
   more: Type.Boolean(),
 })
+export const ReadFrameSchema = serverFrame('read', { ref: Type.Optional(Type.String()), room: Type.String(), seq: Seq })
 export const RenamedSchema = serverFrame('renamed', { ref: Type.Optional(Type.String()), name: Type.String() })
 export const PongSchema = serverFrame('pong', { ref: Type.Optional(Type.String()) })
 export const ErrorFrameSchema = serverFrame('error', {
@@ -173,6 +189,7 @@ export const ServerSchemas = {
   ack: AckSchema,
   history: HistoryPageSchema,
   members: MembersPageSchema,
+  read: ReadFrameSchema,
   renamed: RenamedSchema,
   pong: PongSchema,
   error: ErrorFrameSchema,

@@ -67,20 +67,20 @@ async function me (example: Example, cookie?: string): Promise<unknown> {
   return response.json()
 }
 
-function register (example: Example, name: string): Promise<{ cookie: string, user: { id: string, name: string } }> {
+function register (example: Example, name: string): Promise<{ cookie: string, user: { id: string, user: string, name: string } }> {
   return signUp(example.base, name, PASSWORD)
 }
 
 /** The `welcome` of a WebSocket connection made with `cookie`. */
-async function welcome (t: TestContext, url: string, cookie: string): Promise<{ id: string, name: string }> {
+async function welcome (t: TestContext, url: string, cookie: string): Promise<{ id: string, user: string, name: string }> {
   const socket = new WebSocket(url, { headers: { cookie } })
   t.after(() => socket.terminate())
   const [data] = await once(socket, 'message') as [Buffer]
-  return JSON.parse(String(data)) as { id: string, name: string }
+  return JSON.parse(String(data)) as { id: string, user: string, name: string }
 }
 
 /** Two connections with one session are one user: the account's name, and ids that start with the account's id. */
-async function oneUserInTwoConnections (t: TestContext, example: Example, cookie: string, user: { id: string, name: string }): Promise<void> {
+async function oneUserInTwoConnections (t: TestContext, example: Example, cookie: string, user: { id: string, user: string, name: string }): Promise<void> {
   const welcomes = [await welcome(t, example.ws, cookie), await welcome(t, `${example.ws}?name=somebody-else`, cookie)]
   assert.deepEqual(welcomes.map(({ name }) => name), [user.name, user.name])
   const tabs = [await RawClient.connect(t, example.ws, { headers: { cookie } }), await RawClient.connect(t, example.ws, { headers: { cookie } })]
@@ -100,7 +100,7 @@ test('register answers with a session cookie that /auth/me and the WebSocket kno
   assert.match(setCookie, /chat_session=[^;]+\.[^;]+;/, 'the cookie is signed')
   assert.match(setCookie, /HttpOnly/)
   assert.match(setCookie, /SameSite=Lax/)
-  const { user } = await response.json() as { user: { id: string, name: string } }
+  const { user } = await response.json() as { user: { id: string, user: string, name: string } }
   assert.equal(user.name, 'Alice', 'the name is trimmed as PROTOCOL.md says')
   const cookie = sessionCookie(response)
   assert.deepEqual(await me(example, cookie), { user })

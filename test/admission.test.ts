@@ -94,7 +94,7 @@ test('401: authenticate returning nothing or throwing refuses; its identity is w
     authenticate: (request) => {
       const token = request.headers.authorization
       if (token === 'Bearer boom') throw new Error('token store down')
-      return token === 'Bearer alice' ? { id: 'u1', name: 'Alice' } : undefined
+      return token === 'Bearer alice' ? { id: 'u1', user: 'u1', name: 'Alice' } : undefined
     },
   })
   const attempts: Array<Record<string, string>> = [{}, { authorization: 'Bearer nobody' }, { authorization: 'Bearer boom' }]
@@ -105,7 +105,7 @@ test('401: authenticate returning nothing or throwing refuses; its identity is w
   }
   const socket = new WebSocket(`${wsUrl}?name=mallory`, { headers: { authorization: 'Bearer alice' } })
   t.after(() => socket.terminate())
-  const welcome = await new Promise<{ id: string, name: string }>((resolve) => socket.once('message', (data) => resolve(JSON.parse(String(data)) as { id: string, name: string })))
+  const welcome = await new Promise<{ id: string, user: string, name: string }>((resolve) => socket.once('message', (data) => resolve(JSON.parse(String(data)) as { id: string, user: string, name: string })))
   assert.equal(welcome.name, 'Alice', 'the authenticated name wins over ?name')
   assert.match(welcome.id, /^u1\./, 'the application id, made unique per connection')
 })
@@ -124,7 +124,7 @@ test('400 and a log line naming the cause: a name from authenticate that breaks 
   const names = ['\ud800x', '  ', 'z'.repeat(33)]
   let next = 0
   const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { lines.push(line) } } } })
-  await app.register(chatRooms, { home: false, authenticate: () => ({ id: 'u1', name: names[next++]! }) })
+  await app.register(chatRooms, { home: false, authenticate: () => ({ id: 'u1', user: 'u1', name: names[next++]! }) })
   await app.listen({ host: '127.0.0.1', port: 0 })
   t.after(() => app.close())
   const wsUrl = `ws://127.0.0.1:${(app.server.address() as AddressInfo).port}/ws`
@@ -173,7 +173,7 @@ test('a token in the query string is never written to the logs, whether the upgr
   await app.register(chatRooms, {
     home: false,
     rest: { prefix: '/api' },
-    authenticate: (request) => (request.query as { token?: string }).token === token ? { id: 'u1', name: 'alice' } : undefined,
+    authenticate: (request) => (request.query as { token?: string }).token === token ? { id: 'u1', user: 'u1', name: 'alice' } : undefined,
   })
   await app.listen({ host: '127.0.0.1', port: 0 })
   t.after(() => app.close())

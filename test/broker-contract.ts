@@ -12,8 +12,8 @@ import { RecordingNode } from './helpers/recording-node.js'
 /** Makes a fresh, unopened broker with a store of its own; registers its cleanup on `t`. */
 export type BrokerFactory = (t: TestContext) => Broker
 
-const alice: Member = { id: 'a1', name: 'alice' }
-const bob: Member = { id: 'b1', name: 'bob' }
+const alice: Member = { id: 'a1', user: 'a1', name: 'alice' }
+const bob: Member = { id: 'b1', user: 'b1', name: 'bob' }
 
 export function brokerContract (name: string, makeBroker: BrokerFactory, options: { skip?: string | false } = {}): void {
   async function open (t: TestContext, historySize = 100): Promise<{ broker: Broker, node: RecordingNode }> {
@@ -51,7 +51,7 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
     it('keeps text of any Unicode and JSON-looking content intact', async (t) => {
       const { broker } = await open(t)
       const text = '"},{"seq":99 ünïcødé 🎉 \\ / \u2028 <b>'
-      const { message } = await broker.append('r', { from: { id: 'x', name: 'Zoë "q"' }, text })
+      const { message } = await broker.append('r', { from: { id: 'x', user: 'x', name: 'Zoë "q"' }, text })
       assert.equal(message.text, text)
       assert.deepEqual((await broker.read('r', { limit: 1 })).messages[0], message)
     })
@@ -132,12 +132,12 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       await broker.publish('r', { type: 'typing', room: 'r', member: bob })
       const byId = (members: Member[]): Member[] => [...members].sort((x, y) => x.id.localeCompare(y.id))
       assert.deepEqual(byId(await broker.members('r')), [alice, bob])
-      await broker.publish('r', { type: 'presence', room: 'r', action: 'rename', member: { id: alice.id, name: 'alicia' } })
-      assert.deepEqual(byId(await broker.members('r')), [{ id: alice.id, name: 'alicia' }, bob])
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'rename', member: { id: alice.id, user: alice.id, name: 'alicia' } })
+      assert.deepEqual(byId(await broker.members('r')), [{ id: alice.id, user: alice.id, name: 'alicia' }, bob])
       await broker.append('r', { from: bob, text: 'x' })
       assert.deepEqual(await broker.rooms(), [{ room: 'r', members: 2, seq: 1 }])
       await broker.publish('r', { type: 'presence', room: 'r', action: 'leave', member: bob })
-      assert.deepEqual(await broker.members('r'), [{ id: alice.id, name: 'alicia' }])
+      assert.deepEqual(await broker.members('r'), [{ id: alice.id, user: alice.id, name: 'alicia' }])
       await broker.publish('r', { type: 'presence', room: 'r', action: 'leave', member: alice })
       assert.deepEqual(await broker.members('r'), [])
       assert.deepEqual(await broker.rooms(), [], 'a room without members is not listed')
@@ -173,7 +173,7 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       const { broker, node } = await open(t)
       await broker.subscribe('r')
       const joins = Array.from({ length: 8 }, (_, i) =>
-        broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: { id: `m${i}`, name: `m${i}` } }, { maxMembers: 3 }))
+        broker.publish('r', { type: 'presence', room: 'r', action: 'join', member: { id: `m${i}`, user: `m${i}`, name: `m${i}` } }, { maxMembers: 3 }))
       const outcomes = await Promise.allSettled(joins)
       assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 3)
       for (const outcome of outcomes) {
@@ -182,7 +182,7 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       assert.equal((await broker.members('r')).length, 3)
       const inside = (await broker.members('r'))[0] as Member
       await broker.publish('r', { type: 'presence', room: 'r', action: 'rename', member: { ...inside, name: 'renamed' } }, { maxMembers: 3 })
-      await broker.publish('r', { type: 'presence', room: 'r', action: 'leave', member: { id: 'm-none', name: 'ghost' } })
+      await broker.publish('r', { type: 'presence', room: 'r', action: 'leave', member: { id: 'm-none', user: 'm-none', name: 'ghost' } })
       await broker.publish('r', { type: 'typing', room: 'r', member: inside })
       await node.until('the typing event', () => node.events('r').some((e) => e.type === 'typing'))
       const presence = node.events('r').filter((e) => e.type === 'presence')
@@ -254,7 +254,7 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       await broker.publish('r', { type: 'typing', room: 'r', member: alice })
       await node.until('the typing event', () => node.events('r').length === 2)
       assert.deepEqual(node.events('r'), [
-        { type: 'presence', room: 'r', action: 'join', member: alice },
+        { type: 'presence', room: 'r', action: 'join', member: alice, first: true },
         { type: 'typing', room: 'r', member: alice },
       ])
     })

@@ -13,7 +13,7 @@ brokerContract('MemoryBroker', (t) => {
   return broker
 })
 
-const alice = { id: 'a', name: 'a' }
+const alice = { id: 'a', user: 'a', name: 'a' }
 const join = (room: string): Presence => ({ type: 'presence', room, action: 'join', member: alice })
 const leave = (room: string): Presence => ({ type: 'presence', room, action: 'leave', member: alice })
 

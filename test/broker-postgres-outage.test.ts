@@ -272,7 +272,7 @@ describe('PostgresBroker.open while PostgreSQL is down', { skip }, () => {
       await client.query('REVOKE CREATE ON DATABASE postgres FROM PUBLIC')
     }, server.url)
     const quiet = (): void => {}
-    const node = { deliver: quiet, outOfSync: quiet, historySize: 100, connections: () => 0, log: { info: quiet, warn: quiet, error: quiet } }
+    const node = { deliver: quiet, outOfSync: quiet, signal: quiet, historySize: 100, connections: () => 0, log: { info: quiet, warn: quiet, error: quiet } }
 
     const newer = new PostgresBroker({ connectionString: server.url, schema, commandTimeout: COMMAND_TIMEOUT_MS })
     await assert.rejects(newer.open(node), /cannot prepare schema .* at version 999, newer than this fastify-chat-rooms knows/)

@@ -31,8 +31,8 @@ brokerContract('PostgresBroker', (t) => {
   return broker
 }, { skip })
 
-const alice: Member = { id: 'a1', name: 'alice' }
-const ghost: Member = { id: 'g1', name: 'ghost' }
+const alice: Member = { id: 'a1', user: 'a1', name: 'alice' }
+const ghost: Member = { id: 'g1', user: 'g1', name: 'ghost' }
 
 /** Opens `count` nodes sharing one schema (one chat); all are closed and the schema dropped after the test. */
 async function cluster (t: TestContext, count: number, options: PostgresBrokerOptions = {}, historySize = 1000): Promise<Array<{ broker: PostgresBroker, node: RecordingNode }>> {

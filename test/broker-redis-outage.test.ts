@@ -17,7 +17,7 @@ import { RedisServer, skipUnlessRedisServer } from './helpers/redis-server.js'
 const COMMAND_TIMEOUT_MS = 500
 /** Timers and a busy machine: how late a rejection may come beyond the timeout. */
 const SLACK_MS = 400
-const alice: Member = { id: 'a1', name: 'alice' }
+const alice: Member = { id: 'a1', user: 'a1', name: 'alice' }
 
 const skip = skipUnlessRedisServer()
 

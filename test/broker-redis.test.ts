@@ -50,8 +50,8 @@ async function until (what: string, done: () => Promise<boolean>): Promise<void>
   }
 }
 
-const alice: Member = { id: 'a1', name: 'alice' }
-const ghost: Member = { id: 'g1', name: 'ghost' }
+const alice: Member = { id: 'a1', user: 'a1', name: 'alice' }
+const ghost: Member = { id: 'g1', user: 'g1', name: 'ghost' }
 const isLeaveOf = (member: Member) => (event: { type: string }): boolean =>
   event.type === 'presence' && (event as Presence).action === 'leave' && (event as Presence).member.id === member.id
 
@@ -137,7 +137,7 @@ describe('RedisBroker across nodes', { skip }, () => {
     const { members } = new RedisKeys(prefix).room('r')
     const ghostEntry = JSON.parse((await admin.hget(members, ghost.id))!) as { node: string, serial: number }
     // Written as an older, unchecked server let a client write it: JSON that Lua's cjson refuses (a lone surrogate).
-    const lone: Member = { id: 'lone', name: '\ud800x' }
+    const lone: Member = { id: 'lone', user: 'lone', name: '\ud800x' }
     await admin.hset(members, lone.id, JSON.stringify({ ...lone, node: ghostEntry.node, serial: ghostEntry.serial }))
     await admin.hset(members, 'junk', 'not json at all')
 
@@ -171,14 +171,14 @@ describe('RedisBroker across nodes', { skip }, () => {
 
   it('keeps the room list\'s counts through joins, renames, leaves and a dead node\'s eviction', async (t) => {
     const { survivors: [a, b], child } = await ghostAmongSurvivors(t, 1500)
-    const bob: Member = { id: 'b1', name: 'bob' }
+    const bob: Member = { id: 'b1', user: 'b1', name: 'bob' }
     const presence = (room: string, action: Presence['action'], member: Member): Presence => ({ type: 'presence', room, action, member })
     await a!.broker.publish('r', presence('r', 'join', alice))
     await b!.broker.publish('s', presence('s', 'join', bob))
     await b!.broker.publish('r', presence('r', 'join', bob))
     await a!.broker.append('r', { from: alice, text: 'x' })
     assert.deepEqual(await a!.broker.rooms(), [{ room: 'r', members: 3, seq: 1 }, { room: 's', members: 1, seq: 0 }])
-    await a!.broker.publish('r', presence('r', 'rename', { id: alice.id, name: 'alicia' }))
+    await a!.broker.publish('r', presence('r', 'rename', { id: alice.id, user: alice.id, name: 'alicia' }))
     await b!.broker.publish('r', presence('r', 'leave', bob))
     assert.deepEqual(await b!.broker.rooms(), [{ room: 'r', members: 2, seq: 1 }, { room: 's', members: 1, seq: 0 }])
     child.kill('SIGKILL')

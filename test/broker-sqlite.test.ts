@@ -16,7 +16,7 @@ import { RecordingNode } from './helpers/recording-node.js'
 import { startServer } from './helpers/server.js'
 
 const PROCESS = fileURLToPath(new URL('./helpers/sqlite-process.js', import.meta.url))
-const alice: Member = { id: 'a1', name: 'alice' }
+const alice: Member = { id: 'a1', user: 'a1', name: 'alice' }
 
 /** A database file in a temp dir of its own, removed after the test. */
 async function tempFile (t: TestContext): Promise<string> {

@@ -184,7 +184,7 @@ describe('the home page in Chromium', { skip }, () => {
     const broker = new MemoryBroker()
     const { httpUrl } = await startServer(t, { broker, maxMembersInReply: 2 })
     for (let i = 0; i < 5; i++) {
-      await broker.publish('lobby', { type: 'presence', room: 'lobby', action: 'join', member: { id: `member-${i}`, name: `member ${i}` } })
+      await broker.publish('lobby', { type: 'presence', room: 'lobby', action: 'join', member: { id: `member-${i}`, user: `member-${i}`, name: `member ${i}` } })
     }
     const browser = await launchBrowser(t)
     const alice = await openPage(browser)
@@ -197,7 +197,7 @@ describe('the home page in Chromium', { skip }, () => {
     const listed = shown.filter((line) => !line.startsWith('and '))
     assert.ok(listed.includes('alice (you)'), JSON.stringify(shown))
     assert.deepEqual(shown.filter((line) => line.startsWith('and ')), [`and ${6 - listed.length} more`])
-    await broker.publish('lobby', { type: 'presence', room: 'lobby', action: 'leave', member: { id: 'member-4', name: 'member 4' } })
+    await broker.publish('lobby', { type: 'presence', room: 'lobby', action: 'leave', member: { id: 'member-4', user: 'member-4', name: 'member 4' } })
     await alice.page.waitForSelector('#members-title:text("Members (5)")')
     assert.deepEqual(alice.errors, [])
   })

@@ -103,7 +103,7 @@ async function setup (t: TestContext, options: ChatRoomsOptions = {}): Promise<S
     open: (name = 'alice') => {
       const socket = new FakeSocket()
       const transport = new FakeTransport()
-      const connection = new Connection(socket, transport, { id: `c${++ids}`, name, authenticated: false }, context)
+      const connection = new Connection(socket, transport, { id: `c${++ids}`, user: `c${ids}`, name, authenticated: false }, context)
       return { socket, transport, connection }
     },
   }
@@ -231,9 +231,9 @@ test('with compression negotiated, or no transport, frames go through ws.send on
   const socket = new FakeSocket()
   socket.extensions = 'permessage-deflate'
   const transport = new FakeTransport()
-  new Connection(socket, transport, { id: 'z', name: 'zed', authenticated: false }, context)
+  new Connection(socket, transport, { id: 'z', user: 'z', name: 'zed', authenticated: false }, context)
   const plain = new FakeSocket()
-  new Connection(plain, undefined, { id: 'p', name: 'pat', authenticated: false }, context)
+  new Connection(plain, undefined, { id: 'p', user: 'p', name: 'pat', authenticated: false }, context)
   for (const fake of [socket, plain]) fake.receive({ type: 'join', room: 'r' })
   await settled()
   await hub.broadcast('r', 'hello')

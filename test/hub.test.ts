@@ -11,7 +11,10 @@ class FakeMember implements MemberLink {
   readonly frames: ServerFrame[] = []
   readonly raw: Buffer[] = []
   closedWith: number | undefined
-  constructor (readonly id: string, public name: string, readonly authenticated = false) {}
+  readonly user: string
+  constructor (readonly id: string, public name: string, readonly authenticated = false, user?: string) {
+    this.user = user ?? id
+  }
   deliver (frame: Buffer): void {
     this.raw.push(frame)
     this.frames.push(JSON.parse(frame.toString()) as ServerFrame)
@@ -171,8 +174,8 @@ test('broadcast validates the room and text like a member message', async (t) =>
   await assert.rejects(hub.broadcast('bad room', 'x'), /room: must match/)
   await assert.rejects(hub.broadcast('r', '123456'), /text/)
   await assert.rejects(hub.broadcast('r', 'a\ud800'), /text: must be well-formed Unicode/)
-  await assert.rejects(hub.broadcast('r', 'a', { id: 'bot', name: '\udfff' }), /from: must be well-formed Unicode/)
-  const message = await hub.broadcast('r', 'hi', { id: 'bot', name: 'Bot' })
+  await assert.rejects(hub.broadcast('r', 'a', { id: 'bot', user: 'bot', name: '\udfff' }), /from: must be well-formed Unicode/)
+  const message = await hub.broadcast('r', 'hi', { id: 'bot', user: 'bot', name: 'Bot' })
   assert.deepEqual([message.seq, message.from.name], [1, 'Bot'])
   assert.deepEqual((await hub.history('r')).messages.map((m) => m.text), ['hi'])
 })

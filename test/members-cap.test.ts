@@ -17,7 +17,8 @@ const LONG_NAME = '🦄'.repeat(32)
 async function fillRoster (broker: MemoryBroker, room: string, count: number): Promise<Member[]> {
   const members: Member[] = []
   for (let i = 0; i < count; i++) {
-    const member = { id: `m${String(i).padStart(5, '0')}`, name: LONG_NAME }
+    const id = `m${String(i).padStart(5, '0')}`
+    const member = { id, user: id, name: LONG_NAME }
     await broker.publish(room, { type: 'presence', room, action: 'join', member })
     members.push(member)
   }

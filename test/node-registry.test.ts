@@ -26,9 +26,9 @@ const SWEEPER_LEASE_MS = 300
 /** How long a test waits for a sweep or a reconcile to show. */
 const WAIT_MS = 10_000
 
-const m1: Member = { id: 'm1', name: 'one' }
-const m2: Member = { id: 'm2', name: 'two' }
-const m3: Member = { id: 'm3', name: 'three' }
+const m1: Member = { id: 'm1', user: 'm1', name: 'one' }
+const m2: Member = { id: 'm2', user: 'm2', name: 'two' }
+const m3: Member = { id: 'm3', user: 'm3', name: 'three' }
 
 interface Node {
   registry: NodeRegistry

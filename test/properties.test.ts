@@ -143,7 +143,10 @@ class Link implements MemberLink {
   /** room → next expected seq, while a member. */
   readonly next = new Map<string, number>()
   readonly authenticated = false
-  constructor (readonly id: string, public name: string) {}
+  readonly user: string
+  constructor (readonly id: string, public name: string) {
+    this.user = id
+  }
   deliver (raw: Buffer): void {
     const frame: unknown = JSON.parse(raw.toString())
     assert.ok(isServerFrame(frame), raw.toString())
@@ -178,7 +181,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('disconnect'), slot }) },
 ) as fc.Arbitrary<Op>
 
-interface RoomModel { seq: number, messages: Array<{ seq: number, from: { id: string, name: string }, text: string }>, members: Map<string, string> }
+interface RoomModel { seq: number, messages: Array<{ seq: number, from: { id: string, user: string, name: string }, text: string }>, members: Map<string, string> }
 
 /** A slot's connection; `joinsAsStranger` counts its joins of rooms it was not in, an upper bound on the rooms it opened. */
 interface SlotEntry { link: Link, rooms: Set<string>, joinsAsStranger: number }
@@ -231,13 +234,13 @@ class World {
     const others = (r: string, frame: object): void => {
       for (const e of this.live()) if (e.link !== link && e.rooms.has(r)) out.get(e.link)?.push(frame)
     }
-    const me = { id: link.id, name: link.name }
+    const me = { id: link.id, user: link.id, name: link.name }
     const refused = outcome.status === 'rejected' ? (outcome.reason as ChatError).code : undefined
     if (o.kind === 'nick') {
       link.name = o.name
       for (const r of entry.rooms) {
         this.rooms.get(r)?.members.set(link.id, o.name)
-        others(r, { type: 'presence', room: r, action: 'rename', member: { id: link.id, name: o.name } })
+        others(r, { type: 'presence', room: r, action: 'rename', member: { id: link.id, user: link.id, name: o.name } })
       }
       return out
     }
@@ -304,7 +307,7 @@ class World {
 /** In a single step a link gets at most one frame per type and room. */
 const key = (frame: object): string => { const { type, room } = frame as { type: string, room?: string }; return `${type}:${room}` }
 const sortById = <T extends { id: string }>(list: T[]): T[] => [...list].sort((x, y) => x.id.localeCompare(y.id))
-const members = (model: RoomModel): Array<{ id: string, name: string }> => sortById([...model.members].map(([id, name]) => ({ id, name })))
+const members = (model: RoomModel): Array<{ id: string, user: string, name: string }> => sortById([...model.members].map(([id, name]) => ({ id, user: id, name })))
 
 /** What `joined` carries per PROTOCOL.md, computed from the model's full log. */
 function snapshot (model: RoomModel, since: number | undefined): { history: object[], recovered?: boolean } {

@@ -15,7 +15,7 @@ import { RecordingNode } from './helpers/recording-node.js'
 import { REDIS_URL, deleteKeys, keysUnder, skipUnlessRedis, uniquePrefix } from './helpers/redis.js'
 import { RedisServer, skipUnlessRedisServer } from './helpers/redis-server.js'
 
-const alice: Member = { id: 'a1', name: 'alice' }
+const alice: Member = { id: 'a1', user: 'a1', name: 'alice' }
 
 /** Script commands that name no key: PUBLISH names a channel, TIME nothing. */
 const KEYLESS_COMMANDS = new Set(['PUBLISH', 'TIME'])

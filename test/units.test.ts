@@ -84,7 +84,7 @@ test('after a refusal, the token bucket says when its next token comes, and a ta
 })
 
 function message (seq: number): Message {
-  return { type: 'message', room: 'r', seq, id: String(seq), from: { id: 'a', name: 'a' }, text: 'x', ts: 0 }
+  return { type: 'message', room: 'r', seq, id: String(seq), from: { id: 'a', user: 'a', name: 'a' }, text: 'x', ts: 0 }
 }
 
 test('the history ring keeps the newest capacity messages and reads ranges', () => {
@@ -129,7 +129,7 @@ test('the history ring counts its bytes and drops from the oldest end, reading t
 })
 
 test('a message\'s JSON halves around its seq make the JSON of the message with that seq, with and without cid', () => {
-  for (const draft of [{ from: { id: 'a', name: 'ann "q"' }, text: 'hé\n' }, { from: { id: 'b', name: 'bob' }, text: 'x', cid: 'c1' }]) {
+  for (const draft of [{ from: { id: 'a', user: 'a', name: 'ann "q"' }, text: 'hé\n' }, { from: { id: 'b', user: 'b', name: 'bob' }, text: 'x', cid: 'c1' }]) {
     const { head, tail } = messageJsonAroundSeq('r"1', 'id1', draft, 42)
     assert.deepEqual(JSON.parse(`${head}1234${tail}`), newMessage('r"1', 1234, 'id1', draft, 42))
     assert.equal(`${head}1234${tail}`, JSON.stringify(newMessage('r"1', 1234, 'id1', draft, 42)))

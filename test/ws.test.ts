@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { RawClient, sleep } from './helpers/client.js'
 import { startServer } from './helpers/server.js'
 
-test('welcome carries protocol 1, the trimmed name, and guest-XXXX without a name', async (t) => {
+test('welcome carries protocol 2, the trimmed name, a guest\'s own id as its user, and guest-XXXX without a name', async (t) => {
   const { wsUrl } = await startServer(t, { home: false })
   const frames: unknown[] = []
   for (const url of [`${wsUrl}?name=%20alice%20`, wsUrl]) {
@@ -13,9 +13,10 @@ test('welcome carries protocol 1, the trimmed name, and guest-XXXX without a nam
     t.after(() => socket.terminate())
     frames.push(await new Promise((resolve) => socket.once('message', (data) => resolve(JSON.parse(String(data))))))
   }
-  const [named, guest] = frames as Array<{ type: string, protocol: number, id: string, name: string }>
+  const [named, guest] = frames as Array<{ type: string, protocol: number, id: string, user: string, name: string }>
   assert.equal(named?.type, 'welcome')
-  assert.equal(named?.protocol, 1)
+  assert.equal(named?.protocol, 2)
+  assert.equal(named?.user, named?.id, 'a guest is a user of its own')
   assert.equal(named?.name, 'alice')
   assert.match(guest?.name ?? '', /^guest-[0-9a-f]{4}$/)
   assert.notEqual(named?.id, guest?.id)

@@ -4,8 +4,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import { ChatError } from '../errors.js'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, UserChange, UserState } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, NO_USER_STATE, changedUserState, currentUserState, inForce, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
 import { HistoryRing, messageBytes } from '../history.js'
 import type { Member, Presence, TypingEvent } from '../protocol.js'
 import { InProcessNode } from './in-process.js'
@@ -56,6 +56,8 @@ interface RoomState {
   readonly history: HistoryRing
   /** cid → when and as which seq it was stored; made with the first cid, since an empty Map costs more than the rest of a room. */
   cids: Map<string, { seq: number, ts: number }> | undefined
+  /** user → read marker, ban and mute; made with the first, like `cids`. */
+  users: Map<string, UserState> | undefined
   lastActive: number
 }
 
@@ -101,6 +103,7 @@ export class MemoryBroker implements Broker {
     this.local.opened()
     const now = Date.now()
     const state = this.touch(room, now)
+    if (inForce(state.users?.get(draft.from.user)?.mute, now)) throw new ChatError('forbidden', `muted in ${room}`)
     if (draft.cid !== undefined) {
       const seen = state.cids?.get(draft.cid)
       const original = seen && state.history.get(seen.seq)
@@ -122,12 +125,45 @@ export class MemoryBroker implements Broker {
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
     this.local.opened()
-    if (event.type === 'presence') {
-      // A leave never makes a room: one whose roster holds the member exists.
-      if (event.action !== 'leave' || this.rooms_.has(room)) this.touch(room, Date.now())
-      if (!this.local.updateRoster(room, event, options)) return
+    if (event.type === 'typing') return this.local.deliver(room, event)
+    const now = Date.now()
+    // A leave never makes a room: one whose roster holds the member exists.
+    const state = event.action !== 'leave' || this.rooms_.has(room) ? this.touch(room, now) : undefined
+    if (event.action === 'join' && inForce(state?.users?.get(event.member.user)?.ban, now)) throw new ChatError('forbidden', `banned from ${room}`)
+    const told = this.local.updateRoster(room, event, options)
+    if (told) this.local.deliver(room, told)
+  }
+
+  async changeUser (room: string, user: string, change: UserChange, connection?: string): Promise<{ state: UserState, changed: boolean }> {
+    this.local.opened()
+    const now = Date.now()
+    // A read marker needs a room with messages; a ban or mute is kept for a room nobody used yet.
+    const state = change.kind === 'read' || change.kind === 'kick' ? this.rooms_.get(room) : this.touch(room, now)
+    const result = changedUserState(state?.users?.get(user) ?? NO_USER_STATE, change, state?.seq ?? 0, now)
+    if (state && result.changed && change.kind !== 'kick') (state.users ??= new Map()).set(user, result.state)
+    if (result.changed) {
+      const told = change.kind === 'read' ? { kind: 'read' as const, seq: result.state.read } : change
+      this.local.deliver(room, connection === undefined ? { type: 'user', room, user, change: told } : { type: 'user', room, user, change: told, connection })
     }
-    this.local.deliver(room, event)
+    return result
+  }
+
+  async userState (room: string, user: string): Promise<UserState> {
+    return currentUserState(this.rooms_.get(room)?.users?.get(user) ?? NO_USER_STATE, Date.now())
+  }
+
+  async moderation (room: string): Promise<ModerationEntry[]> {
+    const now = Date.now()
+    const listed: ModerationEntry[] = []
+    for (const [user, kept] of this.rooms_.get(room)?.users ?? []) {
+      const { ban, mute } = currentUserState(kept, now)
+      if (ban || mute) listed.push({ user, ...(ban ? { ban } : {}), ...(mute ? { mute } : {}) })
+    }
+    return listed
+  }
+
+  async signal (event: NodeSignal): Promise<void> {
+    this.local.signal(event)
   }
 
   async read (room: string, range: ReadRange): Promise<ReadResult> {
@@ -172,6 +208,7 @@ export class MemoryBroker implements Broker {
         seq: 0,
         history: new HistoryRing(this.local.opened().historySize),
         cids: undefined,
+        users: undefined,
         lastActive: now,
       }
     }
@@ -238,6 +275,10 @@ export class MemoryBroker implements Broker {
       }
       for (const [cid, seen] of state.cids ?? []) {
         if (now - seen.ts > CID_RETENTION_MS && state.history.get(seen.seq) === undefined) state.cids?.delete(cid)
+      }
+      for (const [user, kept] of state.users ?? []) {
+        const current = currentUserState(kept, now)
+        if (current.read === 0 && !current.ban && !current.mute) state.users?.delete(user)
       }
     }
   }

@@ -152,7 +152,7 @@ export class NodeRegistry {
 
   /** A presence change of a member of this node: remembered here, then stored and told to the room. */
   async announce (room: string, event: Presence, options: PublishOptions = {}): Promise<void> {
-    const member = { id: event.member.id, name: event.member.name }
+    const member = { id: event.member.id, user: event.member.user, name: event.member.name }
     const firstOrLast = this.remember(room, event.action, member)
     // Listed before the join is stored, so a sweep after a crash finds it.
     if (firstOrLast && event.action !== 'leave') void this.list(room)

@@ -53,7 +53,7 @@ export class PostgresRegistryStore implements RegistryStore {
   async roster (room: string): Promise<RosterEntry[]> {
     const rows = await this.query<{ id: string, name: string, node: string, serial: string }>(
       `SELECT id, name, node, serial FROM ${this.schema}.members WHERE room = $1 ORDER BY position`, [room])
-    return rows.map(({ id, name, node, serial }) => ({ member: { id, name }, node, serial: Number(serial) }))
+    return rows.map(({ id, name, node, serial }) => ({ member: { id, user: id /* SCAFFOLD issue 12 */, name }, node, serial: Number(serial) }))
   }
 
   async presence (room: string, action: Presence['action'], member: Member, stamp: Stamp, options: PresenceOptions): Promise<void> {

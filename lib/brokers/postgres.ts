@@ -232,6 +232,12 @@ export class PostgresBroker implements Broker {
   }
 
   /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
+  // SCAFFOLD issue 12: replaced by the PostgresBroker implementation before this lands.
+  async changeUser (): Promise<never> { throw new Error('PostgresBroker.changeUser: not implemented yet') }
+  async userState (): Promise<never> { throw new Error('PostgresBroker.userState: not implemented yet') }
+  async moderation (): Promise<never> { throw new Error('PostgresBroker.moderation: not implemented yet') }
+  async signal (): Promise<never> { throw new Error('PostgresBroker.signal: not implemented yet') }
+
   async nodes (): Promise<NodeInfo[]> {
     const { registry } = this.opened()
     return (await registry.nodes()).filter((node) => node.live)

@@ -81,8 +81,8 @@ export class RedisRegistryStore implements RegistryStore {
       } catch {
         return []
       }
-      const { id, name, node, serial } = entry
-      return [{ member: { id, name }, node, serial: serial ?? 0 }]
+      const { id, user, name, node, serial } = entry
+      return [{ member: { id, user: user ?? id, name }, node, serial: serial ?? 0 }]
     })
   }
 
@@ -90,7 +90,7 @@ export class RedisRegistryStore implements RegistryStore {
     const { scripts, keys, run, idleRoomTtl } = this.redis
     const event: Presence = { type: 'presence', room, action, member }
     // In this order: EVICT finds the node and serial at the end of the JSON.
-    const entry: StoredEntry = { id: member.id, name: member.name, node: stamp.node, serial: stamp.serial }
+    const entry: StoredEntry = { id: member.id, user: member.user, name: member.name, node: stamp.node, serial: stamp.serial }
     const maxMembers = options.maxMembers ?? 0
     const outcome = await run(() => scripts.presence({
       ...keys.room(room), action, id: member.id, entry: JSON.stringify(entry), channel: keys.channel(room),

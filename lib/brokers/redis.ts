@@ -181,6 +181,12 @@ export class RedisBroker implements Broker {
   }
 
   /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
+  // SCAFFOLD issue 12: replaced by the RedisBroker implementation before this lands.
+  async changeUser (): Promise<never> { throw new Error('RedisBroker.changeUser: not implemented yet') }
+  async userState (): Promise<never> { throw new Error('RedisBroker.userState: not implemented yet') }
+  async moderation (): Promise<never> { throw new Error('RedisBroker.moderation: not implemented yet') }
+  async signal (): Promise<never> { throw new Error('RedisBroker.signal: not implemented yet') }
+
   async nodes (): Promise<NodeInfo[]> {
     const { registry } = this.opened()
     return (await registry.nodes()).filter((node) => node.live)

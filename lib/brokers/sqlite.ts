@@ -171,6 +171,12 @@ export class SqliteBroker implements Broker {
     return roomsPage(this.local.occupied().map(({ room, members }) => ({ room, members, seq: (s.room.get(room) as RoomRow | undefined)?.seq ?? 0 })), page)
   }
 
+  // SCAFFOLD issue 12: replaced by the SqliteBroker implementation before this lands.
+  async changeUser (): Promise<never> { throw new Error('SqliteBroker.changeUser: not implemented yet') }
+  async userState (): Promise<never> { throw new Error('SqliteBroker.userState: not implemented yet') }
+  async moderation (): Promise<never> { throw new Error('SqliteBroker.moderation: not implemented yet') }
+  async signal (): Promise<never> { throw new Error('SqliteBroker.signal: not implemented yet') }
+
   async nodes (): Promise<NodeInfo[]> {
     this.prepared()
     return [this.local.self()]
@@ -257,7 +263,8 @@ export class SqliteBroker implements Broker {
         return
       }
       try {
-        if (call.event.type === 'typing' || this.local.updateRoster(call.room, call.event, call.options)) this.local.deliver(call.room, call.event)
+        const told = call.event.type === 'typing' ? call.event : this.local.updateRoster(call.room, call.event, call.options)
+        if (told) this.local.deliver(call.room, told)
         resolve(undefined)
       } catch (error) {
         reject(error as Error)
@@ -355,7 +362,7 @@ function trimRoom (s: ReturnType<typeof prepare>, roomId: number, upTo: number):
 }
 
 function toMessage (room: string, row: MessageRow): Message {
-  const message: Message = { type: 'message', room, seq: row.seq, id: row.id, from: { id: row.from_id, name: row.from_name }, text: row.text, ts: row.ts }
+  const message: Message = { type: 'message', room, seq: row.seq, id: row.id, from: { id: row.from_id, user: row.from_id /* SCAFFOLD issue 12 */, name: row.from_name }, text: row.text, ts: row.ts }
   if (row.cid !== null) message.cid = row.cid
   return message
 }

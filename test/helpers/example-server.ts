@@ -60,9 +60,9 @@ export function sessionCookie (response: Response): string {
 }
 
 /** Registers an account on the example server at `base` (with accounts on): its session cookie and account. */
-export async function signUp (base: string, name: string, password: string): Promise<{ cookie: string, user: { id: string, name: string } }> {
+export async function signUp (base: string, name: string, password: string): Promise<{ cookie: string, user: { id: string, user: string, name: string } }> {
   const response = await fetch(`${base}/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, password }) })
   assert.equal(response.status, 201, await response.clone().text())
-  const { user } = await response.json() as { user: { id: string, name: string } }
+  const { user } = await response.json() as { user: { id: string, user: string, name: string } }
   return { cookie: sessionCookie(response), user }
 }

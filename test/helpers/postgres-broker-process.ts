@@ -10,9 +10,9 @@ import { PostgresBroker } from '../../lib/postgres.js'
 const [connectionString, schema, leaseMs, room, id, name, mode] = process.argv.slice(2) as [string, string, string, string, string, string, string?]
 const broker = new PostgresBroker({ connectionString, schema, leaseMs: Number(leaseMs) })
 const quiet = (): void => {}
-await broker.open({ deliver: quiet, outOfSync: quiet, historySize: 100, connections: () => 0, log: { info: quiet, warn: quiet, error: quiet } })
+await broker.open({ deliver: quiet, outOfSync: quiet, signal: quiet, historySize: 100, connections: () => 0, log: { info: quiet, warn: quiet, error: quiet } })
 await broker.subscribe(room)
-await broker.publish(room, { type: 'presence', room, action: 'join', member: { id, name } })
+await broker.publish(room, { type: 'presence', room, action: 'join', member: { id, user: id, name } })
 process.stdout.write('ready\n')
 /** Sends in flight at once: enough that the kill lands amid commits. */
 const SENDERS = 8
@@ -21,7 +21,7 @@ if (mode === 'send') {
   await Promise.all(Array.from({ length: SENDERS }, async () => {
     for (;;) {
       const cid = `c${next++}`
-      const { message } = await broker.append(room, { from: { id, name }, text: cid, cid })
+      const { message } = await broker.append(room, { from: { id, user: id, name }, text: cid, cid })
       process.stdout.write(`acked ${cid} ${message.seq}\n`)
     }
   }))

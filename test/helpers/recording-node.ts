@@ -3,14 +3,14 @@
  * tests can run without a hub or sockets.
  */
 import { EventEmitter } from 'node:events'
-import type { BrokerNode } from '../../lib/broker.js'
+import type { BrokerEvent, BrokerNode, NodeSignal, UserEvent } from '../../lib/broker.js'
 import type { Message, RoomEvent } from '../../lib/protocol.js'
 
 /** Long enough for a delivery through Redis on a busy machine. */
 const WAIT_TIMEOUT_MS = 10_000
 
 export class RecordingNode implements BrokerNode {
-  readonly delivered: Array<{ room: string, event: RoomEvent }> = []
+  readonly delivered: Array<{ room: string, event: BrokerEvent }> = []
   readonly logs: Array<{ level: 'info' | 'warn' | 'error', msg: string | undefined }> = []
   private readonly changed = new EventEmitter()
 
@@ -29,7 +29,7 @@ export class RecordingNode implements BrokerNode {
     return this.connectionCount
   }
 
-  deliver (room: string, event: RoomEvent): void {
+  deliver (room: string, event: BrokerEvent): void {
     this.delivered.push({ room, event })
     this.changed.emit('change')
   }
@@ -37,13 +37,26 @@ export class RecordingNode implements BrokerNode {
   /** What `outOfSync` reported, in order. */
   readonly outOfSyncs: Array<{ room: string, epoch: string | undefined }> = []
 
+  /** What `signal` delivered, in order. */
+  readonly signals: NodeSignal[] = []
+
+  signal (event: NodeSignal): void {
+    this.signals.push(event)
+    this.changed.emit('change')
+  }
+
   outOfSync (room: string, epoch?: string): void {
     this.outOfSyncs.push({ room, epoch })
     this.changed.emit('change')
   }
 
+  /** The wire events delivered for `room` (user events left out: `userEvents` has them). */
   events (room: string): RoomEvent[] {
-    return this.delivered.filter((entry) => entry.room === room).map((entry) => entry.event)
+    return this.delivered.filter((entry) => entry.room === room).map((entry) => entry.event).filter((event): event is RoomEvent => event.type !== 'user')
+  }
+
+  userEvents (room: string): UserEvent[] {
+    return this.delivered.filter((entry) => entry.room === room).map((entry) => entry.event).filter((event): event is UserEvent => event.type === 'user')
   }
 
   messages (room: string): Message[] {

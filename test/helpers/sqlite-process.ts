@@ -18,7 +18,7 @@ process.stdout.write('opened\n')
 if (mode === 'burst') {
   // Waves of concurrent appends, so that kills land inside group commits.
   for (let wave = 0; ; wave++) {
-    const sends = Array.from({ length: 20 }, (_, i) => broker.append('r', { from: { id: 'a', name: 'a' }, text: `w${wave}-${i}`, cid: `w${wave}-${i}` })
+    const sends = Array.from({ length: 20 }, (_, i) => broker.append('r', { from: { id: 'a', user: 'a', name: 'a' }, text: `w${wave}-${i}`, cid: `w${wave}-${i}` })
       .then(({ message }) => { process.stdout.write(`${message.seq}\n`) }))
     await Promise.all(sends)
   }
