@@ -58,7 +58,7 @@ function connect (t: TestContext, url: string, options: ChatClientOptions = {}):
 
 /** Everything a client emits, by event name, in order. */
 function record (client: ChatClient): { [K in keyof ChatClientEvents]: Array<ChatClientEvents[K]> } {
-  const events = { welcome: [], status: [], joined: [], message: [], presence: [], typing: [], gap: [], error: [] }
+  const events = { welcome: [], status: [], joined: [], message: [], presence: [], typing: [], read: [], left: [], gap: [], error: [] }
   for (const type of Object.keys(events) as Array<keyof ChatClientEvents>) {
     client.on(type, (event) => { (events[type] as unknown[]).push(event) })
   }
@@ -133,6 +133,64 @@ test('requests resolve with their answers and room events reach the other member
   assert.deepEqual(alice.rooms, [])
   await until(() => bobSaw.presence.length === 2, 'bob sees alice leave')
   assert.equal(bobSaw.presence[1]?.action, 'leave')
+})
+
+/** Options under which `?name=` is the user: each client of one name is another tab of one person. */
+const users: ChatRoomsOptions = {
+  authenticate: (request) => {
+    const name = (request.query as { name?: string }).name ?? 'nobody'
+    return { id: `user-${name}`, name }
+  },
+}
+
+test('two clients of one user share welcome.user; presence says first on the first join and last on the last leave; a guest is its own user', async (t) => {
+  const { url } = await serve(t, users)
+  const tab1 = connect(t, url, { name: 'alice' })
+  const tab2 = connect(t, url, { name: 'alice' })
+  const bob = connect(t, url, { name: 'bob' })
+  const bobSaw = record(bob)
+  await bob.join('lobby')
+  await tab1.join('lobby')
+  await tab2.join('lobby')
+  assert.equal(tab1.user, 'user-alice')
+  assert.equal(tab2.user, 'user-alice')
+  assert.notEqual(tab1.id, tab2.id, 'two connections')
+  tab1.close()
+  tab2.close()
+  await until(() => bobSaw.presence.length === 4, 'bob sees both tabs come and go')
+  assert.deepEqual(bobSaw.presence.map(({ action, member, first, last }) => [action, member.user, first ?? last]),
+    [['join', 'user-alice', true], ['join', 'user-alice', false], ['leave', 'user-alice', false], ['leave', 'user-alice', true]])
+
+  const guests = await serve(t)
+  const guest = connect(t, guests.url)
+  await opened(guest)
+  assert.equal(guest.user, guest.id)
+})
+
+test('read() moves the user\'s marker: its other tab hears it, it never moves back or past the latest seq, and joined.read returns it', async (t) => {
+  const { url } = await serve(t, users)
+  const tab1 = connect(t, url, { name: 'alice' })
+  const tab2 = connect(t, url, { name: 'alice' })
+  const bob = connect(t, url, { name: 'bob' })
+  const saw1 = record(tab1)
+  const saw2 = record(tab2)
+  const bobSaw = record(bob)
+  for (const client of [tab1, tab2, bob]) await client.join('lobby')
+  for (const text of ['one', 'two', 'three']) await bob.send('lobby', text)
+
+  assert.equal(await tab1.read('lobby', 2), 2)
+  await until(() => saw2.read.length === 1, 'the other tab hears of the marker')
+  assert.deepEqual(saw2.read.map(({ room, seq }) => [room, seq]), [['lobby', 2]])
+  assert.equal(await tab2.read('lobby', 1), 2, 'a marker never moves back')
+  assert.equal(await tab2.read('lobby', 99), 3, 'nor past the latest seq')
+  await until(() => saw1.read.length === 1, 'the first tab hears of the move')
+  assert.equal(saw1.read[0]?.seq, 3)
+
+  const tab3 = connect(t, url, { name: 'alice' })
+  assert.equal((await tab3.join('lobby')).read, 3, 'a new tab joins with the marker')
+  assert.equal((await bob.join('lobby')).read, 0, 'another user has a marker of their own')
+  await assert.rejects(tab1.read('elsewhere', 1), (error: unknown) => error instanceof ChatClientError && error.code === 'not_joined')
+  assert.deepEqual(bobSaw.read, [], 'another user hears of no marker')
 })
 
 test('members() pages the roster past what joined carries, in id order; joined has memberCount', async (t) => {

@@ -5,12 +5,12 @@
  * and a browser loads it as is with `<script type="module">`.
  */
 import type { CloseCodes, ErrorCode } from '../errors.js'
-import type { ClientMessage, ClientMessageOf, Member, Message, Presence, ServerFrame, ServerFrameOf, TypingEvent } from '../protocol.js'
+import type { ClientMessage, ClientMessageOf, LeftReason, Member, Message, Presence, ServerFrame, ServerFrameOf, TypingEvent } from '../protocol.js'
 import type {
-  ChatClientEvents, ChatClientOptions, ClientErrorCode, ConnectionStatus, Joined, StatusChange, Welcome, WebSocketConstructor, WebSocketLike,
+  ChatClientEvents, ChatClientOptions, ClientErrorCode, ConnectionStatus, Joined, ReadMarker, Removed, StatusChange, Welcome, WebSocketConstructor, WebSocketLike,
 } from './types.js'
 
-export type { ErrorCode, Member, Message, Presence, TypingEvent }
+export type { ErrorCode, LeftReason, Member, Message, Presence, TypingEvent }
 export type * from './types.js'
 
 type Close = typeof CloseCodes
@@ -115,7 +115,7 @@ export class TypedEmitter<Events> {
 
 // ---------------------------------------------------------------- the client
 
-type RequestType = 'join' | 'leave' | 'send' | 'history' | 'members' | 'nick'
+type RequestType = 'join' | 'leave' | 'send' | 'history' | 'members' | 'nick' | 'read'
 type Outgoing = { [K in RequestType]: Omit<ClientMessageOf<K>, 'ref'> }[RequestType]
 
 interface Pending {
@@ -162,6 +162,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   private currentStatus: ConnectionStatus = 'connecting'
   private currentName: string | undefined
   private connectionId: string | undefined
+  private userId: string | undefined
   private socket: WebSocketLike | undefined
   /** `welcome` arrived on `socket`: joins and leaves may be written. */
   private live = false
@@ -214,6 +215,11 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   get status (): ConnectionStatus { return this.currentStatus }
   /** This connection's id from `welcome` (a new one after each reconnect). */
   get id (): string | undefined { return this.connectionId }
+  /**
+   * The user this connection is, from `welcome`: the same in every tab and
+   * device of one person when the server authenticates; a guest's equals `id`.
+   */
+  get user (): string | undefined { return this.userId }
   /** The display name in use, as the server normalized it. */
   get name (): string | undefined { return this.currentName }
   /** The rooms this client is in, or will rejoin once connected. */
@@ -288,6 +294,15 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   /** Changes the display name; resolves with the name as the server normalized it. */
   async nick (name: string): Promise<string> {
     return (await this.request({ type: 'nick', name }, 'call') as ServerFrameOf<'renamed'>).name
+  }
+
+  /**
+   * Marks `room` read up to `seq` for this user, in every tab and device: the
+   * user's other connections get a `read` event. Resolves with the marker as
+   * the server keeps it: it only moves forward and stops at the room's latest seq.
+   */
+  async read (room: string, seq: number): Promise<number> {
+    return (await this.request({ type: 'read', room, seq }, 'call') as ReadMarker).seq
   }
 
   /** Tells the room's others that this member is typing; dropped when offline (it is ephemeral). */
@@ -439,6 +454,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   private welcomed (frame: Welcome): void {
     this.connectionId = frame.id
+    this.userId = frame.user
     this.currentName = frame.name
     this.live = true
     this.heard = true
@@ -501,7 +517,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * out, and while pacing, one at a time.
    */
   private writable (pending: Pending): boolean {
-    const needsRooms = pending.frame.type === 'send' || pending.frame.type === 'history' || pending.frame.type === 'members'
+    const needsRooms = pending.frame.type === 'send' || pending.frame.type === 'history' || pending.frame.type === 'members' || pending.frame.type === 'read'
     const rateAllows = !this.pacing || (this.paceTimer === undefined && this.pacedRef === undefined)
     return this.live && !pending.written && (this.ready || !needsRooms) && rateAllows
   }
@@ -602,8 +618,10 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       case 'welcome': return this.welcomed(frame)
       case 'joined': return this.joined(frame)
       case 'message': return this.deliver(frame)
-      case 'presence': if (this.positions.has(frame.room)) this.emit('presence', frame); return
-      case 'typing': if (this.positions.has(frame.room)) this.emit('typing', frame); return
+      case 'presence': return this.roomEvent('presence', frame)
+      case 'typing': return this.roomEvent('typing', frame)
+      case 'read': return frame.ref === undefined ? this.roomEvent('read', frame) : this.answer(frame.ref, frame)
+      case 'left': return frame.ref === undefined ? this.removed(frame) : this.answer(frame.ref, frame)
       case 'renamed':
         this.currentName = frame.name
         return this.answer(frame.ref, frame)
@@ -611,6 +629,22 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       case 'pong': return
       default: return this.answer(frame.ref, frame)
     }
+  }
+
+  /** An event of a room this client is in; one it left says nothing more. */
+  private roomEvent<K extends 'presence' | 'typing' | 'read'> (type: K, event: ChatClientEvents[K] & { room: string }): void {
+    if (this.positions.has(event.room)) this.emit(type, event)
+  }
+
+  /**
+   * The server took this client out of a room (kicked, banned): the room is
+   * forgotten, so it is not rejoined on reconnect (a send still waiting for it
+   * fails with `not_joined`, as the server answers).
+   */
+  private removed (frame: ServerFrameOf<'left'>): void {
+    if (!this.positions.delete(frame.room)) return
+    const removal: Removed = frame.reason === undefined ? { room: frame.room } : { room: frame.room, reason: frame.reason }
+    this.emit('left', removal)
   }
 
   private joined (frame: Joined): void {

@@ -3,11 +3,21 @@
  * nothing, so `index.js` stays one self-contained file for browsers.
  */
 import type { ErrorCode } from '../errors.js'
-import type { Message, Presence, ServerFrameOf, TypingEvent } from '../protocol.js'
+import type { LeftReason, Message, Presence, ServerFrameOf, TypingEvent } from '../protocol.js'
 import type { ChatClientError } from './index.js'
 
 export type Welcome = ServerFrameOf<'welcome'>
+/** A room's join: its members, latest `seq`, history, and `read`, this user's read marker (0 when none). */
 export type Joined = ServerFrameOf<'joined'>
+/** A user's read marker in `room`: every message up to `seq` is read. */
+export type ReadMarker = ServerFrameOf<'read'>
+
+/** The server took this client out of `room`; it is not rejoined. */
+export interface Removed {
+  room: string
+  /** `kicked` (it may join again) or `banned` (a join is refused until the ban ends). */
+  reason?: LeftReason
+}
 
 /** A handler type compared bivariantly, so that both the DOM's and `ws`'s event types fit. */
 type Handler<E> = { bivariant (event: E): void }['bivariant']
@@ -71,17 +81,27 @@ export interface Gap {
 
 /** Events of a `ChatClient`, by name, with what the listener receives. */
 export interface ChatClientEvents {
-  /** A connection was accepted: `id` is this connection's, `name` the one in use. */
+  /** A connection was accepted: `id` is this connection's, `user` who it is (the same in each tab of one person), `name` the one in use. */
   welcome: Welcome
   status: StatusChange
   /**
    * A room was (re)joined: the first `maxMembersInReply` members (page the rest
-   * with `members()`), `memberCount`, and the raw history (whose new messages also come as `message`).
+   * with `members()`), `memberCount`, the raw history (whose new messages also
+   * come as `message`), and `read`, this user's read marker in the room.
    */
   joined: Joined
   /** Every message of a joined room, from live delivery or a join's history, once each and in seq order. */
   message: Message
+  /**
+   * Someone joined, left or renamed. A `join` has `first` (the user had no
+   * other connection in the room) and a `leave` has `last` (the user has none
+   * left): show "alice joined" on `first` and "alice left" on `last`.
+   */
   presence: Presence
+  /** This user's read marker moved in another tab or device (not for this client's own `read()`). */
+  read: ReadMarker
+  /** The server removed this client from a room (kicked or banned): it is not rejoined on reconnect. */
+  left: Removed
   typing: TypingEvent
   gap: Gap
   /** An `error` the server sent that answers no request (e.g. for `typing`; never `rate_limited`, which only paces the client), or a room that could not be rejoined. */
