@@ -3,7 +3,7 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 const browserGlobals = Object.fromEntries(
-  ['window', 'document', 'localStorage', 'location', 'fetch', 'setTimeout', 'clearTimeout', 'Intl', 'URL'].map((name) => [name, 'readonly']),
+  ['window', 'document', 'localStorage', 'location', 'fetch', 'setTimeout', 'clearTimeout', 'Intl', 'URL', 'URLSearchParams'].map((name) => [name, 'readonly']),
 )
 
 export default tseslint.config(

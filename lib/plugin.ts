@@ -116,8 +116,8 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     await fastify.register(async (child) => {
       await child.register(fastifyStatic, { root: PUBLIC_DIR, prefix, decorateReply: false, index: 'index.html' })
       await child.register(fastifyStatic, { root: CLIENT_DIR, prefix: `${prefix}client/`, decorateReply: false, allowedPath: (path) => /\.js$/.test(path) })
-      // What the page needs to know of this server's options.
-      child.get(`${prefix}chat-config.json`, async () => ({ path: resolved.path, maxTextLength: resolved.maxTextLength }))
+      // What the page needs to know of this server's options (`rest`: where its HTTP API is, for the rooms list and moderation).
+      child.get(`${prefix}chat-config.json`, async () => ({ path: resolved.path, maxTextLength: resolved.maxTextLength, rest: resolved.rest ? resolved.rest.prefix : false }))
       // The page's URLs are relative, so it must be loaded from `/chat/`: `/chat` redirects there, keeping its query.
       // 301, as @fastify/static's own directory redirects: the routes are GET and HEAD only, which a 301 never changes.
       if (prefix !== '/') {

@@ -1,6 +1,9 @@
 // The home page: a chat on the shipped client library. Every text that comes
 // from the network is put in the page with textContent, never as HTML.
 import { ChatClient } from './client/index.js'
+import { el, linkedText } from './dom.js'
+import { roomDirectory } from './directory.js'
+import { moderationControls } from './moderation.js'
 
 const NAME_KEY = 'chat-rooms.name'
 const ROOMS_KEY = 'chat-rooms.rooms'
@@ -11,6 +14,8 @@ const TYPING_SENT_EVERY_MS = 2000
 const PAGE_SIZE = 50
 /** A send still unanswered after this long is shown as "sending…"; a quick one never flickers. */
 const PENDING_SHOWN_AFTER_MS = 300
+/** Messages of one person closer together than this share one header (name and time). */
+const GROUP_WITHIN_MS = 5 * 60_000
 
 const $ = (id) => document.getElementById(id)
 const statusLine = $('status')
@@ -26,25 +31,24 @@ const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', tim
 
 /**
  * room → { messages: Map<seq, message>, members: Map<id, member> (the first page the server sent, and who joined since),
- * memberCount, unread, typing: Map<id, {name, timer}>,
- * more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>, readUpTo, joinedBefore }
+ * memberCount, typing: Map<id, {name, timer}>, more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>,
+ * latest (the room's newest seq known), read (the user's read marker), reading (a read request is out),
+ * epoch, joinedBefore, removed ('kicked', 'banned' or 'refused' while we are not in it) }
+ * Unread is latest − read.
  */
 const rooms = new Map()
 let current
 let client
 let myId
+/** Who we are: one user in every tab of a signed-in account; a guest's is its connection id. */
+let myUser
+/** Whether the signed-in account may moderate (GET /auth/me says `admin`). */
+let admin = false
 /** Every connection id this page had: our messages from before a reconnect are still ours. */
 const myIds = new Set()
 let lastTypingSent = 0
 /** Whether the server has accounts: then the page signs in (a session cookie) instead of picking a name. */
 let accounts = false
-
-function el (tag, props = {}, ...children) {
-  const node = document.createElement(tag)
-  Object.assign(node, props)
-  node.append(...children)
-  return node
-}
 
 function remember (key, value) {
   try { localStorage.setItem(key, JSON.stringify(value)) } catch { /* storage may be off; nothing to remember then */ }
@@ -57,7 +61,7 @@ function recall (key, fallback) {
 function roomState (room) {
   let state = rooms.get(room)
   if (!state) {
-    state = { messages: new Map(), members: new Map(), memberCount: 0, unread: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), readUpTo: 0, joinedBefore: false }
+    state = { messages: new Map(), members: new Map(), memberCount: 0, typing: new Map(), more: true, loadingOlder: false, notices: [], lastSeq: 0, pending: new Map(), latest: 0, read: 0, reading: false, epoch: undefined, joinedBefore: false, removed: undefined }
     rooms.set(room, state)
   }
   return state
@@ -71,9 +75,14 @@ function renderRooms () {
     const button = el('button', { type: 'button', textContent: room })
     button.dataset.room = room
     if (room === current) button.setAttribute('aria-current', 'true')
-    if (state.unread > 0) {
-      const badge = el('span', { className: 'unread', textContent: String(state.unread) })
-      badge.setAttribute('aria-label', `${state.unread} unread`)
+    if (state.removed) {
+      button.classList.add('removed')
+      button.title = `You are not in ${room} (${state.removed})`
+    }
+    const unread = Math.max(0, state.latest - state.read)
+    if (unread > 0) {
+      const badge = el('span', { className: 'unread', textContent: String(unread) })
+      badge.setAttribute('aria-label', `${unread} unread`)
       button.append(badge)
     }
     button.addEventListener('click', () => switchTo(room))
@@ -81,16 +90,43 @@ function renderRooms () {
   }))
 }
 
+/** The room's members as people: one entry per user, with how many tabs or devices they are connected with. */
+function people (state) {
+  const byUser = new Map()
+  for (const member of state.members.values()) {
+    const person = byUser.get(member.user)
+    if (person) person.connections++
+    else byUser.set(member.user, { user: member.user, name: member.name, connections: 1 })
+  }
+  return [...byUser.values()].sort((a, b) => a.name.localeCompare(b.name))
+}
+
+function personItem (room, person) {
+  const who = el('span', { className: 'who', textContent: person.user === myUser ? `${person.name} (you)` : person.name })
+  if (person.connections > 1) {
+    const devices = el('span', { className: 'devices', textContent: `×${person.connections}` })
+    devices.setAttribute('aria-label', `in ${person.connections} tabs or devices`)
+    who.append(' ', devices)
+  }
+  const item = el('li', {}, who)
+  item.dataset.user = person.user
+  if (admin && window.chatConfig.rest && person.user !== myUser) {
+    item.append(moderationControls(window.chatConfig.rest, room, person, (line) => notice(room, line)))
+  }
+  return item
+}
+
 function renderMembers () {
   const state = rooms.get(current)
-  const members = state ? [...state.members.values()].sort((a, b) => a.name.localeCompare(b.name)) : []
-  const items = members.map((member) =>
-    el('li', { textContent: member.id === myId ? `${member.name} (you)` : member.name }))
-  // A big room's `joined` lists only the first members; the count is the whole room.
-  const unlisted = (state?.memberCount ?? 0) - members.length
+  const listed = state ? people(state) : []
+  const items = listed.map((person) => personItem(current, person))
+  // A big room's `joined` lists only the first members; the count is the whole room (its connections).
+  const unlisted = state ? state.memberCount - state.members.size : 0
   if (unlisted > 0) items.push(el('li', { className: 'more', textContent: `and ${unlisted} more` }))
   memberList.replaceChildren(...items)
-  membersTitle.textContent = state ? `Members (${Math.max(state.memberCount, members.length)})` : 'Members'
+  const count = listed.length + Math.max(0, unlisted)
+  membersTitle.textContent = state ? `Members (${count})` : 'Members'
+  $('members-toggle').textContent = state ? `Members (${count})` : 'Members'
 }
 
 function messageItem (message) {
@@ -98,11 +134,27 @@ function messageItem (message) {
   const time = el('time', { dateTime: when.toISOString(), textContent: timeFormat.format(when), title: dateFormat.format(when) })
   const item = el('li', {},
     el('span', { className: 'from', textContent: message.from.name }),
-    el('span', { className: 'text', textContent: message.text }),
-    time)
+    time,
+    el('span', { className: 'text' }, ...linkedText(message.text)))
   item.dataset.seq = String(message.seq)
-  if (myIds.has(message.from.id)) item.classList.add('mine')
+  item.dataset.user = message.from.user
+  item.dataset.ts = String(message.ts)
+  if (myIds.has(message.from.id) || message.from.user === myUser) item.classList.add('mine')
   return item
+}
+
+/**
+ * Marks each of `items` (message items in the list) as continuing the message
+ * before it when one person said both within GROUP_WITHIN_MS: it then shows
+ * no header of its own. A notice in between starts a new group.
+ */
+function regroup (items) {
+  for (const item of items) {
+    const before = item.previousElementSibling
+    const continues = before?.dataset.seq !== undefined && before.dataset.user === item.dataset.user &&
+      Number(item.dataset.ts) - Number(before.dataset.ts) < GROUP_WITHIN_MS
+    item.classList.toggle('continued', continues)
+  }
 }
 
 /** A send waiting for the server (e.g. while reconnecting): shown until its message arrives. */
@@ -137,9 +189,19 @@ function renderMessages () {
     ...state.notices.map((entry, order) => ({ at: entry.afterSeq, order: order + 1, node: () => noticeItem(entry.line) })),
   ].sort((a, b) => a.at - b.at || a.order - b.order)
   for (const entry of state.pending.values()) entry.node = pendingItem(entry.text)
-  messageList.replaceChildren(...timeline.map((entry) => entry.node()), ...[...state.pending.values()].map((entry) => entry.node))
+  const items = timeline.map((entry) => entry.node())
+  messageList.replaceChildren(...items, ...[...state.pending.values()].map((entry) => entry.node))
+  regroup(items)
   messageList.scrollTop = messageList.scrollHeight
+  renderComposer()
   fillScreen()
+}
+
+/** A room we were removed from takes no messages until joined again. */
+function renderComposer () {
+  const removed = rooms.get(current)?.removed
+  text.disabled = removed !== undefined
+  text.placeholder = removed === undefined ? 'Message — Enter to send' : `You are not in ${current}: join it again to write`
 }
 
 function renderTyping () {
@@ -175,7 +237,7 @@ function setStatus ({ status, retryIn }) {
 
 function switchTo (room) {
   current = room
-  roomState(room).unread = 0
+  markRead(room)
   renderRooms()
   renderMessages()
   renderMembers()
@@ -190,15 +252,58 @@ function fillScreen () {
   })
 }
 
+function rememberRooms () {
+  remember(ROOMS_KEY, [...rooms.keys()].filter((room) => !rooms.get(room).removed))
+}
+
 async function join (room) {
-  roomState(room)
-  remember(ROOMS_KEY, [...rooms.keys()])
+  const state = roomState(room)
+  state.removed = undefined
+  rememberRooms()
   switchTo(room)
   try {
     await client.join(room)
   } catch (error) {
+    state.removed = 'refused'
+    rememberRooms()
     notice(room, `Could not join ${room}: ${error.message}`)
+    renderRooms()
+    if (room === current) renderComposer()
   }
+}
+
+/** Whether the person can see the page: then what the current room shows is read. */
+function seen () {
+  return document.visibilityState === 'visible' && document.hasFocus()
+}
+
+/**
+ * The current room is read up to its newest message once the person sees it:
+ * its badge clears here at once, and the server moves the user's marker,
+ * which clears it in every other tab too. One `read` per room is out at a
+ * time; one made meanwhile goes after it with the newest seq.
+ */
+function markRead (room) {
+  const state = rooms.get(room)
+  if (!state || room !== current || state.removed || !seen() || state.read >= state.latest) return
+  state.read = state.latest
+  renderRooms()
+  if (!state.reading) sendRead(room, state)
+}
+
+async function sendRead (room, state) {
+  state.reading = true
+  const seq = state.read
+  let marker = seq
+  try {
+    marker = await client.read(room, seq)
+    state.read = Math.max(state.read, marker)
+  } catch {
+    // The badge is already clear here; the next read carries the marker on (markers only move forward).
+  } finally {
+    state.reading = false
+  }
+  if (state.read > marker && !state.removed && client.rooms.includes(room)) sendRead(room, state)
 }
 
 async function loadOlder () {
@@ -214,7 +319,10 @@ async function loadOlder () {
     state.more = page.more
     if (room === current) {
       const fromBottom = messageList.scrollHeight - messageList.scrollTop
-      messageList.prepend(...page.messages.map(messageItem))
+      const items = page.messages.map(messageItem)
+      const firstBefore = messageList.firstElementChild
+      messageList.prepend(...items)
+      regroup(firstBefore ? [...items, firstBefore] : items)
       messageList.scrollTop = messageList.scrollHeight - fromBottom
       fillScreen()
     }
@@ -231,6 +339,7 @@ function start (name) {
   client.on('status', setStatus)
   client.on('welcome', (welcome) => {
     myId = welcome.id
+    myUser = welcome.user
     myIds.add(welcome.id)
     $('name-input').value = welcome.name
     remember(NAME_KEY, welcome.name)
@@ -239,14 +348,21 @@ function start (name) {
     const state = roomState(joined.room)
     state.members = new Map(joined.members.map((member) => [member.id, member]))
     // In a big room we may not be on the first page; we are always shown.
-    state.members.set(myId, { id: myId, name: client.name })
+    state.members.set(myId, { id: myId, user: myUser, name: client.name })
     state.memberCount = joined.memberCount
-    // What was said before we first came is history, not unread; what we missed while away is unread,
-    // even in a room that was empty when we came (no message seen yet, so lastSeq cannot tell).
-    if (!state.joinedBefore) state.readUpTo = joined.seq
+    // A new stream (the server lost the room): its seqs say nothing of the old one's.
+    if (state.epoch !== undefined && state.epoch !== joined.epoch) state.latest = state.read = 0
+    state.epoch = joined.epoch
+    state.latest = Math.max(state.latest, joined.seq)
+    // The user's marker is the server's. A guest is a new user on each connection, with no marker: what was
+    // said before it first came is history, not unread, and what it missed while away is unread.
+    const guest = myUser === myId
+    state.read = Math.max(state.read, !state.joinedBefore && guest ? joined.seq : joined.read)
     state.joinedBefore = true
+    renderRooms()
     if (joined.room === current) {
       renderMembers()
+      markRead(joined.room)
       fillScreen()
     }
   })
@@ -255,6 +371,7 @@ function start (name) {
     if (state.messages.has(message.seq)) return
     state.messages.set(message.seq, message)
     state.lastSeq = Math.max(state.lastSeq, message.seq)
+    state.latest = Math.max(state.latest, message.seq)
     if (message.cid !== undefined) dropPending(state, message.cid)
     const typing = state.typing.get(message.from.id)
     if (typing) {
@@ -263,23 +380,45 @@ function start (name) {
     }
     if (message.room === current) {
       const stick = nearBottom() || message.from.id === myId
-      messageList.append(messageItem(message))
+      const item = messageItem(message)
+      // Before the "sending…" items, which stand at the end until their messages come.
+      const firstPending = messageList.querySelector('li.pending')
+      messageList.insertBefore(item, firstPending)
+      regroup([item])
       if (stick) messageList.scrollTop = messageList.scrollHeight
       renderTyping()
-    } else if (message.seq > state.readUpTo) {
-      state.unread++
-      renderRooms()
+      markRead(message.room)
+    }
+    renderRooms()
+  })
+  client.on('read', ({ room, seq }) => {
+    const state = roomState(room)
+    state.read = Math.max(state.read, seq)
+    renderRooms()
+  })
+  client.on('left', ({ room, reason }) => {
+    const state = roomState(room)
+    state.removed = reason ?? 'kicked'
+    state.members.clear()
+    state.memberCount = 0
+    rememberRooms()
+    notice(room, reason === 'banned' ? `You were banned from #${room} by a moderator.` : `You were removed from #${room} by a moderator.`)
+    renderRooms()
+    if (room === current) {
+      renderMembers()
+      renderComposer()
     }
   })
-  client.on('presence', ({ room, action, member }) => {
+  client.on('presence', ({ room, action, member, first, last }) => {
     const state = roomState(room)
     const before = state.members.get(member.id)
     if (action === 'join') state.memberCount++
     if (action === 'leave') state.memberCount = Math.max(0, state.memberCount - 1)
     if (action === 'leave') state.members.delete(member.id)
     else if (action === 'join' || before) state.members.set(member.id, member)
-    if (action === 'join') notice(room, `${member.name} joined`)
-    if (action === 'leave') notice(room, `${member.name} left`)
+    // A person, not a tab: "joined" when their first connection comes, "left" when their last goes.
+    if (action === 'join' && first) notice(room, `${member.name} joined`)
+    if (action === 'leave' && last) notice(room, `${member.name} left`)
     if (action === 'rename' && before) notice(room, `${before.name} is now ${member.name}`)
     if (room === current) renderMembers()
   })
@@ -300,7 +439,6 @@ function start (name) {
       state.messages.clear()
       state.notices = []
       state.lastSeq = 0
-      state.readUpTo = 0
     }
     state.more = true
     notice(room, epoch === previousEpoch ? 'Some messages may be missing: scroll up to load them.' : 'The server lost this room\'s history; new messages start here.')
@@ -310,6 +448,7 @@ function start (name) {
 
   $('login').hidden = true
   $('chat').hidden = false
+  directory?.reload()
   const saved = recall(ROOMS_KEY, [])
   const first = $('login-room').value.trim()
   for (const room of [...new Set([first, ...saved])]) join(room)
@@ -323,7 +462,7 @@ function newCid () {
 
 // ------------------------------------------------------------------ accounts
 
-/** Who is signed in (`{ id, name }` or null); undefined when the server has no accounts (no /auth routes). */
+/** Who is signed in (`{ id, name, admin }` or null); undefined when the server has no accounts (no /auth routes). */
 async function whoAmI () {
   const response = await fetch('/auth/me')
   if (response.status === 404) return undefined
@@ -358,6 +497,7 @@ async function signIn (action, name, password) {
 
 /** Signed in as `user`: show who, and connect (the cookie goes with the upgrade). */
 function enterAs (user) {
+  admin = user.admin === true
   $('account-name').textContent = user.name
   $('account').hidden = false
   // The name is the account's; renaming is the application's call (not offered here).
@@ -400,13 +540,30 @@ $('sign-out').addEventListener('click', async () => {
   location.reload()
 })
 
+/** Goes to `room`, joining it unless we are in it. */
+function enter (room) {
+  if (rooms.has(room) && !rooms.get(room).removed) switchTo(room)
+  else join(room)
+}
+
 $('join-form').addEventListener('submit', (event) => {
   event.preventDefault()
   const room = $('join-room').value.trim()
   $('join-room').value = ''
-  if (rooms.has(room)) switchTo(room)
-  else join(room)
+  enter(room)
 })
+
+// Coming back to the page reads what the current room shows.
+window.addEventListener('focus', () => markRead(current))
+document.addEventListener('visibilitychange', () => markRead(current))
+
+/** On a narrow screen the members list opens over the conversation. */
+function showMembers (open) {
+  $('chat').classList.toggle('show-members', open)
+  $('members-toggle').setAttribute('aria-expanded', String(open))
+}
+$('members-toggle').addEventListener('click', () => showMembers(!$('chat').classList.contains('show-members')))
+$('members-close').addEventListener('click', () => showMembers(false))
 
 $('name-form').addEventListener('submit', async (event) => {
   event.preventDefault()
@@ -469,6 +626,11 @@ messageList.addEventListener('scroll', () => {
 
 const config = await fetch('chat-config.json').then((response) => response.json())
 window.chatConfig = config
+// With the HTTP API, the rooms that exist are listed to pick from.
+const directory = config.rest
+  ? roomDirectory({ restPrefix: config.rest, list: $('directory-list'), more: $('directory-more'), refresh: $('directory-refresh'), pick: enter })
+  : undefined
+$('directory').hidden = !directory
 text.maxLength = config.maxTextLength
 $('login-name').value = recall(NAME_KEY, '')
 $('login-room').value = recall(ROOMS_KEY, ['lobby'])[0] ?? 'lobby'

@@ -101,7 +101,7 @@ async function shownRoom (page: Page) {
       pending: all('#messages li.pending').map((item) => item.querySelector('.text')?.textContent),
       // Who came and went is fine; anything else (history lost, messages missing, an error) is not.
       notices: all('#messages li.notice').map((item) => item.textContent ?? '').filter((line) => !/ (joined|left)$/.test(line)),
-      members: all('#member-list li').map((item) => item.textContent).sort(),
+      members: all('#member-list li').map((item) => (item.querySelector('.who') ?? item).textContent).sort(),
       unread: Object.fromEntries(all('#room-list button').map((button) => [button.dataset.room, button.querySelector('.unread')?.textContent ?? ''])),
     }
   })

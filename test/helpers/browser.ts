@@ -63,7 +63,8 @@ export async function enterChat (page: Page, url: string, name: string, room = '
  */
 export async function waitJoined (page: Page, room: string): Promise<void> {
   await page.waitForSelector(`#room-list button[data-room="${room}"][aria-current="true"]`)
-  await page.waitForSelector('#member-list li:has-text("(you)")')
+  // Attached, not visible: on a narrow screen the members list is behind a button.
+  await page.waitForSelector('#member-list li:has-text("(you)")', { state: 'attached' })
 }
 
 export async function waitConnected (page: Page): Promise<void> {
@@ -91,9 +92,9 @@ export async function shownMessages (page: Page): Promise<Array<{ seq: number, f
   })))
 }
 
-/** The members list as shown, sorted. */
+/** The members list as shown (each person's name, "(you)", "×2" for two tabs; not the moderation controls), sorted. */
 export async function shownMembers (page: Page): Promise<string[]> {
-  return (await page.$$eval('#member-list li', (items) => items.map((item) => item.textContent ?? ''))).sort()
+  return (await page.$$eval('#member-list li', (items) => items.map((item) => (item.querySelector('.who') ?? item).textContent ?? ''))).sort()
 }
 
 export async function switchRoom (page: Page, room: string): Promise<void> {

@@ -1,0 +1,66 @@
+// What an admin sees on another member: kick, ban and mute, through the
+// plugin's HTTP API (its moderation routes, which `rest.authorize` guards).
+import { el } from './dom.js'
+
+/** How long a ban or mute lasts: the choices offered, in ms (none: until lifted). */
+const DURATIONS = [
+  ['10 minutes', 10 * 60_000],
+  ['1 hour', 60 * 60_000],
+  ['1 day', 24 * 60 * 60_000],
+  ['until lifted', undefined],
+]
+
+const DONE = {
+  kick: (name) => `removed ${name}`,
+  ban: (name, length) => `banned ${name} ${length === 'until lifted' ? 'until lifted' : `for ${length}`}`,
+  mute: (name, length) => `muted ${name} ${length === 'until lifted' ? 'until lifted' : `for ${length}`}`,
+  unmute: (name) => `unmuted ${name}`,
+}
+
+/**
+ * Asks the server to `action` (kick, ban, unban, mute, unmute) `user` in
+ * `room`; resolves when done, or throws an Error saying what the server answered.
+ */
+export async function moderate (restPrefix, room, action, user, ms) {
+  const response = await fetch(`${restPrefix}/rooms/${encodeURIComponent(room)}/${action}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(ms === undefined ? { user } : { user, ms }),
+  })
+  if (response.ok) return
+  const body = await response.json().catch(() => ({}))
+  throw new Error(typeof body.message === 'string' ? `${response.status} ${body.message}` : `the server answered ${response.status}`)
+}
+
+/**
+ * The controls for one person of `room` (`{ user, name }`), behind a
+ * disclosure so the list stays readable; `report(line)` tells the admin how it went.
+ */
+export function moderationControls (restPrefix, room, person, report) {
+  const duration = el('select', { title: `How long a ban or mute of ${person.name} lasts` },
+    ...DURATIONS.map(([label], index) => el('option', { value: String(index), textContent: label })))
+  const button = (action, label) => {
+    const node = el('button', { type: 'button', className: `secondary ${action}`, textContent: label })
+    node.dataset.action = action
+    node.addEventListener('click', async () => {
+      const [length, ms] = DURATIONS[Number(duration.value)]
+      const lasting = action === 'ban' || action === 'mute'
+      node.disabled = true
+      try {
+        await moderate(restPrefix, room, action, person.user, lasting ? ms : undefined)
+        report(`You ${DONE[action](person.name, length)}.`)
+      } catch (error) {
+        report(`Could not ${action} ${person.name}: ${error.message}`)
+      } finally {
+        node.disabled = false
+      }
+    })
+    return node
+  }
+  const summary = el('summary', { textContent: '⋯', title: `Moderate ${person.name}` })
+  summary.setAttribute('aria-label', `Moderate ${person.name}`)
+  return el('details', { className: 'moderate' }, summary,
+    el('div', { className: 'moderate-menu' },
+      el('label', {}, 'Ban or mute for ', duration),
+      el('div', { className: 'moderate-actions' }, button('kick', 'Kick'), button('ban', 'Ban'), button('mute', 'Mute'), button('unmute', 'Unmute'))))
+}
