@@ -184,11 +184,11 @@ function fullFrameBytes (characters: number): number {
 
 /**
  * How many members a reply may carry within a quarter of `maxBufferedBytes`
- * (the messages of a reply fill at most half): at least 1, since the smallest
- * allowed `maxBufferedBytes` is above 4 × MEMBER_REPLY_BYTES.
+ * (the messages of a reply fill at most half), and at least 1: the smallest
+ * allowed `maxBufferedBytes` (1036) holds half of it in messages and one member.
  */
 function membersThatFit (maxBufferedBytes: number): number {
-  return Math.floor(maxBufferedBytes / 4 / MEMBER_REPLY_BYTES)
+  return Math.max(1, Math.floor(maxBufferedBytes / 4 / MEMBER_REPLY_BYTES))
 }
 
 /** An option or config field that cannot be used; the message names it. */

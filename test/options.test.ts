@@ -146,10 +146,10 @@ test('maxBufferedBytes must hold a reply with one message of full size', () => {
 
 test('maxMembersInReply: the members of a reply fit in a quarter of maxBufferedBytes; unset, it shrinks to fit', () => {
   assert.equal(resolveOptions({}).maxMembersInReply, 100)
-  assert.equal(errorOf({ maxBufferedBytes: 65536, maxMembersInReply: 65 }),
-    'option maxMembersInReply: must be at most 64 for maxBufferedBytes 65536, not 65: the members of a reply (up to 256 bytes each) may fill a quarter of it')
-  assert.equal(resolveOptions({ maxBufferedBytes: 65536, maxMembersInReply: 64 }).maxMembersInReply, 64)
-  assert.equal(resolveOptions({ maxBufferedBytes: 65536 }).maxMembersInReply, 64)
+  assert.equal(errorOf({ maxBufferedBytes: 65536, maxMembersInReply: 52 }),
+    'option maxMembersInReply: must be at most 51 for maxBufferedBytes 65536, not 52: the members of a reply (up to 320 bytes each) may fill a quarter of it')
+  assert.equal(resolveOptions({ maxBufferedBytes: 65536, maxMembersInReply: 51 }).maxMembersInReply, 51)
+  assert.equal(resolveOptions({ maxBufferedBytes: 65536 }).maxMembersInReply, 51)
   assert.equal(resolveOptions({ maxTextLength: 1, maxBufferedBytes: 1036 }).maxMembersInReply, 1, 'the smallest maxBufferedBytes still holds one')
   assert.match(errorOf({ maxMembersInReply: 0 }), /^option maxMembersInReply: must be an integer >= 1/)
 })
