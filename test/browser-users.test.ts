@@ -37,9 +37,28 @@ async function exampleWithAccounts (t: TestContext, admins: string[] = []): Prom
 
 interface Person { page: Page, errors: string[] }
 
+/** An init script: the page's WebSockets, kept in `window.sockets`, so a test can drop the connection. */
+function keepSockets (): void {
+  const Native = window.WebSocket
+  const sockets: WebSocket[] = []
+  Object.assign(window, { sockets })
+  window.WebSocket = class extends Native {
+    constructor (...args: ConstructorParameters<typeof WebSocket>) {
+      super(...args)
+      sockets.push(this)
+    }
+  }
+}
+
+/** Drops the page's connection as a network blip would look to it (a close that is not final): it reconnects. */
+async function dropConnection (page: Page): Promise<void> {
+  await page.evaluate(() => (window as unknown as { sockets: WebSocket[] }).sockets.at(-1)?.close(4000, 'dropped by the test'))
+}
+
 /** A new browser context that registers `name` (or signs in, when it exists) and enters `room`. */
 async function signedIn (browser: Browser, url: string, name: string, how: 'register' | 'login', room = 'lobby'): Promise<Person> {
   const { page, errors } = await openPage(browser)
+  await page.addInitScript(keepSockets)
   await page.goto(url)
   await page.waitForSelector('#password-field:not([hidden])')
   await page.fill('#login-name', name)
@@ -150,9 +169,8 @@ describe('people on the home page in Chromium (the example server with accounts)
     assert.match(await mallory.page.getAttribute('#room-list button[data-room="lobby"]', 'class') ?? '', /removed/)
 
     // Her page stays out across a reconnect (a reload would not rejoin it either: it is no longer remembered).
-    await mallory.page.context().setOffline(true)
+    await dropConnection(mallory.page)
     await mallory.page.waitForSelector('#status[data-status="reconnecting"]')
-    await mallory.page.context().setOffline(false)
     await waitConnected(mallory.page)
     await sleep(300)
     await membersAre(root.page, ['root (you)'])
