@@ -10,18 +10,18 @@ const PAGE_SIZE = 50
  */
 export function roomDirectory ({ restPrefix, list, more, refresh, pick }) {
   let after
-  let loading = false
+  /** Counts the loads: an answer to one that a newer load overtook is dropped. */
+  let loads = 0
 
   async function load (fromStart) {
-    if (loading) return
-    loading = true
-    if (fromStart) after = undefined
+    const load = ++loads
     const query = new URLSearchParams({ limit: String(PAGE_SIZE) })
-    if (after !== undefined) query.set('after', after)
+    if (!fromStart && after !== undefined) query.set('after', after)
     try {
       const response = await fetch(`${restPrefix}/rooms?${query}`)
       if (!response.ok) throw new Error(`the server answered ${response.status}`)
       const page = await response.json()
+      if (load !== loads) return
       const items = page.rooms.map(({ room, members }) => {
         const button = el('button', { type: 'button', title: `Join ${room}` }, el('span', { textContent: room }), el('span', { className: 'count', textContent: String(members) }))
         button.dataset.room = room
@@ -32,13 +32,12 @@ export function roomDirectory ({ restPrefix, list, more, refresh, pick }) {
       if (fromStart) list.replaceChildren(...items)
       else list.append(...items)
       if (page.rooms.length === 0 && fromStart) list.replaceChildren(el('li', { className: 'empty', textContent: 'No rooms yet' }))
-      after = page.rooms.at(-1)?.room ?? after
+      if (fromStart || page.rooms.length > 0) after = page.rooms.at(-1)?.room
       more.hidden = !page.more
     } catch (error) {
+      if (load !== loads) return
       list.replaceChildren(el('li', { className: 'empty', textContent: `Could not list the rooms (${error.message})` }))
       more.hidden = true
-    } finally {
-      loading = false
     }
   }
 
