@@ -3,7 +3,9 @@
 import { ChatClient } from './client/index.js'
 import { el, linkedText } from './dom.js'
 import { roomDirectory } from './directory.js'
-import { moderationControls } from './moderation.js'
+import { memberItems } from './members.js'
+import { showRestrictions } from './moderation.js'
+import { signIn, whoAmI } from './accounts.js'
 
 const NAME_KEY = 'chat-rooms.name'
 const ROOMS_KEY = 'chat-rooms.rooms'
@@ -47,6 +49,8 @@ let admin = false
 /** Every connection id this page had: our messages from before a reconnect are still ours. */
 const myIds = new Set()
 let lastTypingSent = 0
+/** The last name seen of each user, for the list of bans and mutes (which names users by id). */
+const knownNames = new Map()
 /** Whether the server has accounts: then the page signs in (a session cookie) instead of picking a name. */
 let accounts = false
 
@@ -90,43 +94,35 @@ function renderRooms () {
   }))
 }
 
-/** The room's members as people: one entry per user, with how many tabs or devices they are connected with. */
-function people (state) {
-  const byUser = new Map()
-  for (const member of state.members.values()) {
-    const person = byUser.get(member.user)
-    if (person) person.connections++
-    else byUser.set(member.user, { user: member.user, name: member.name, connections: 1 })
-  }
-  return [...byUser.values()].sort((a, b) => a.name.localeCompare(b.name))
-}
-
-function personItem (room, person) {
-  const who = el('span', { className: 'who', textContent: person.user === myUser ? `${person.name} (you)` : person.name })
-  if (person.connections > 1) {
-    const devices = el('span', { className: 'devices', textContent: `×${person.connections}` })
-    devices.setAttribute('aria-label', `in ${person.connections} tabs or devices`)
-    who.append(' ', devices)
-  }
-  const item = el('li', {}, who)
-  item.dataset.user = person.user
-  if (admin && window.chatConfig.rest && person.user !== myUser) {
-    item.append(moderationControls(window.chatConfig.rest, room, person, (line) => notice(room, line)))
-  }
-  return item
+/** An admin, on a server with the HTTP API: moderation is offered. */
+function moderating () {
+  return admin && Boolean(window.chatConfig.rest)
 }
 
 function renderMembers () {
-  const state = rooms.get(current)
-  const listed = state ? people(state) : []
-  const items = listed.map((person) => personItem(current, person))
+  const room = current
+  const state = rooms.get(room)
+  const moderation = moderating() ? { restPrefix: window.chatConfig.rest, report: (line) => notice(room, line), changed: renderRestrictions } : undefined
+  const items = state ? memberItems(room, state.members.values(), myUser, moderation) : []
   // A big room's `joined` lists only the first members; the count is the whole room (its connections).
   const unlisted = state ? state.memberCount - state.members.size : 0
+  const count = items.length + Math.max(0, unlisted)
   if (unlisted > 0) items.push(el('li', { className: 'more', textContent: `and ${unlisted} more` }))
   memberList.replaceChildren(...items)
-  const count = listed.length + Math.max(0, unlisted)
   membersTitle.textContent = state ? `Members (${count})` : 'Members'
   $('members-toggle').textContent = state ? `Members (${count})` : 'Members'
+}
+
+/** For an admin: the current room's bans and mutes, each with the button that lifts it. */
+function renderRestrictions () {
+  $('restrictions').hidden = !moderating() || !current
+  if ($('restrictions').hidden) return
+  const room = current
+  showRestrictions(window.chatConfig.rest, room, $('restriction-list'), {
+    nameOf: (user) => knownNames.get(user) ?? user,
+    report: (line) => notice(room, line),
+    changed: () => { if (room === current) renderRestrictions() },
+  })
 }
 
 function messageItem (message) {
@@ -241,6 +237,7 @@ function switchTo (room) {
   renderRooms()
   renderMessages()
   renderMembers()
+  renderRestrictions()
   renderTyping()
   text.focus()
 }
@@ -347,6 +344,7 @@ function start (name) {
   client.on('joined', (joined) => {
     const state = roomState(joined.room)
     state.members = new Map(joined.members.map((member) => [member.id, member]))
+    for (const member of joined.members) knownNames.set(member.user, member.name)
     // In a big room we may not be on the first page; we are always shown.
     state.members.set(myId, { id: myId, user: myUser, name: client.name })
     state.memberCount = joined.memberCount
@@ -370,6 +368,7 @@ function start (name) {
     const state = roomState(message.room)
     if (state.messages.has(message.seq)) return
     state.messages.set(message.seq, message)
+    knownNames.set(message.from.user, message.from.name)
     state.lastSeq = Math.max(state.lastSeq, message.seq)
     state.latest = Math.max(state.latest, message.seq)
     if (message.cid !== undefined) dropPending(state, message.cid)
@@ -416,6 +415,7 @@ function start (name) {
     if (action === 'leave') state.memberCount = Math.max(0, state.memberCount - 1)
     if (action === 'leave') state.members.delete(member.id)
     else if (action === 'join' || before) state.members.set(member.id, member)
+    knownNames.set(member.user, member.name)
     // A person, not a tab: "joined" when their first connection comes, "left" when their last goes.
     if (action === 'join' && first) notice(room, `${member.name} joined`)
     if (action === 'leave' && last) notice(room, `${member.name} left`)
@@ -462,39 +462,6 @@ function newCid () {
 
 // ------------------------------------------------------------------ accounts
 
-/** Who is signed in (`{ id, name, admin }` or null); undefined when the server has no accounts (no /auth routes). */
-async function whoAmI () {
-  const response = await fetch('/auth/me')
-  if (response.status === 404) return undefined
-  if (!response.ok) throw new Error(`GET /auth/me answered ${response.status}`)
-  return (await response.json()).user
-}
-
-function signInFailure (status, body) {
-  if (status === 401) return 'Wrong name or password.'
-  if (status === 409) return 'That name is taken; pick another, or sign in.'
-  if (status === 429) return 'Too many attempts; wait a minute and try again.'
-  if (status === 400 && typeof body.message === 'string') return `Not accepted: ${body.message}`
-  return `The server answered ${status}; try again.`
-}
-
-/** Registers or signs in (`action`); the answer sets the session cookie. Returns the user, or undefined after showing why not. */
-async function signIn (action, name, password) {
-  let response
-  try {
-    response = await fetch(`/auth/${action}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, password }) })
-  } catch (error) {
-    $('login-error').textContent = `Could not reach the server (${error.message}).`
-    return undefined
-  }
-  const body = await response.json().catch(() => ({}))
-  if (!response.ok) {
-    $('login-error').textContent = signInFailure(response.status, body)
-    return undefined
-  }
-  return body.user
-}
-
 /** Signed in as `user`: show who, and connect (the cookie goes with the upgrade). */
 function enterAs (user) {
   admin = user.admin === true
@@ -526,9 +493,12 @@ $('login').addEventListener('submit', async (event) => {
   $('login-error').textContent = ''
   const buttons = [$('login-submit'), $('register-submit')]
   for (const button of buttons) button.disabled = true
-  const user = await signIn(event.submitter?.value === 'register' ? 'register' : 'login', name, $('login-password').value)
+  const { user, failure } = await signIn(event.submitter?.value === 'register' ? 'register' : 'login', name, $('login-password').value)
   for (const button of buttons) button.disabled = false
-  if (!user) return
+  if (failure) {
+    $('login-error').textContent = failure
+    return
+  }
   $('login-password').value = ''
   enterAs(user)
 })

@@ -34,9 +34,10 @@ export async function moderate (restPrefix, room, action, user, ms) {
 
 /**
  * The controls for one person of `room` (`{ user, name }`), behind a
- * disclosure so the list stays readable; `report(line)` tells the admin how it went.
+ * disclosure so the list stays readable; `report(line)` tells the admin how
+ * it went, and `changed()` is called after each call.
  */
-export function moderationControls (restPrefix, room, person, report) {
+export function moderationControls (restPrefix, room, person, { report, changed }) {
   const duration = el('select', { title: `How long a ban or mute of ${person.name} lasts` },
     ...DURATIONS.map(([label], index) => el('option', { value: String(index), textContent: label })))
   const button = (action, label) => {
@@ -54,6 +55,7 @@ export function moderationControls (restPrefix, room, person, report) {
       } finally {
         node.disabled = false
       }
+      changed()
     })
     return node
   }
@@ -63,4 +65,49 @@ export function moderationControls (restPrefix, room, person, report) {
     el('div', { className: 'moderate-menu' },
       el('label', {}, 'Ban or mute for ', duration),
       el('div', { className: 'moderate-actions' }, button('kick', 'Kick'), button('ban', 'Ban'), button('mute', 'Mute'), button('unmute', 'Unmute'))))
+}
+
+/** "until 14:05", or nothing for a ban or mute without an end. */
+function until (restriction) {
+  return restriction.until === undefined ? '' : ` until ${new Date(restriction.until).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })}`
+}
+
+/**
+ * Fills `list` with `room`'s bans and mutes in force (`GET {rest}/rooms/:room/moderation`),
+ * each with the button that lifts it. `nameOf(user)` gives a name to show; `report(line)`
+ * tells the admin how a lift went, and `changed()` is called after one.
+ */
+export async function showRestrictions (restPrefix, room, list, { nameOf, report, changed }) {
+  let entries
+  try {
+    const response = await fetch(`${restPrefix}/rooms/${encodeURIComponent(room)}/moderation`)
+    if (!response.ok) throw new Error(`the server answered ${response.status}`)
+    entries = (await response.json()).moderation
+  } catch (error) {
+    list.replaceChildren(el('li', { className: 'empty', textContent: `Could not list bans and mutes (${error.message})` }))
+    return
+  }
+  const lift = (action, entry, label) => {
+    const button = el('button', { type: 'button', className: 'secondary', textContent: label })
+    button.dataset.action = action
+    button.addEventListener('click', async () => {
+      button.disabled = true
+      try {
+        await moderate(restPrefix, room, action, entry.user)
+        report(`You ${action === 'unban' ? 'unbanned' : 'unmuted'} ${nameOf(entry.user)}.`)
+      } catch (error) {
+        report(`Could not ${action} ${nameOf(entry.user)}: ${error.message}`)
+      }
+      changed()
+    })
+    return button
+  }
+  list.replaceChildren(...entries.map((entry) => {
+    const what = [entry.ban && `banned${until(entry.ban)}`, entry.mute && `muted${until(entry.mute)}`].filter(Boolean).join(', ')
+    const item = el('li', {}, el('span', { className: 'who', textContent: nameOf(entry.user) }), el('span', { className: 'what', textContent: what }),
+      el('span', { className: 'moderate-actions' }, ...[entry.ban && lift('unban', entry, 'Unban'), entry.mute && lift('unmute', entry, 'Unmute')].filter(Boolean)))
+    item.dataset.user = entry.user
+    return item
+  }))
+  if (entries.length === 0) list.replaceChildren(el('li', { className: 'empty', textContent: 'Nobody' }))
 }

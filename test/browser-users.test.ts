@@ -140,7 +140,7 @@ describe('people on the home page in Chromium (the example server with accounts)
     assert.deepEqual([...bob.errors, ...alice1.errors, ...alice2.errors], [])
   })
 
-  test('an admin kicks and then bans a member: the member\'s page says so each time and does not rejoin', { timeout }, async (t) => {
+  test('an admin kicks, bans and unbans a member: the member\'s page says so each time and does not rejoin while banned', { timeout }, async (t) => {
     const url = await exampleWithAccounts(t, ['root'])
     const browser = await launchBrowser(t)
     const root = await signedIn(browser, url, 'root', 'register')
@@ -179,6 +179,18 @@ describe('people on the home page in Chromium (the example server with accounts)
     await mallory.page.fill('#join-room', 'lobby')
     await mallory.page.press('#join-room', 'Enter')
     await mallory.page.waitForSelector('#messages li.notice:text("Could not join lobby")')
+
+    // The admin sees the ban in force and lifts it; then she may come back.
+    const banned = root.page.locator('#restriction-list li[data-user]')
+    await banned.locator('.what:text("banned until")').waitFor()
+    assert.equal(await banned.locator('.who').textContent(), 'mallory')
+    await banned.locator('button[data-action="unban"]').click()
+    await root.page.waitForSelector('#messages li.notice:text("You unbanned mallory.")')
+    await root.page.waitForSelector('#restriction-list li:text("Nobody")')
+    await mallory.page.fill('#join-room', 'lobby')
+    await mallory.page.press('#join-room', 'Enter')
+    await membersAre(root.page, ['mallory', 'root (you)'])
+    assert.equal(await mallory.page.isDisabled('#text'), false)
     assert.deepEqual([...root.errors, ...mallory.errors], [])
   })
 })
