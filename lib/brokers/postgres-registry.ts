@@ -51,19 +51,19 @@ export class PostgresRegistryStore implements RegistryStore {
   async unlistRoom (): Promise<void> {}
 
   async roster (room: string): Promise<RosterEntry[]> {
-    const rows = await this.query<{ id: string, name: string, node: string, serial: string }>(
-      `SELECT id, name, node, serial FROM ${this.schema}.members WHERE room = $1 ORDER BY position`, [room])
-    return rows.map(({ id, name, node, serial }) => ({ member: { id, user: id /* SCAFFOLD issue 12 */, name }, node, serial: Number(serial) }))
+    const rows = await this.query<{ id: string, user_id: string, name: string, node: string, serial: string }>(
+      `SELECT id, user_id, name, node, serial FROM ${this.schema}.members WHERE room = $1 ORDER BY position`, [room])
+    return rows.map(({ id, user_id: user, name, node, serial }) => ({ member: { id, user, name }, node, serial: Number(serial) }))
   }
 
+  /** The function decides `first` or `last` with the roster change and builds the event it notifies. */
   async presence (room: string, action: Presence['action'], member: Member, stamp: Stamp, options: PresenceOptions): Promise<void> {
-    const event: Presence = { type: 'presence', room, action, member }
     const maxMembers = options.maxMembers ?? 0
     const [row] = await this.query<{ outcome: string }>(
       `SELECT ${this.schema}.chat_presence($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS outcome`,
-      [room, action, member.id, member.name, stamp.node, stamp.serial, randomUUID(), maxMembers, options.onlyIfNew ?? false,
-        this.channel, JSON.stringify({ room, event })])
+      [room, action, member.id, member.user, member.name, stamp.node, stamp.serial, randomUUID(), maxMembers, options.onlyIfNew ?? false, this.channel])
     if (row!.outcome === 'full') throw new ChatError('room_full', `${room} is full (${maxMembers} members)`)
+    if (row!.outcome === 'banned') throw new ChatError('forbidden', `banned from ${room}`)
   }
 
   async evict (room: string, node: string, serial: number): Promise<number> {
