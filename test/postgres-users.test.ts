@@ -1,7 +1,7 @@
 /**
  * PostgresBroker's users across nodes and restarts: one `first` and one
  * `last` per user when its connections on two nodes join or leave at once,
- * markers and moderation heard and enforced on every node, state that
+ * markers, moderation and signals heard (and enforced) on every node, state that
  * survives a restart, and a schema of version 1 upgraded with its data.
  * Needs the PostgreSQL at POSTGRES_URL (default 127.0.0.1:5432, database test).
  */
@@ -85,6 +85,15 @@ describe('PostgresBroker users across nodes', { skip }, () => {
     for (const { node } of [a!, b!]) {
       await node.until('three user events', () => node.userEvents('r').length === 3)
       assert.deepEqual(node.userEvents('r').map(({ user, change }) => [user, change.kind]), [['bob', 'ban'], ['carol', 'mute'], ['bob', 'unban']])
+    }
+  })
+
+  it('delivers a node signal to every node, the sender included', async (t) => {
+    const nodes = await cluster(t, 2)
+    await nodes[1]!.broker.signal({ type: 'disconnect-user', user: 'bob' })
+    for (const { node } of nodes) {
+      await node.until('the signal', () => node.signals.length === 1)
+      assert.deepEqual(node.signals, [{ type: 'disconnect-user', user: 'bob' }])
     }
   })
 
