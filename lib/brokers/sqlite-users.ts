@@ -80,7 +80,7 @@ export class SqliteUsers {
     return listed
   }
 
-  /** Drops a forgotten room's restrictions from memory (its rows go with `deleteDropped`). */
+  /** Drops a forgotten room's restrictions from memory (`SqliteRetention` deletes its rows). */
   forgetRoom (room: string): void {
     this.committed.delete(room)
   }
@@ -92,11 +92,6 @@ export class SqliteUsers {
         if (!inForce(kept.ban, now) && !inForce(kept.mute, now)) this.forgetUser(room, user)
       }
     }
-  }
-
-  /** Deletes up to `limit` user states of a forgotten room; answers how many. */
-  deleteDropped (roomId: number, limit: number): number {
-    return this.s.deleteDropped.run({ room: roomId, limit }).changes
   }
 
   private restrictions (room: string, user: string): Restrictions | undefined {
@@ -148,6 +143,5 @@ function prepare (db: Database.Database) {
     upsert: db.prepare(`INSERT INTO user_states (room_id, user, ${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT (room_id, user) DO UPDATE SET read = excluded.read, banned = excluded.banned, ban_until = excluded.ban_until, muted = excluded.muted, mute_until = excluded.mute_until`),
     delete: db.prepare('DELETE FROM user_states WHERE room_id = ? AND user = ?'),
-    deleteDropped: db.prepare('DELETE FROM user_states WHERE room_id = @room AND user IN (SELECT user FROM user_states WHERE room_id = @room LIMIT @limit)'),
   }
 }

@@ -7,14 +7,14 @@
  * acknowledged only once that commit is done (and on disk, with 'full').
  */
 import { randomUUID } from 'node:crypto'
-import { setImmediate as nextTurn } from 'node:timers/promises'
 import type Database from 'better-sqlite3'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, UserChange, UserState } from '../broker.js'
-import { CID_RETENTION_MS, NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
+import { NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { GroupCommit, type Pending } from './group-commit.js'
 import { InProcessNode } from './in-process.js'
+import { SqliteRetention } from './sqlite-retention.js'
 import { type DurableFile, openDatabase } from './sqlite-schema.js'
 import { SqliteUsers, userEvent } from './sqlite-users.js'
 
@@ -46,8 +46,6 @@ export interface SqliteBrokerOptions {
   synchronous?: 'normal' | 'full'
 }
 
-/** Rows deleted per retention transaction: small enough that a batch never holds the file for long. */
-const TRIM_BATCH = 500
 /**
  * How often retention and idle rooms are looked at: often enough to bound the
  * file, rare enough to cost nothing; more often (down to a second) when
@@ -95,8 +93,8 @@ export class SqliteBroker implements Broker {
   /** Whether a retry may name a cid that retention trimmed (else no append needs to look). */
   private mayHaveTrimmedCids = false
   private readonly commits = new GroupCommit<Call, Outcome>((batch) => this.commit(batch))
+  private retention: SqliteRetention | undefined
   private sweeper: NodeJS.Timeout | undefined
-  private sweeping = false
   private readonly nextId = messageIds()
 
   constructor (private readonly options: SqliteBrokerOptions) {
@@ -126,7 +124,19 @@ export class SqliteBroker implements Broker {
     this.keep = keptPerRoom(this.options.retention, node)
     this.roomRows.clear()
     this.mayHaveTrimmedCids = this.options.retention !== undefined || this.statements.anyTrimmedCid.get() !== undefined
-    const interval = Math.max(MIN_SWEEP_INTERVAL_MS, Math.min(SWEEP_INTERVAL_MS, this.options.retention?.age ?? Infinity, this.options.idleRoomTtl ?? Infinity))
+    const { age } = this.options.retention ?? {}
+    const { idleRoomTtl } = this.options
+    this.retention = new SqliteRetention(this.file.db, {
+      keep: this.keep,
+      age,
+      idleRoomTtl,
+      hasMembers: (room) => this.local.memberCount(room) > 0,
+      forgotten: (room) => {
+        this.roomRows.delete(room)
+        this.users!.forgetRoom(room)
+      },
+    })
+    const interval = Math.max(MIN_SWEEP_INTERVAL_MS, Math.min(SWEEP_INTERVAL_MS, age ?? Infinity, idleRoomTtl ?? Infinity))
     this.sweeper = setInterval(() => { void this.sweep() }, interval)
     this.sweeper.unref()
   }
@@ -226,6 +236,7 @@ export class SqliteBroker implements Broker {
     this.file = undefined
     this.statements = undefined
     this.users = undefined
+    this.retention = undefined
     this.local.close()
   }
 
@@ -282,7 +293,7 @@ export class SqliteBroker implements Broker {
         for (const row of touched.values()) {
           s.setRoom.run(row.seq, now, row.id)
           // Retention by count keeps pace with appends here, a bounded batch at a time.
-          if (this.keep !== undefined) trimRoom(s, row.id, row.seq - this.keep)
+          if (this.keep !== undefined) this.retention!.trimRoom(row.id, row.seq - this.keep)
         }
         return done
       })()
@@ -337,6 +348,16 @@ export class SqliteBroker implements Broker {
     }
   }
 
+  /** Retention and forgetting (`SqliteRetention`), and the bans and mutes that ended, from memory. */
+  private async sweep (): Promise<void> {
+    this.users?.forgetEnded(Date.now())
+    try {
+      await this.retention?.sweep(() => this.statements !== undefined && this.failure === undefined)
+    } catch (error) {
+      if (this.file) this.local.opened().log.warn({ err: error, file: this.options.file }, 'SqliteBroker: retention sweep failed; retried at the next sweep')
+    }
+  }
+
   /** One append inside the group's transaction; takes the next seq of `row` (the room's row as the batch has it so far). */
   private store (s: ReturnType<typeof prepare>, row: RoomRow, room: string, draft: MessageDraft, now: number): AppendResult {
     if (draft.cid !== undefined) {
@@ -350,65 +371,6 @@ export class SqliteBroker implements Broker {
     row.seq = message.seq
     return { message, duplicate: false }
   }
-
-  /**
-   * Retention and forgetting, one small transaction per step, yielding to
-   * the event loop between steps so appends are never held up for long.
-   */
-  private async sweep (): Promise<void> {
-    if (this.sweeping) return
-    this.sweeping = true
-    try {
-      this.users?.forgetEnded(Date.now())
-      while (this.statements && !this.failure && this.sweepStep(this.statements, Date.now())) await nextTurn()
-    } catch (error) {
-      if (this.file) this.local.opened().log.warn({ err: error, file: this.options.file }, 'SqliteBroker: retention sweep failed; retried at the next sweep')
-    } finally {
-      this.sweeping = false
-    }
-  }
-
-  /** One batch of the sweep's work; true when more is left. */
-  private sweepStep (s: ReturnType<typeof prepare>, now: number): boolean {
-    return s.db.transaction((): boolean => {
-      if (s.dropTrimmedCids.run(now - CID_RETENTION_MS, TRIM_BATCH).changes === TRIM_BATCH) return true
-      const age = this.options.retention?.age
-      if (age !== undefined) {
-        s.keepCidsOld.run(now - age, TRIM_BATCH)
-        if (s.deleteOld.run(now - age, TRIM_BATCH).changes === TRIM_BATCH) return true
-      }
-      if (this.keep !== undefined) {
-        const behind = s.roomBehind.get(this.keep) as { id: number, seq: number } | undefined
-        if (behind) return trimRoom(s, behind.id, behind.seq - this.keep) || true
-      }
-      const ttl = this.options.idleRoomTtl
-      if (ttl !== undefined) {
-        const idle = (s.idleRooms.all(now - ttl, TRIM_BATCH) as Array<{ id: number, name: string }>)
-          .filter(({ name }) => this.local.memberCount(name) === 0)
-        for (const { id, name } of idle) {
-          s.markDropped.run(id)
-          s.deleteRoom.run(id)
-          this.roomRows.delete(name)
-          this.users!.forgetRoom(name)
-        }
-      }
-      const dropped = s.droppedRoom.get() as { id: number } | undefined
-      if (!dropped) return false
-      const messages = s.deleteDropped.run({ room: dropped.id, limit: TRIM_BATCH }).changes
-      if (messages < TRIM_BATCH && this.users!.deleteDropped(dropped.id, TRIM_BATCH) < TRIM_BATCH) s.forgetDropped.run({ room: dropped.id })
-      return true
-    })()
-  }
-}
-
-/** Deletes a batch of a room's messages with seq ≤ `upTo`, keeping their cids; true when more are left. */
-function trimRoom (s: ReturnType<typeof prepare>, roomId: number, upTo: number): boolean {
-  const oldest = (s.oldest.get(roomId) as { seq: number | null }).seq
-  if (oldest === null || oldest > upTo) return false
-  const last = Math.min(upTo, oldest + TRIM_BATCH - 1)
-  s.keepCids.run(roomId, last)
-  s.deleteUpTo.run(roomId, last)
-  return last < upTo
 }
 
 function toMessage (room: string, row: MessageRow): Message {
@@ -433,20 +395,5 @@ function prepare (db: Database.Database) {
     readAfter: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?`),
     readBefore: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?`),
     anyBetween: db.prepare('SELECT 1 FROM messages WHERE room_id = ? AND seq > ? AND seq < ? LIMIT 1'),
-    oldest: db.prepare('SELECT min(seq) AS seq FROM messages WHERE room_id = ?'),
-    keepCids: db.prepare('INSERT OR IGNORE INTO trimmed_cids (room_id, cid, seq, ts) SELECT room_id, cid, seq, ts FROM messages WHERE room_id = ? AND seq <= ? AND cid IS NOT NULL'),
-    deleteUpTo: db.prepare('DELETE FROM messages WHERE room_id = ? AND seq <= ?'),
-    dropTrimmedCids: db.prepare('DELETE FROM trimmed_cids WHERE (room_id, cid) IN (SELECT room_id, cid FROM trimmed_cids WHERE ts < ? LIMIT ?)'),
-    keepCidsOld: db.prepare(`INSERT OR IGNORE INTO trimmed_cids (room_id, cid, seq, ts)
-      SELECT room_id, cid, seq, ts FROM (SELECT * FROM messages WHERE ts < ? ORDER BY ts LIMIT ?) WHERE cid IS NOT NULL`),
-    deleteOld: db.prepare('DELETE FROM messages WHERE (room_id, seq) IN (SELECT room_id, seq FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)'),
-    roomBehind: db.prepare('SELECT id, seq FROM rooms r WHERE (SELECT min(seq) FROM messages WHERE room_id = r.id) <= r.seq - ? LIMIT 1'),
-    idleRooms: db.prepare('SELECT id, name FROM rooms WHERE last_active < ? LIMIT ?'),
-    markDropped: db.prepare('INSERT INTO dropped_rooms (id) VALUES (?)'),
-    deleteRoom: db.prepare('DELETE FROM rooms WHERE id = ?'),
-    droppedRoom: db.prepare('SELECT id FROM dropped_rooms LIMIT 1'),
-    deleteDropped: db.prepare('DELETE FROM messages WHERE room_id = @room AND seq IN (SELECT seq FROM messages WHERE room_id = @room ORDER BY seq LIMIT @limit)'),
-    forgetDropped: db.prepare(`DELETE FROM dropped_rooms WHERE id = @room
-      AND NOT EXISTS (SELECT 1 FROM messages WHERE room_id = @room) AND NOT EXISTS (SELECT 1 FROM user_states WHERE room_id = @room)`),
   }
 }
