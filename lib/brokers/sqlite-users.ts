@@ -5,7 +5,7 @@
  * process alone writes the file, so the memory stays true.
  */
 import type Database from 'better-sqlite3'
-import type { ModerationEntry, Restriction, UserChange, UserEvent, UserState } from '../broker.js'
+import type { ModerationEntry, Restriction, UserChange, UserState } from '../broker.js'
 import { NO_USER_STATE, changedUserState, currentUserState, inForce } from '../broker.js'
 
 /** A user's ban and mute in a room; `{}`: none (lifted). */
@@ -103,12 +103,6 @@ export class SqliteUsers {
     users?.delete(user)
     if (users?.size === 0) this.committed.delete(room)
   }
-}
-
-/** The event that tells the room's nodes of a change (for `read`, with the marker's new value). */
-export function userEvent (room: string, user: string, change: UserChange, state: UserState, connection: string | undefined): UserEvent {
-  const told = change.kind === 'read' ? { kind: 'read' as const, seq: state.read } : change
-  return connection === undefined ? { type: 'user', room, user, change: told } : { type: 'user', room, user, change: told, connection }
 }
 
 function byUser (rooms: Map<string, Map<string, Restrictions>>, room: string): Map<string, Restrictions> {

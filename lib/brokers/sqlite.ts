@@ -9,14 +9,14 @@
 import { randomUUID } from 'node:crypto'
 import type Database from 'better-sqlite3'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, UserChange, UserState } from '../broker.js'
-import { NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
+import { NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { GroupCommit, type Pending } from './group-commit.js'
 import { InProcessNode } from './in-process.js'
 import { SqliteRetention } from './sqlite-retention.js'
 import { type DurableFile, openDatabase } from './sqlite-schema.js'
-import { SqliteUsers, userEvent } from './sqlite-users.js'
+import { SqliteUsers } from './sqlite-users.js'
 
 export interface SqliteBrokerOptions {
   /** The database file, made if missing (its directory must exist). One process at a time may open it. */
