@@ -13,7 +13,9 @@
  *   P{room}:log       list of message JSON, oldest first, capped at historySize
  *   P{room}:cids      hash cid → "seq:ts" (for retries of a send)
  *   P{room}:cidq      list of cids in seq order (to forget expired ones cheaply)
- *   P{room}:members   hash member id → JSON { id, name, node, serial }, in that order
+ *   P{room}:members   hash member id → JSON { id, user, name, node, serial }, in that order
+ *   P{room}:present   hash user → how many of the user's connections the roster holds
+ *   P{room}:users     hash user → JSON UserState { read, ban?, mute? } (broker.ts)
  *   P{room}:channel   the room's pub/sub channel (not a key)
  *
  *   Pregistry{nodes}:records       hash node id → JSON { serial, lastSeen, id, host, pid, startedAt, connections }
@@ -24,6 +26,11 @@
  *   Pregistry{nodes}:occupied      sorted set of the rooms some node lists, all of score 0:
  *                                  the room list pages it by name (ZRANGEBYLEX); each
  *                                  room's count is its roster's HLEN
+ *
+ * A user names its fields in `present` and `users` as its JSON string (quotes
+ * included): EVICT reads it from roster entries as text, without decoding.
+ *
+ *   Pregistry{nodes}:signal        the channel of node-wide signals (not a key)
  *
  * In a room's tag, `%`, `{` and `}` are percent-encoded, so the tag is the
  * whole room name and never empty. Room keys begin with `P{`, registry keys
@@ -39,7 +46,7 @@ import type { Redis } from 'ioredis'
 // ------------------------------------------------------------ key layout
 
 /** The names of a room's keys; every room script that writes takes them all (`touch` needs them). */
-export const ROOM_KEYS = ['members', 'meta', 'log', 'cids', 'cidq'] as const
+export const ROOM_KEYS = ['members', 'meta', 'log', 'cids', 'cidq', 'present', 'users'] as const
 export type RoomKeys = Record<typeof ROOM_KEYS[number], string>
 export interface RegistryKeys { records: string, leases: string, serial: string, listings: string, occupied: string }
 
@@ -53,15 +60,18 @@ function roomTag (room: string): string {
 /** Names every key and channel of one broker prefix. */
 export class RedisKeys {
   readonly registry: RegistryKeys
+  /** The channel of `NodeSignal`s: every node of the prefix subscribes to it. */
+  readonly signal: string
 
   constructor (private readonly prefix: string) {
     const tag = `${prefix}registry{nodes}:`
     this.registry = { records: `${tag}records`, leases: `${tag}leases`, serial: `${tag}serial`, listings: `${tag}listings`, occupied: `${tag}occupied` }
+    this.signal = `${tag}signal`
   }
 
   room (room: string): RoomKeys {
     const tag = `${this.prefix}{${roomTag(room)}}:`
-    return { members: `${tag}members`, meta: `${tag}meta`, log: `${tag}log`, cids: `${tag}cids`, cidq: `${tag}cidq` }
+    return Object.fromEntries(ROOM_KEYS.map((name) => [name, `${tag}${name}`])) as RoomKeys
   }
 
   channel (room: string): string {
@@ -153,11 +163,15 @@ local function touch()
     redis.call('PERSIST', log)
     redis.call('PERSIST', cids)
     redis.call('PERSIST', cidq)
+    redis.call('PERSIST', present)
+    redis.call('PERSIST', users)
   else
     redis.call('PEXPIRE', meta, idleTtl)
     redis.call('PEXPIRE', log, idleTtl)
     redis.call('PEXPIRE', cids, idleTtl)
     redis.call('PEXPIRE', cidq, idleTtl)
+    redis.call('PEXPIRE', present, idleTtl)
+    redis.call('PEXPIRE', users, idleTtl)
   end
 end
 `
@@ -170,6 +184,53 @@ local function now()
 end
 `
 
+/**
+ * A user's state in `users`, read as text (junk reads as no state):
+ * `stored` is the JSON `encoded` wrote, or nil. A ban or mute is kept as
+ * { ends = its until, nil while it lasts until lifted }.
+ */
+const USER_STATE = `
+local function restriction(stored, kind)
+  if not stored then return nil end
+  local ends = string.match(stored, '"' .. kind .. '":{"until":(%d+)}')
+  if ends then return { ends = tonumber(ends) } end
+  if string.find(stored, '"' .. kind .. '":{}', 1, true) then return {} end
+  return nil
+end
+local function inForce(stored, kind, at)
+  local kept = restriction(stored, kind)
+  return kept ~= nil and (kept.ends == nil or kept.ends > at)
+end
+-- The state as of \`at\`: restrictions that ended are dropped.
+local function decoded(stored, at)
+  local state = { read = tonumber(stored and string.match(stored, '^{"read":(%d+)') or '0') }
+  if inForce(stored, 'ban', at) then state.ban = restriction(stored, 'ban') end
+  if inForce(stored, 'mute', at) then state.mute = restriction(stored, 'mute') end
+  return state
+end
+local function encoded(state)
+  local json = '{"read":' .. string.format('%d', state.read)
+  for _, kind in ipairs({ 'ban', 'mute' }) do
+    local kept = state[kind]
+    if kept then json = json .. ',"' .. kind .. '":' .. (kept.ends and '{"until":' .. string.format('%d', kept.ends) .. '}' or '{}') end
+  end
+  return json .. '}'
+end
+`
+
+/** Counts a user's connections in the roster (`present`, by its JSON string): the one whose leave was the last. */
+const PRESENT = `
+local function leftLast(user)
+  local connections = tonumber(redis.call('HGET', present, user)) or 0
+  if connections > 1 then
+    redis.call('HINCRBY', present, user, -1)
+    return false
+  end
+  redis.call('HDEL', present, user)
+  return true
+end
+`
+
 const decodeCount = (raw: unknown): number => Number(raw)
 
 // ------------------------------------------------------------ room scripts
@@ -177,17 +238,21 @@ const decodeCount = (raw: unknown): number => Number(raw)
 export type AppendReply =
   | { outcome: 'new' | 'stored', message: string }
   | { outcome: 'forgotten', seq: number, ts: number }
+  | { outcome: 'muted' }
 
 /**
  * Stores a message once and publishes it. The seq goes between `head` and
  * `tail`, the two halves of the message JSON. `epoch` is used if the room has
  * none. Answers 'stored' for a retried cid still in the history, 'forgotten'
- * (with its seq and time) for one whose message was trimmed away.
+ * (with its seq and time) for one whose message was trimmed away, 'muted'
+ * when the sender's `user` (its JSON string) is muted in the room at `now`.
  */
 export const APPEND = script({
   keys: ROOM_KEYS,
-  args: { epoch: 'string', head: 'string', tail: 'string', cid: 'string', historySize: 'number', now: 'number', idleTtl: 'number', channel: 'string', cidRetentionMs: 'number' },
-  body: TOUCH + `
+  args: { epoch: 'string', head: 'string', tail: 'string', cid: 'string', historySize: 'number', now: 'number', idleTtl: 'number', channel: 'string', cidRetentionMs: 'number', user: 'string' },
+  body: TOUCH + USER_STATE + `
+if inForce(redis.call('HGET', users, user), 'mute', now) then return { 'muted' } end
+
 -- Cids forgotten per append, at most: more than the one each append adds, so
 -- the queue keeps up, and few, so the work per append stays bounded.
 local FORGET_PER_APPEND = 2
@@ -237,6 +302,7 @@ return { 'new', message }
 `,
   reply: (raw): AppendReply => {
     const [outcome, stored, ts] = raw as [string, string | number, string?]
+    if (outcome === 'muted') return { outcome }
     if (outcome === 'forgotten') return { outcome, seq: Number(stored), ts: Number(ts) }
     return { outcome: outcome as 'new' | 'stored', message: String(stored) }
   },
@@ -277,30 +343,41 @@ return { epoch, last, more and 1 or 0, messages }
 })
 
 /**
- * Updates the roster for a presence event and publishes `payload`. A join
- * gives the room its epoch if it has none, so the `joined` that follows shows
- * the epoch the first message will keep. A `leave` of a member who is not in
- * the roster (already removed with its dead node) is not published again;
- * with `onlyIfNew`, neither is a join of a member already there (its entry is
- * rewritten quietly). `maxMembers` 0: no limit.
+ * Updates the roster for a presence event and publishes it: `head` is the
+ * envelope JSON without its closing `}}`, to which the script adds the
+ * event's `first` (join) or `last` (leave), decided with `present`, the
+ * count of the user's connections. A join gives the room its epoch if it has
+ * none, so the `joined` that follows shows the epoch the first message will
+ * keep. A `leave` of a member who is not in the roster (already removed with
+ * its dead node) is not published again; with `onlyIfNew`, neither is a join
+ * of a member already there (its entry is rewritten quietly). A join of a
+ * user (its JSON string) banned at `now` is refused, unless `onlyIfNew` (the
+ * node announces again a member it still has). `maxMembers` 0: no limit.
  */
 export const PRESENCE = script({
   keys: ROOM_KEYS,
-  args: { action: 'string', id: 'string', entry: 'string', channel: 'string', payload: 'string', idleTtl: 'number', epoch: 'string', maxMembers: 'number', onlyIfNew: 'boolean' },
-  body: TOUCH + `
-local changed
+  args: { action: 'string', id: 'string', user: 'string', entry: 'string', channel: 'string', head: 'string', idleTtl: 'number', epoch: 'string', maxMembers: 'number', onlyIfNew: 'boolean', now: 'number' },
+  body: TOUCH + USER_STATE + PRESENT + `
+local changed, flag
 if action == 'leave' then
   changed = redis.call('HDEL', members, id) == 1
+  if changed then flag = ',"last":' .. tostring(leftLast(user)) end
 else
-  if action == 'join' and maxMembers > 0 and redis.call('HEXISTS', members, id) == 0 and redis.call('HLEN', members) >= maxMembers then return -1 end
+  if action == 'join' and not onlyIfNew and inForce(redis.call('HGET', users, user), 'ban', now) then return 'banned' end
+  if action == 'join' and maxMembers > 0 and redis.call('HEXISTS', members, id) == 0 and redis.call('HLEN', members) >= maxMembers then return 'full' end
   redis.call('HSETNX', meta, 'epoch', epoch)
-  changed = redis.call('HSET', members, id, entry) == 1 or not onlyIfNew
+  local added = redis.call('HSET', members, id, entry) == 1
+  -- A member already there (renamed, or announced again) is counted once.
+  local connections
+  if added then connections = redis.call('HINCRBY', present, user, 1) else connections = tonumber(redis.call('HGET', present, user)) or 1 end
+  changed = added or not onlyIfNew
+  flag = action == 'join' and ',"first":' .. tostring(connections == 1) or ''
 end
 touch()
-if changed then redis.call('PUBLISH', channel, payload) end
-return changed and 1 or 0
+if changed then redis.call('PUBLISH', channel, head .. flag .. '}}') end
+return changed and 'published' or 'unchanged'
 `,
-  reply: (raw): 'published' | 'unchanged' | 'full' => raw === -1 ? 'full' : raw === 1 ? 'published' : 'unchanged',
+  reply: (raw) => raw as 'published' | 'unchanged' | 'full' | 'banned',
 })
 
 /**
@@ -314,12 +391,36 @@ return changed and 1 or 0
  * Entries are matched as text, not decoded: each ends with its node and
  * serial (`RedisRegistryStore` writes them last), so an entry cjson cannot
  * decode (a lone surrogate an older server let in) is removed like the
- * others, and every entry is read before the first write.
+ * others, and every entry is read before the first write. Each user's count
+ * in `present` goes down as in PRESENCE, so each leave carries its `last`.
  */
 export const EVICT = script({
   keys: ROOM_KEYS,
   args: { node: 'string', serial: 'number', leaveHead: 'string', channel: 'string', idleTtl: 'number' },
-  body: TOUCH + `
+  body: TOUCH + PRESENT + `
+-- The position of the quote that ends the JSON string beginning at position at, or nil.
+local function stringEnd(text, at)
+  if string.sub(text, at, at) ~= '"' then return nil end
+  local i = at + 1
+  while true do
+    local found = string.find(text, '["\\\\]', i)
+    if not found then return nil end
+    if string.sub(text, found, found) == '"' then return found end
+    i = found + 2
+  end
+end
+-- A member's JSON with its user, and the user's JSON string (nil if the entry
+-- is not as written): one written before members had a user gets its id.
+local function withUser(member)
+  local idEnd = string.sub(member, 1, 6) == '{"id":' and stringEnd(member, 7)
+  if not idEnd then return member, nil end
+  local id = string.sub(member, 7, idEnd)
+  local rest = string.sub(member, idEnd + 1)
+  if string.sub(rest, 1, 8) ~= ',"user":' then return '{"id":' .. id .. ',"user":' .. id .. rest, id end
+  local userEnd = stringEnd(rest, 9)
+  return member, userEnd and string.sub(rest, 9, userEnd)
+end
+
 local entries = redis.call('HGETALL', members)
 local leaving = {}
 for i = 1, #entries, 2 do
@@ -330,12 +431,64 @@ for i = 1, #entries, 2 do
 end
 for _, leaver in ipairs(leaving) do
   redis.call('HDEL', members, leaver[1])
-  redis.call('PUBLISH', channel, leaveHead .. leaver[2] .. '}}')
+  local member, user = withUser(leaver[2])
+  local last = user == nil or leftLast(user)
+  redis.call('PUBLISH', channel, leaveHead .. member .. ',"last":' .. tostring(last) .. '}}')
 end
 touch()
 return #leaving
 `,
   reply: decodeCount,
+})
+
+export interface UserReply {
+  changed: boolean
+  /** The user's state after the change, as `users` keeps it (UserState JSON). */
+  state: string
+}
+
+/**
+ * Applies one `UserChange` to a user's state (`user`: its JSON string), the
+ * rule of `changedUserState` in broker.ts: `read` moves the marker to
+ * max(current, min(seq, the room's latest seq)); `ban`/`mute` set or replace
+ * (`ends`: its until, absent while it lasts until lifted); `unban`/`unmute`
+ * lift; `kick` stores nothing and is always told. Restrictions that ended by
+ * `now` are dropped. When something changed, publishes the `user` event:
+ * `head`, then the new marker for a `read`, then `tail`.
+ */
+export const USER = script({
+  keys: ROOM_KEYS,
+  args: { user: 'string', kind: 'string', seq: 'number?', ends: 'number?', now: 'number', head: 'string', tail: 'string', channel: 'string', idleTtl: 'number' },
+  body: TOUCH + USER_STATE + `
+local state = decoded(redis.call('HGET', users, user), now)
+local changed = true
+if kind == 'read' then
+  local read = math.max(state.read, math.min(seq, tonumber(redis.call('HGET', meta, 'seq') or '0')))
+  changed = read ~= state.read
+  state.read = read
+elseif kind == 'ban' or kind == 'mute' then
+  changed = state[kind] == nil or state[kind].ends ~= ends
+  state[kind] = { ends = ends }
+elseif kind == 'unban' or kind == 'unmute' then
+  local lifted = string.sub(kind, 3)
+  changed = state[lifted] ~= nil
+  state[lifted] = nil
+end
+if changed and kind ~= 'kick' then
+  if state.read == 0 and not state.ban and not state.mute then
+    redis.call('HDEL', users, user)
+  else
+    redis.call('HSET', users, user, encoded(state))
+  end
+  touch()
+end
+if changed then redis.call('PUBLISH', channel, head .. (kind == 'read' and string.format('%d', state.read) or '') .. tail) end
+return { changed and 1 or 0, encoded(state) }
+`,
+  reply: (raw): UserReply => {
+    const [changed, state] = raw as [number, string]
+    return { changed: changed === 1, state }
+  },
 })
 
 /** A room's member count (its roster's HLEN, kept by Redis as the roster changes) and latest seq: O(1). */
@@ -482,7 +635,7 @@ return 0
 
 // ------------------------------------------------------------ binding to ioredis
 
-export const SCRIPTS = { append: APPEND, read: READ, presence: PRESENCE, evict: EVICT, count: COUNT, renew: RENEW, nodes: NODES, list: LIST, unlist: UNLIST, forget: FORGET, release: RELEASE } as const
+export const SCRIPTS = { append: APPEND, read: READ, presence: PRESENCE, evict: EVICT, user: USER, count: COUNT, renew: RENEW, nodes: NODES, list: LIST, unlist: UNLIST, forget: FORGET, release: RELEASE } as const
 type Scripts = typeof SCRIPTS
 
 /** Each script as one typed call. */
