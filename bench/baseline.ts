@@ -19,9 +19,10 @@ const wss = new WebSocketServer({ server, path: '/ws', maxPayload: 16384 })
 let connections = 0
 
 wss.on('connection', (socket) => {
-  const from = { id: String(++connections), user: String(++connections), name: `b${connections}` }
+  const id = String(++connections)
+  const from = { id, user: id, name: `b${id}` }
   const joined = new Set<Room>()
-  socket.send(JSON.stringify({ type: 'welcome', protocol: 1, ...from }))
+  socket.send(JSON.stringify({ type: 'welcome', protocol: 2, ...from }))
   socket.on('message', (data) => {
     const request = JSON.parse(String(data)) as { type: string, room: string, text?: string }
     let room = rooms.get(request.room)

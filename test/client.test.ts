@@ -322,7 +322,7 @@ test('offline sends are bounded, and close() rejects what waits and stops reconn
 test('a request without an answer times out with its cid', async (t) => {
   const silent = new WebSocketServer({ host: '127.0.0.1', port: 0 })
   onCleanup(t, () => silent.close())
-  silent.on('connection', (socket) => socket.send(JSON.stringify({ type: 'welcome', protocol: 1, id: 'x', name: 'x' })))
+  silent.on('connection', (socket) => socket.send(JSON.stringify({ type: 'welcome', protocol: 2, id: 'x', user: 'x', name: 'x' })))
   await new Promise((resolve) => silent.once('listening', resolve))
   const client = connect(t, `ws://127.0.0.1:${(silent.address() as AddressInfo).port}`, { requestTimeout: 200 })
   await opened(client)
