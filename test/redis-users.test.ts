@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { describe, it, type TestContext } from 'node:test'
 import { Redis } from 'ioredis'
-import { RedisKeys } from '../lib/brokers/redis-scripts.js'
+import { RedisKeys } from '../lib/brokers/redis-keys.js'
 import { RedisBroker, type RedisBrokerOptions } from '../lib/redis.js'
 import type { Member, Presence } from '../lib/protocol.js'
 import { RecordingNode } from './helpers/recording-node.js'

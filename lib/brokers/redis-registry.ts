@@ -9,7 +9,8 @@ import type { NodeInfo } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence } from '../protocol.js'
 import type { PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
-import type { RedisKeys, ScriptCalls } from './redis-scripts.js'
+import type { RedisKeys } from './redis-keys.js'
+import type { ScriptCalls } from './redis-scripts.js'
 
 /** What a roster entry holds in Redis. */
 interface StoredEntry extends Member {
