@@ -216,7 +216,8 @@ export class RedisBroker implements Broker {
     const now = Date.now()
     return Object.entries(stored).flatMap(([field, value]) => {
       const { ban, mute } = currentUserState(parseUserState(value), now)
-      return ban || mute ? [{ user: JSON.parse(field) as string, ...(ban ? { ban } : {}), ...(mute ? { mute } : {}) }] : []
+      const user = parseJson(field)
+      return (ban || mute) && typeof user === 'string' ? [{ user, ...(ban ? { ban } : {}), ...(mute ? { mute } : {}) }] : []
     })
   }
 
@@ -288,20 +289,16 @@ export class RedisBroker implements Broker {
     const state = this.state
     const room = this.keys.roomOfChannel(channel)
     if (!state || (room === undefined && channel !== this.keys.signal)) return
-    let parsed: Envelope | NodeSignal
-    try {
-      parsed = JSON.parse(payload) as Envelope | NodeSignal
-    } catch {
-      return // not ours: something else published on our channel
-    }
+    const parsed = parseJson(payload) as Partial<Envelope & NodeSignal> | null | undefined
+    // Anything else is not ours: something else published on our channel.
     if (room === undefined) {
-      if (typeof (parsed as Partial<NodeSignal> | null)?.type === 'string') state.node.signal(parsed as NodeSignal)
+      if (typeof parsed?.type === 'string') state.node.signal(parsed as NodeSignal)
       return
     }
-    const envelope = parsed as Envelope
+    if (typeof parsed?.event?.type !== 'string') return
     // A message published by a node of an earlier version has no `user`.
-    if (envelope.event?.type === 'message') storedMessage(envelope.event)
-    state.feeds.receive(room, envelope)
+    if (parsed.event.type === 'message') storedMessage(parsed.event)
+    state.feeds.receive(room, parsed as Envelope)
   }
 
   private opened (): Open {
@@ -310,14 +307,19 @@ export class RedisBroker implements Broker {
   }
 }
 
+/** A value the scripts wrote as JSON; undefined for anything else (a field no script wrote). */
+function parseJson (text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
 /** A user's state as `users` keeps it (UserState JSON); what is not, reads as none. */
 function parseUserState (stored: string | null | undefined): UserState {
-  if (stored == null) return NO_USER_STATE
-  try {
-    return JSON.parse(stored) as UserState
-  } catch {
-    return NO_USER_STATE
-  }
+  const state = stored == null ? undefined : parseJson(stored) as UserState | undefined
+  return typeof state?.read === 'number' ? state : NO_USER_STATE
 }
 
 /** Resolves once `redis` is ready, or after `ms` (then calls fail with `unavailable` until it is). */
