@@ -1,8 +1,8 @@
 /**
  * The example server's accounts: `POST /auth/register`, `/auth/login` and
- * `/auth/logout`, `GET /auth/me`, and the chat plugin's `authenticate`, which
+ * `/auth/logout`, `GET /auth/me`, the chat plugin's `authenticate`, which
  * reads the same session cookie, so a person is one user in every tab and on
- * every device.
+ * every device, and `authorize`, which lets the config's admins moderate.
  *
  * The cookie holds a random token, signed; the store keeps only its SHA-256
  * with an expiry, so a signed-out or expired session is over for good, and a
@@ -14,7 +14,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import cookie from '@fastify/cookie'
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { Identity } from '../lib/options.js'
+import type { Identity, RestAction } from '../lib/options.js'
 import { normalizeName } from '../lib/protocol.js'
 import type { Account, AccountStore } from './account-store.js'
 import { hashPassword, verifyPassword } from './passwords.js'
@@ -71,6 +71,11 @@ function tokenHash (token: string): string {
   return createHash('sha256').update(token).digest('hex')
 }
 
+/** An account as the routes answer it: whether it is one of the config's admins, too. */
+export interface SignedIn extends Account {
+  admin: boolean
+}
+
 export interface AccountRoutesOptions {
   /** Signs the session cookie (at least 32 characters); without it one is made once and kept in the database. */
   sessionSecret?: string
@@ -84,13 +89,41 @@ export class Accounts {
    */
   private cookies: FastifyInstance | undefined
 
-  constructor (private readonly store: AccountStore) {}
+  /** The admins' names as `nameKey` compares them. */
+  private readonly admins: ReadonlySet<string>
 
-  /** The chat plugin's `authenticate`: the signed-in account, or nothing (401). */
+  /** `admins`: account names (the config's, already checked against the name rules). */
+  constructor (private readonly store: AccountStore, admins: readonly string[] = []) {
+    this.admins = new Set(admins.map((name) => nameKey(normalizeName(name))))
+  }
+
+  /**
+   * The chat plugin's `authenticate`: the signed-in account, or nothing (401).
+   * Its `id` is the account's, so every tab and device of it is one `user`.
+   */
   readonly authenticate = async (request: FastifyRequest): Promise<Identity | undefined> => {
+    const account = await this.signedIn(request)
+    return account && { id: account.id, name: account.name }
+  }
+
+  /**
+   * The chat plugin's `rest.authorize`: every moderation route (and publishing
+   * as the server) is for a signed-in admin only; anyone else is refused (403).
+   */
+  readonly authorize = async (request: FastifyRequest, _action: RestAction): Promise<boolean> => {
+    return (await this.signedIn(request))?.admin === true
+  }
+
+  /** The account of the request's session, if any, with whether it is an admin. */
+  private async signedIn (request: FastifyRequest): Promise<SignedIn | undefined> {
     const session = this.sessionToken(request)
     const account = session === undefined ? undefined : await this.store.session(tokenHash(session), Date.now())
-    return account && { id: account.id, name: account.name }
+    return account && this.withRole(account)
+  }
+
+  /** An admin is named in the config; the name is compared as a taken name is, so its case does not matter. */
+  private withRole (account: Account): SignedIn {
+    return { id: account.id, name: account.name, admin: this.admins.has(nameKey(account.name)) }
   }
 
   /** The routes, as an encapsulated plugin: its cookie, rate limit and JSON parser reach no other route. */
@@ -122,7 +155,7 @@ export class Accounts {
       const created = await this.store.create({ ...account, key: nameKey(name), passwordHash: await hashPassword(password) })
       if (!created) throw new HttpError(409, 'name: already taken')
       await this.startSession(account, request, reply)
-      return reply.code(201).send({ user: account })
+      return reply.code(201).send({ user: this.withRole(account) })
     })
 
     app.post('/auth/login', signIn, async (request, reply) => {
@@ -131,9 +164,8 @@ export class Accounts {
       // An unknown name costs one scrypt too, so the time does not tell it from a wrong password.
       const matches = await verifyPassword(password, found?.passwordHash ?? decoyHash)
       if (!found || !matches) throw new HttpError(401, 'wrong name or password')
-      const account = { id: found.id, name: found.name }
-      await this.startSession(account, request, reply)
-      return { user: account }
+      await this.startSession(found, request, reply)
+      return { user: this.withRole(found) }
     })
 
     app.post('/auth/logout', async (request, reply) => {
@@ -143,10 +175,7 @@ export class Accounts {
       return { user: null }
     })
 
-    app.get('/auth/me', async (request) => {
-      const user = await this.authenticate(request)
-      return { user: user ?? null }
-    })
+    app.get('/auth/me', async (request) => ({ user: (await this.signedIn(request)) ?? null }))
   }
 
   /** The session token of the request's cookie when its signature holds. */

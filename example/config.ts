@@ -1,15 +1,17 @@
 /**
  * The example server's config file: `{ host, port, logLevel,
- * connectionTimeout?, redis? | sqlite? | postgres?, accounts?, sessionSecret?,
- * chat }`, where `chat` holds the plugin's options, at most one broker key
- * names where rooms live, and `accounts` turns on sign-up and sign-in (kept in
- * the SQLite or PostgreSQL database). Validated at start so a bad field stops
- * the server with a message naming it.
+ * connectionTimeout?, redis? | sqlite? | postgres?, accounts?, admins?,
+ * sessionSecret?, chat }`, where `chat` holds the plugin's options, at most one
+ * broker key names where rooms live, `accounts` turns on sign-up and sign-in
+ * (kept in the SQLite or PostgreSQL database) and `admins` names the accounts
+ * that may moderate. Validated at start so a bad field stops the server with a
+ * message naming it.
  */
 import { readFile } from 'node:fs/promises'
 import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { OptionsSchema, OptionsError, optionRuleProblems } from '../lib/options.js'
+import { normalizeName } from '../lib/protocol.js'
 import { schemaErrors } from '../lib/schema-errors.js'
 
 export const ConfigSchema = Type.Object({
@@ -22,9 +24,10 @@ export const ConfigSchema = Type.Object({
   sqlite: Type.Optional(Type.String({ minLength: 1, description: "a database file like 'data/chat.db', relative to the working directory" })),
   postgres: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: "a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'" })),
   accounts: Type.Optional(Type.Boolean({ description: 'true (people register and sign in; needs sqlite or postgres) or false (everyone is a guest)' })),
+  admins: Type.Optional(Type.Array(Type.String(), { description: "a list of account names like ['alice'], who may moderate (needs accounts: true)" })),
   sessionSecret: Type.Optional(Type.String({ minLength: 32, description: 'a secret of at least 32 characters that signs session cookies' })),
   chat: OptionsSchema,
-}, { additionalProperties: false, description: 'an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, accounts?, sessionSecret?, chat }' })
+}, { additionalProperties: false, description: 'an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, accounts?, admins?, sessionSecret?, chat }' })
 
 /**
  * How long a connection may stay silent before the server closes it, unless
@@ -59,7 +62,7 @@ export async function loadConfig (file: string | URL, env: NodeJS.ProcessEnv = p
     if (env.HOST !== undefined) fields.host = env.HOST
     if (env.PORT !== undefined) fields.port = Number(env.PORT)
   }
-  const problems = validator.Check(value) ? [...brokerProblems(value), ...accountsProblems(value), ...optionRuleProblems(value.chat, 'chat.')] : schemaErrors(validator, value, 'config')
+  const problems = validator.Check(value) ? [...brokerProblems(value), ...accountsProblems(value), ...adminsProblems(value), ...optionRuleProblems(value.chat, 'chat.')] : schemaErrors(validator, value, 'config')
   if (problems.length > 0) throw new OptionsError(`config ${String(file)}: ${problems.join('; ')}`)
   return value as Config
 }
@@ -75,4 +78,21 @@ function accountsProblems (config: Config): string[] {
   if (config.accounts !== true || config.sqlite !== undefined || config.postgres !== undefined) return []
   const where = config.redis !== undefined ? 'redis does not keep them' : 'no broker key is set'
   return [`accounts: needs sqlite or postgres to keep the accounts in (${where}); set one of them, or accounts: false`]
+}
+
+/**
+ * Admins are accounts, named as people sign in: each name must be one an
+ * account could have (PROTOCOL.md's name rules), and there must be accounts.
+ */
+function adminsProblems (config: Config): string[] {
+  if (config.admins === undefined) return []
+  if (config.accounts !== true) return ['admins: needs accounts: true (an admin is a signed-in account); set accounts: true, or remove admins']
+  return config.admins.flatMap((name, index) => {
+    try {
+      normalizeName(name)
+      return []
+    } catch (error) {
+      return [`admins.${index}: ${(error as Error).message.replace(/^name: /, '')}`]
+    }
+  })
 }

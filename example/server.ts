@@ -4,7 +4,8 @@
  * With `sqlite` (a file) its rooms outlive restarts; with `redis` or
  * `postgres` (a URL), several such servers share their rooms. With
  * `accounts`, people sign in (example/accounts.ts) and the chat knows them by
- * their session; without, everyone is a guest who picks a name.
+ * their session, and the config's `admins` may moderate through the HTTP API;
+ * without, everyone is a guest who picks a name.
  */
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -41,8 +42,10 @@ async function main (): Promise<void> {
   const config = await loadConfig(process.env.CHAT_CONFIG ?? DEFAULT_CONFIG_FILE)
   const app = Fastify({ logger: { level: config.logLevel }, connectionTimeout: config.connectionTimeout ?? DEFAULT_CONNECTION_TIMEOUT })
   const broker = await makeBroker(config)
-  const accounts = config.accounts === true ? new Accounts(await makeAccountStore(config, broker, app.log)) : undefined
-  await app.register(chatRooms, { ...config.chat, broker, authenticate: accounts?.authenticate })
+  const accounts = config.accounts === true ? new Accounts(await makeAccountStore(config, broker, app.log), config.admins) : undefined
+  // With accounts, the HTTP API's moderation routes are the admins'; without, they do not exist.
+  const rest = config.chat.rest && accounts ? { ...config.chat.rest, authorize: accounts.authorize } : config.chat.rest
+  await app.register(chatRooms, { ...config.chat, rest, broker, authenticate: accounts?.authenticate })
   // After the chat plugin: its broker is open, and with SQLite the accounts live in its file.
   if (accounts) await app.register(accounts.routes, { sessionSecret: config.sessionSecret })
   await app.listen({ host: config.host, port: config.port })

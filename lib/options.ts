@@ -54,6 +54,8 @@ const Hook = Type.Function([], Type.Unknown())
 /** Every option of `register`: the data ones, the hooks, and the broker (whose shape `isBroker` checks). */
 const PluginOptionsSchema = Type.Object({
   ...OptionsSchema.properties,
+  // `authorize` is code, so a config file's `rest` cannot hold it.
+  rest: Type.Optional(Type.Union([Type.Literal(false), Type.Object({ prefix: Prefix, authorize: Type.Optional(Hook) }, { additionalProperties: false })])),
   authenticate: Type.Optional(Hook),
   onJoin: Type.Optional(Hook),
   onMessage: Type.Optional(Hook),
@@ -69,6 +71,9 @@ export interface Identity {
   name: string
 }
 
+/** What a call of the HTTP API asks to do, as `rest.authorize` sees it. */
+export type RestAction = 'publish' | 'kick' | 'ban' | 'unban' | 'mute' | 'unmute' | 'moderation'
+
 /** What `onMessage` sees of a message before it is stored. */
 export interface PendingMessage {
   room: string
@@ -76,7 +81,13 @@ export interface PendingMessage {
 }
 
 /** Options of `fastify.register(chatRooms, options)`. Every field is optional. */
-export interface ChatRoomsOptions extends DataOptions {
+export interface ChatRoomsOptions extends Omit<DataOptions, 'rest'> {
+  /**
+   * `{ prefix }` enables the HTTP API; `authorize(request, action)` allows
+   * (`true`) or refuses (`false`, 403) each call of its moderation and
+   * publishing routes, which exist only with it.
+   */
+  rest?: false | { prefix: string, authorize?: (request: FastifyRequest, action: RestAction) => boolean | Promise<boolean> }
   /** Decides who a connection is before the upgrade; returning nothing (or throwing) refuses it with 401. */
   authenticate?: (request: FastifyRequest) => Identity | undefined | Promise<Identity | undefined>
   /** May refuse a join (`false`, answered `forbidden`). */
@@ -173,11 +184,11 @@ function fullFrameBytes (characters: number): number {
 
 /**
  * How many members a reply may carry within a quarter of `maxBufferedBytes`
- * (the messages of a reply fill at most half): at least 1, since the smallest
- * allowed `maxBufferedBytes` is above 4 × MEMBER_REPLY_BYTES.
+ * (the messages of a reply fill at most half), and at least 1: the smallest
+ * allowed `maxBufferedBytes` (1036) holds half of it in messages and one member.
  */
 function membersThatFit (maxBufferedBytes: number): number {
-  return Math.floor(maxBufferedBytes / 4 / MEMBER_REPLY_BYTES)
+  return Math.max(1, Math.floor(maxBufferedBytes / 4 / MEMBER_REPLY_BYTES))
 }
 
 /** An option or config field that cannot be used; the message names it. */

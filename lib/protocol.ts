@@ -32,11 +32,12 @@ export const MAX_HISTORY_LIMIT = 100
 export const DEFAULT_HISTORY_LIMIT = 50
 /**
  * Bytes one member may take in a `joined` or `members` reply, as JSON with its
- * comma: a name of 32 characters escaped at 6 bytes each (192), the keys (20)
- * and an id of 44. A page holds at most `maxMembersInReply` members and that
+ * comma: a name of 32 characters escaped at 6 bytes each (192), the keys (30),
+ * and an id and a user of 49 bytes each (an authenticated id is its user, a dot
+ * and a suffix of 6). A page holds at most `maxMembersInReply` members and that
  * many times this in bytes, so members with longer ids make shorter pages.
  */
-export const MEMBER_REPLY_BYTES = 256
+export const MEMBER_REPLY_BYTES = 320
 /**
  * Raw strings longer than this many characters are refused by the schema
  * before any closer check, so a configurable rule (room pattern, text length)

@@ -7,10 +7,14 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Page } from 'playwright-core'
 import WebSocket from 'ws'
-import { SIGN_IN_LIMIT } from '../example/accounts.js'
+import Fastify from 'fastify'
+import Database from 'better-sqlite3'
+import { Accounts, SIGN_IN_LIMIT } from '../example/accounts.js'
+import { SqliteAccountStore } from '../example/sqlite-accounts.js'
+import type { RestAction } from '../lib/options.js'
 import { launchBrowser, openPage, say, shownMembers, skipUnlessChromium, waitConnected, waitForMessage, waitJoined } from './helpers/browser.js'
 import { RawClient } from './helpers/client.js'
-import { homePage, sessionCookie, signUp, startExample, tempDir } from './helpers/example-server.js'
+import { homePage, sessionCookie, signUp, startExample, tempDir, type SignedIn } from './helpers/example-server.js'
 import { freePort } from './helpers/free-port.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
 
@@ -67,7 +71,7 @@ async function me (example: Example, cookie?: string): Promise<unknown> {
   return response.json()
 }
 
-function register (example: Example, name: string): Promise<{ cookie: string, user: { id: string, user: string, name: string } }> {
+function register (example: Example, name: string): Promise<{ cookie: string, user: SignedIn }> {
   return signUp(example.base, name, PASSWORD)
 }
 
@@ -79,14 +83,14 @@ async function welcome (t: TestContext, url: string, cookie: string): Promise<{ 
   return JSON.parse(String(data)) as { id: string, user: string, name: string }
 }
 
-/** Two connections with one session are one user: the account's name, and ids that start with the account's id. */
-async function oneUserInTwoConnections (t: TestContext, example: Example, cookie: string, user: { id: string, user: string, name: string }): Promise<void> {
+/** Two connections with one session are one user: the account's id as `user`, its name, and ids that start with the account's id. */
+async function oneUserInTwoConnections (t: TestContext, example: Example, cookie: string, user: SignedIn): Promise<void> {
   const welcomes = [await welcome(t, example.ws, cookie), await welcome(t, `${example.ws}?name=somebody-else`, cookie)]
-  assert.deepEqual(welcomes.map(({ name }) => name), [user.name, user.name])
+  assert.deepEqual(welcomes.map(({ user, name }) => ({ user, name })), [{ user: user.id, name: user.name }, { user: user.id, name: user.name }])
   const tabs = [await RawClient.connect(t, example.ws, { headers: { cookie } }), await RawClient.connect(t, example.ws, { headers: { cookie } })]
   await tabs[0]!.request('joined', { type: 'join', room: 'lobby' })
   const { members } = await tabs[1]!.request('joined', { type: 'join', room: 'lobby' })
-  assert.deepEqual(members.map(({ name }) => name), [user.name, user.name])
+  assert.deepEqual(members.map(({ user, name }) => ({ user, name })), [{ user: user.id, name: user.name }, { user: user.id, name: user.name }])
   for (const { id } of [...welcomes, ...members]) assert.ok(id.startsWith(`${user.id}.`), `${id} is a connection of ${user.id}`)
   assert.equal(new Set(members.map(({ id }) => id)).size, 2, 'two tabs are still two connections')
 }
@@ -100,8 +104,9 @@ test('register answers with a session cookie that /auth/me and the WebSocket kno
   assert.match(setCookie, /chat_session=[^;]+\.[^;]+;/, 'the cookie is signed')
   assert.match(setCookie, /HttpOnly/)
   assert.match(setCookie, /SameSite=Lax/)
-  const { user } = await response.json() as { user: { id: string, user: string, name: string } }
+  const { user } = await response.json() as { user: SignedIn }
   assert.equal(user.name, 'Alice', 'the name is trimmed as PROTOCOL.md says')
+  assert.equal(user.admin, false, 'no admins are configured')
   const cookie = sessionCookie(response)
   assert.deepEqual(await me(example, cookie), { user })
   await oneUserInTwoConnections(t, example, cookie, user)
@@ -241,6 +246,82 @@ test('accounts with redis or with no broker stop the server with a message namin
     assert.match(server.output(), /accounts: needs sqlite or postgres/)
     if ('redis' in broker) assert.match(server.output(), /redis/)
   }
+})
+
+test('two sessions of one account (two sign-ins, as two devices) get the same user in welcome', async (t) => {
+  const example = await onSqlite(t)
+  const { cookie: phone, user } = await register(example, 'Kim')
+  const laptop = sessionCookie(await post(example, '/auth/login', { name: 'kim', password: PASSWORD }))
+  assert.notEqual(laptop, phone)
+  const welcomes = [await welcome(t, example.ws, phone), await welcome(t, example.ws, laptop)]
+  assert.deepEqual(welcomes.map(({ user, name }) => ({ user, name })), [{ user: user.id, name: 'Kim' }, { user: user.id, name: 'Kim' }])
+  assert.notEqual(welcomes[0]!.id, welcomes[1]!.id, 'each device is still its own connection')
+  const other = await welcome(t, example.ws, (await register(example, 'Lee')).cookie)
+  assert.notEqual(other.user, user.id, 'another account is another user')
+})
+
+/** Writes a config with `fields` over a valid one (accounts on SQLite) and starts the example on it, expecting it to refuse. */
+async function refusedConfig (t: TestContext, fields: object): Promise<string> {
+  const dir = await tempDir(t)
+  const server = startExample({ CHAT_CONFIG: await accountsConfig(dir, { sqlite: join(dir, 'chat.db') }, fields) })
+  t.after(() => server.child.kill('SIGKILL'))
+  assert.equal((await server.exited)[0], 1, server.output())
+  return server.output()
+}
+
+test('a bad admins value stops the server with a message naming the field', async (t) => {
+  const [notAList, notNames, badName, noAccounts] = await Promise.all([
+    refusedConfig(t, { admins: 'alice' }),
+    refusedConfig(t, { admins: ['alice', 7] }),
+    refusedConfig(t, { admins: ['alice', '   '] }),
+    refusedConfig(t, { accounts: false, admins: ['alice'] }),
+  ])
+  assert.match(notAList, /admins: must be a list of account names/)
+  assert.match(notNames, /admins\.1: must be a string/)
+  assert.match(badName, /admins\.1: must not be empty/)
+  assert.match(noAccounts, /admins: needs accounts: true/)
+})
+
+test('/auth/me says whether the account is one of the admins of the config, whatever the case of its name', async (t) => {
+  const dir = await tempDir(t)
+  const example = await runExample(t, await accountsConfig(dir, { sqlite: join(dir, 'chat.db') }, { admins: ['Root'] }))
+  const admin = await register(example, 'ROOT')
+  const member = await register(example, 'Rooted')
+  assert.equal(admin.user.admin, true)
+  assert.deepEqual(await me(example, admin.cookie), { user: { id: admin.user.id, name: 'ROOT', admin: true } })
+  assert.deepEqual(await me(example, member.cookie), { user: { id: member.user.id, name: 'Rooted', admin: false } })
+  const login = await post(example, '/auth/login', { name: 'root', password: PASSWORD })
+  assert.deepEqual(await login.json(), { user: admin.user }, 'a sign-in answers the role too')
+})
+
+const REST_ACTIONS: RestAction[] = ['publish', 'kick', 'ban', 'unban', 'mute', 'unmute', 'moderation']
+
+test('authorize allows a signed-in admin every action; a member and a guest get 403', async (t) => {
+  const dir = await tempDir(t)
+  const database = new Database(join(dir, 'accounts.db'))
+  const accounts = new Accounts(new SqliteAccountStore(() => database), ['Root'])
+  const app = Fastify()
+  t.after(async () => {
+    await app.close()
+    database.close()
+  })
+  await app.register(accounts.routes, {})
+  // The check as the plugin's moderation routes make it: allowed, or 403 in Fastify's error shape.
+  app.post<{ Params: { action: RestAction } }>('/check/:action', async (request, reply) => {
+    if (await accounts.authorize(request, request.params.action)) return { allowed: true }
+    return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'not allowed' })
+  })
+  const base = await app.listen({ host: '127.0.0.1', port: 0 })
+  const admin = await signUp(base, 'root', PASSWORD)
+  const member = await signUp(base, 'Mallory', PASSWORD)
+  for (const action of REST_ACTIONS) {
+    const check = (cookie?: string) => fetch(`${base}/check/${action}`, { method: 'POST', headers: cookie === undefined ? {} : { cookie } })
+    assert.equal((await check(admin.cookie)).status, 200, `admin, ${action}`)
+    assert.equal((await check(member.cookie)).status, 403, `member, ${action}`)
+    assert.equal((await check()).status, 403, `guest, ${action}`)
+  }
+  await fetch(`${base}/auth/logout`, { method: 'POST', headers: { cookie: admin.cookie } })
+  assert.equal((await fetch(`${base}/check/kick`, { method: 'POST', headers: { cookie: admin.cookie } })).status, 403, 'a signed-out session is no admin')
 })
 
 test('with PostgreSQL, one account is one user on two servers, and outlives them', { skip: await skipUnlessPostgres() }, async (t) => {

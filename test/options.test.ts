@@ -54,9 +54,10 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ home: '/chat' }, 'option home: must be true, false or { prefix: string }'],
     [{ home: { prefix: 'chat' } }, "option home.prefix: must be a path starting with '/'"],
     [{ home: {} }, "option home.prefix: missing, must be a path starting with '/'"],
-    [{ rest: true }, 'option rest: must be false or { prefix: string }'],
+    [{ rest: true }, 'option rest: must be false or { prefix: string, authorize?: function }'],
+    [{ rest: { prefix: '/api', authorize: true } }, 'option rest.authorize: must be a function'],
     [{ rest: { prefix: 3 } }, "option rest.prefix: must be a path starting with '/'"],
-    [{ rest: { prefix: '/api', auth: true } }, 'option rest.auth: unknown field (allowed: prefix)'],
+    [{ rest: { prefix: '/api', auth: true } }, 'option rest.auth: unknown field (allowed: prefix, authorize)'],
     [{ health: true }, 'option health: must be false or { prefix: string }'],
     [{ health: { prefix: 'health' } }, "option health.prefix: must be a path starting with '/'"],
     [{ allowedOrigins: 'http://x' }, "option allowedOrigins: must be 'same-origin', '*' or a list of origins like 'https://example.com'"],
@@ -102,7 +103,7 @@ test('an unknown option is named, with the options there are', () => {
 })
 
 test('every problem is reported at once', () => {
-  assert.equal(errorOf({ maxPayload: 0, rest: true }), 'option rest: must be false or { prefix: string }; option maxPayload: must be an integer >= 1')
+  assert.equal(errorOf({ maxPayload: 0, rest: true }), 'option rest: must be false or { prefix: string, authorize?: function }; option maxPayload: must be an integer >= 1')
 })
 
 test('historyOnJoin may not exceed historySize, and follows a lowered historySize when unset', () => {
@@ -145,10 +146,10 @@ test('maxBufferedBytes must hold a reply with one message of full size', () => {
 
 test('maxMembersInReply: the members of a reply fit in a quarter of maxBufferedBytes; unset, it shrinks to fit', () => {
   assert.equal(resolveOptions({}).maxMembersInReply, 100)
-  assert.equal(errorOf({ maxBufferedBytes: 65536, maxMembersInReply: 65 }),
-    'option maxMembersInReply: must be at most 64 for maxBufferedBytes 65536, not 65: the members of a reply (up to 256 bytes each) may fill a quarter of it')
-  assert.equal(resolveOptions({ maxBufferedBytes: 65536, maxMembersInReply: 64 }).maxMembersInReply, 64)
-  assert.equal(resolveOptions({ maxBufferedBytes: 65536 }).maxMembersInReply, 64)
+  assert.equal(errorOf({ maxBufferedBytes: 65536, maxMembersInReply: 52 }),
+    'option maxMembersInReply: must be at most 51 for maxBufferedBytes 65536, not 52: the members of a reply (up to 320 bytes each) may fill a quarter of it')
+  assert.equal(resolveOptions({ maxBufferedBytes: 65536, maxMembersInReply: 51 }).maxMembersInReply, 51)
+  assert.equal(resolveOptions({ maxBufferedBytes: 65536 }).maxMembersInReply, 51)
   assert.equal(resolveOptions({ maxTextLength: 1, maxBufferedBytes: 1036 }).maxMembersInReply, 1, 'the smallest maxBufferedBytes still holds one')
   assert.match(errorOf({ maxMembersInReply: 0 }), /^option maxMembersInReply: must be an integer >= 1/)
 })
@@ -187,7 +188,12 @@ test('the example config is validated, names a bad field, and HOST/PORT override
     [{ ...good, chat: { historySize: 10, historyOnJoin: 20 } }, 'chat.historyOnJoin: must be at most chat.historySize, which is 10, not 20: a join cannot send more messages than a room keeps'],
     [{ ...good, chat: { roomPattern: '[' } }, 'chat.roomPattern: must be a valid regular expression (Invalid regular expression: /[/u: Unterminated character class)'],
     [{ ...good, chat: 'all' }, "chat: must be an object of the plugin's options"],
-    [{ ...good, prot: 1 }, 'prot: unknown field (allowed: host, port, logLevel, connectionTimeout, redis, sqlite, postgres, accounts, sessionSecret, chat)'],
+    [{ ...good, prot: 1 }, 'prot: unknown field (allowed: host, port, logLevel, connectionTimeout, redis, sqlite, postgres, accounts, admins, sessionSecret, chat)'],
+    [{ ...good, chat: { rest: { prefix: '/api', authorize: 'admins' } } }, 'chat.rest.authorize: unknown field (allowed: prefix)'],
+    [{ ...good, sqlite: 'chat.db', accounts: true, admins: 'alice' }, "admins: must be a list of account names like ['alice'], who may moderate (needs accounts: true)"],
+    [{ ...good, sqlite: 'chat.db', accounts: true, admins: ['alice', ' '] }, 'admins.1: must not be empty'],
+    [{ ...good, sqlite: 'chat.db', accounts: true, admins: ['a'.repeat(33)] }, 'admins.0: must be at most 32 characters'],
+    [{ ...good, sqlite: 'chat.db', admins: [] }, 'admins: needs accounts: true (an admin is a signed-in account); set accounts: true, or remove admins'],
     [{ ...good, connectionTimeout: -1 }, 'connectionTimeout: must be an integer >= 0'],
     [{ ...good, redis: 'http://nope' }, "redis: must be a Redis URL like 'redis://127.0.0.1:6379'"],
     [{ ...good, logLevel: 'loud' }, "logLevel: must be 'fatal', 'error', 'warn', 'info', 'debug', 'trace' or 'silent'"],
@@ -201,7 +207,7 @@ test('the example config is validated, names a bad field, and HOST/PORT override
     [{ ...good, accounts: true, redis: 'redis://127.0.0.1:6379' }, 'accounts: needs sqlite or postgres to keep the accounts in (redis does not keep them); set one of them, or accounts: false'],
     [{ ...good, sqlite: 'chat.db', accounts: 'yes' }, 'accounts: must be true (people register and sign in; needs sqlite or postgres) or false (everyone is a guest)'],
     [{ ...good, sqlite: 'chat.db', accounts: true, sessionSecret: 'short' }, 'sessionSecret: must be a secret of at least 32 characters that signs session cookies'],
-    [[good], 'config: must be an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, accounts?, sessionSecret?, chat }'],
+    [[good], 'config: must be an object { host, port, logLevel, connectionTimeout?, redis? | sqlite? | postgres?, accounts?, admins?, sessionSecret?, chat }'],
   ]
   for (const [config, message] of refused) {
     await writeFile(file, JSON.stringify(config))

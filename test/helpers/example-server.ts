@@ -12,6 +12,9 @@ import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
 
+/** An account as the example's `/auth` routes answer it. */
+export interface SignedIn { id: string, name: string, admin: boolean }
+
 const SERVER = fileURLToPath(new URL('../../example/server.js', import.meta.url))
 /** The example starts in well under a second; this only bounds a broken start. */
 const LISTEN_TIMEOUT_MS = 10_000
@@ -60,9 +63,9 @@ export function sessionCookie (response: Response): string {
 }
 
 /** Registers an account on the example server at `base` (with accounts on): its session cookie and account. */
-export async function signUp (base: string, name: string, password: string): Promise<{ cookie: string, user: { id: string, user: string, name: string } }> {
+export async function signUp (base: string, name: string, password: string): Promise<{ cookie: string, user: SignedIn }> {
   const response = await fetch(`${base}/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, password }) })
   assert.equal(response.status, 201, await response.clone().text())
-  const { user } = await response.json() as { user: { id: string, user: string, name: string } }
+  const { user } = await response.json() as { user: SignedIn }
   return { cookie: sessionCookie(response), user }
 }
