@@ -4,7 +4,7 @@
  */
 
 /** How an ARGV value travels: Lua sees a string, a number, nil for an absent `number?`, or a boolean. */
-export type ArgType = 'string' | 'number' | 'number?' | 'boolean'
+type ArgType = 'string' | 'number' | 'number?' | 'boolean'
 interface ArgValues { string: string, number: number, 'number?': number | undefined, boolean: boolean }
 export type Args = Record<string, ArgType>
 

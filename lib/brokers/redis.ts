@@ -1,9 +1,10 @@
 /**
  * The broker for many processes: rooms live in Redis, so every node that
  * shares one Redis and key prefix serves the same rooms. Each change (a
- * message, a presence event) is one Lua script that stores it and publishes
- * it (redis-scripts.ts); pub/sub carries events to the nodes subscribed to the
- * room and `RoomFeeds` turns that into ordered, gap-free delivery. Each node
+ * message, a presence event, a user's marker or ban) is one Lua script that
+ * checks, stores and publishes it (redis-room-scripts.ts); pub/sub carries
+ * events to the nodes subscribed to the room and `RoomFeeds` turns that into
+ * ordered, gap-free delivery. Node-wide signals have a channel of their own. Each node
  * registers in the `NodeRegistry` and holds a lease; the others remove the
  * members of a node whose lease lapsed (it crashed) and tell their rooms.
  *
