@@ -165,6 +165,12 @@ export interface UserEvent {
   connection?: string
 }
 
+/** The event that tells the room's nodes of a change (for `read`, with the marker's new value). */
+export function userEvent (room: string, user: string, change: UserChange, state: UserState, connection: string | undefined): UserEvent {
+  const told = change.kind === 'read' ? { kind: 'read' as const, seq: state.read } : change
+  return connection === undefined ? { type: 'user', room, user, change: told } : { type: 'user', room, user, change: told, connection }
+}
+
 /** The reason `left` gives a user a ban or kick removed (PROTOCOL.md). */
 export function removalReason (change: UserChange): LeftReason | undefined {
   return change.kind === 'kick' ? 'kicked' : change.kind === 'ban' ? 'banned' : undefined
