@@ -13,8 +13,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserEvent, UserState } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, reconnectDelay, retryOfTrimmed, storedMessage } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, reconnectDelay, retryOfTrimmed, storedMessage, userEvent } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
@@ -190,10 +190,8 @@ export class RedisBroker implements Broker {
 
   async changeUser (room: string, user: string, change: UserChange, connection?: string): Promise<{ state: UserState, changed: boolean }> {
     const { scripts } = this.opened()
-    // For a `read`, the script puts the new marker where this event's placeholder seq 0 is.
-    const event: UserEvent = { type: 'user', room, user, change: change.kind === 'read' ? { kind: 'read', seq: 0 } : change }
-    if (connection !== undefined) event.connection = connection
-    const json = JSON.stringify({ event })
+    // For a `read`, the script puts the new marker where this event's seq 0 (NO_USER_STATE's marker) is.
+    const json = JSON.stringify({ event: userEvent(room, user, change, NO_USER_STATE, connection) })
     // The first `"seq":` is the change's: room and user come first, and a JSON string cannot hold an unescaped quote.
     const at = change.kind === 'read' ? json.indexOf('"seq":') + '"seq":'.length : json.length
     const { changed, state } = await this.run(() => scripts.user({
