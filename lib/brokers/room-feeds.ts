@@ -46,7 +46,7 @@ export class RoomFeeds {
 
   constructor (
     private readonly read: (room: string, range: ReadRange) => Promise<ReadResult>,
-    private readonly deliver: (room: string, event: BrokerEvent) => void,
+    private readonly deliver: BrokerNode['deliver'],
     private readonly outOfSync: BrokerNode['outOfSync'],
     private readonly log: BrokerLogger,
   ) {}
@@ -103,6 +103,7 @@ export class RoomFeeds {
   }
 
   private apply (room: string, feed: Feed, { epoch, event }: Envelope): void {
+    // Presence, typing and user events are delivered in the order they came, between the messages.
     if (event.type !== 'message') {
       this.deliver(room, event)
       return
