@@ -5,7 +5,7 @@
  * themselves, so `listRoom` and `unlistRoom` have nothing to do.
  */
 import { randomUUID } from 'node:crypto'
-import type { NodeInfo } from '../broker.js'
+import { restrictionError, type NodeInfo } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence } from '../protocol.js'
 import type { PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
@@ -63,7 +63,7 @@ export class PostgresRegistryStore implements RegistryStore {
       `SELECT ${this.schema}.chat_presence($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS outcome`,
       [room, action, member.id, member.user, member.name, stamp.node, stamp.serial, randomUUID(), maxMembers, options.onlyIfNew ?? false, this.channel])
     if (row!.outcome === 'full') throw new ChatError('room_full', `${room} is full (${maxMembers} members)`)
-    if (row!.outcome === 'banned') throw new ChatError('forbidden', `banned from ${room}`)
+    if (row!.outcome === 'banned') throw restrictionError(room, 'banned')
   }
 
   async evict (room: string, node: string, serial: number): Promise<number> {

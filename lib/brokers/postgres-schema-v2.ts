@@ -45,7 +45,7 @@ CREATE VIEW room_users_now AS
 DROP FUNCTION chat_append_batch(text[], text[], text[], text[], text[], text);
 DROP FUNCTION chat_append(text, text, text, text, text, text);
 
--- As in version 1, except that an append of a user muted in the room stores nothing and answers 'muted'.
+-- As in version 1, except that an append of a user banned or muted in the room stores nothing and answers 'banned' or 'muted'.
 CREATE FUNCTION chat_append(p_room text, p_epoch text, p_cid text, p_user text, p_head text, p_tail text, p_channel text)
 RETURNS TABLE (r_outcome text, r_body text) LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 DECLARE
@@ -53,13 +53,16 @@ DECLARE
   v_seq bigint;
   v_body text;
   v_event text;
+  v_refusal text;
 BEGIN
   INSERT INTO rooms AS r (room, epoch) VALUES (p_room, p_epoch)
     ON CONFLICT (room) DO UPDATE SET changed_at = now()
     RETURNING r.epoch, r.seq INTO v_epoch, v_seq;
-  -- Under the room's lock, which a mute takes too; one lookup by primary key.
-  IF EXISTS (SELECT 1 FROM room_users_now u WHERE u.room = p_room AND u.user_id = p_user AND u.mute) THEN
-    RETURN QUERY SELECT 'muted'::text, NULL::text;
+  -- Under the room's lock, which a ban or mute takes too; one lookup by primary key.
+  SELECT CASE WHEN u.ban THEN 'banned' ELSE 'muted' END INTO v_refusal
+    FROM room_users_now u WHERE u.room = p_room AND u.user_id = p_user AND (u.ban OR u.mute);
+  IF v_refusal IS NOT NULL THEN
+    RETURN QUERY SELECT v_refusal, NULL::text;
     RETURN;
   END IF;
   IF p_cid IS NOT NULL THEN
@@ -82,7 +85,7 @@ BEGIN
 END
 $fn$;
 
--- As in version 1, with each append's user: a muted one answers 'muted' and the others go on.
+-- As in version 1, with each append's user: a banned or muted one is refused alone and the others go on.
 CREATE FUNCTION chat_append_batch(p_rooms text[], p_epochs text[], p_cids text[], p_users text[], p_heads text[], p_tails text[], p_channel text)
 RETURNS TABLE (r_index int, r_outcome text, r_body text) LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN

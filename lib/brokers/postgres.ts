@@ -17,8 +17,7 @@
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState } from '../broker.js'
-import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay, storedMessage } from '../broker.js'
-import { ChatError } from '../errors.js'
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, storedMessage } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { Availability } from './availability.js'
 import { GroupCommit, type Pending } from './group-commit.js'
@@ -195,8 +194,8 @@ export class PostgresBroker implements Broker {
       [columns.rooms, columns.epochs, columns.cids, columns.users, columns.heads, columns.tails, this.channel]))
     for (const row of rows) {
       const pending = ordered[row.r_index - 1]!
-      // A muted sender's append is refused alone: the rest of the batch is stored.
-      if (row.r_outcome === 'muted') pending.reject(new ChatError('forbidden', `muted in ${pending.call.room}`))
+      // A banned or muted sender's append is refused alone: the rest of the batch is stored.
+      if (row.r_outcome === 'banned' || row.r_outcome === 'muted') pending.reject(restrictionError(pending.call.room, row.r_outcome))
       else pending.resolve({ message: storedMessage(JSON.parse(row.r_body) as Message), duplicate: row.r_outcome === 'stored' })
     }
     // Only if the function broke its promise of a row per append; a settled call ignores this.

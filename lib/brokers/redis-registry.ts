@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import type { NodeInfo } from '../broker.js'
+import { restrictionError, type NodeInfo } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence } from '../protocol.js'
 import type { PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
@@ -99,7 +99,7 @@ export class RedisRegistryStore implements RegistryStore {
       head: JSON.stringify({ event }).slice(0, -2), idleTtl: idleRoomTtl, epoch: randomUUID(), maxMembers, onlyIfNew: options.onlyIfNew ?? false, now: Date.now(),
     }))
     if (outcome === 'full') throw new ChatError('room_full', `${room} is full (${maxMembers} members)`)
-    if (outcome === 'banned') throw new ChatError('forbidden', `banned from ${room}`)
+    if (outcome === 'banned') throw restrictionError(room, 'banned')
   }
 
   async evict (room: string, node: string, serial: number): Promise<number> {

@@ -10,20 +10,23 @@ import { PRESENT, TOUCH, USER_STATE, decodeCount, script } from './redis-lua.js'
 export type AppendReply =
   | { outcome: 'new' | 'stored', message: string }
   | { outcome: 'forgotten', seq: number, ts: number }
+  | { outcome: 'banned' }
   | { outcome: 'muted' }
 
 /**
  * Stores a message once and publishes it. The seq goes between `head` and
  * `tail`, the two halves of the message JSON. `epoch` is used if the room has
  * none. Answers 'stored' for a retried cid still in the history, 'forgotten'
- * (with its seq and time) for one whose message was trimmed away, 'muted'
- * when the sender's `user` (its JSON string) is muted in the room at `now`.
+ * (with its seq and time) for one whose message was trimmed away, 'banned'
+ * or 'muted' when the sender's `user` (its JSON string) is so in the room at `now`.
  */
 export const APPEND = script({
   keys: ROOM_KEYS,
   args: { epoch: 'string', head: 'string', tail: 'string', cid: 'string', historySize: 'number', now: 'number', idleTtl: 'number', channel: 'string', cidRetentionMs: 'number', user: 'string' },
   body: TOUCH + USER_STATE + `
-if inForce(redis.call('HGET', users, user), 'mute', now) then return { 'muted' } end
+local sender = redis.call('HGET', users, user)
+if inForce(sender, 'ban', now) then return { 'banned' } end
+if inForce(sender, 'mute', now) then return { 'muted' } end
 
 -- Cids forgotten per append, at most: more than the one each append adds, so
 -- the queue keeps up, and few, so the work per append stays bounded.
@@ -74,7 +77,7 @@ return { 'new', message }
 `,
   reply: (raw): AppendReply => {
     const [outcome, stored, ts] = raw as [string, string | number, string?]
-    if (outcome === 'muted') return { outcome }
+    if (outcome === 'banned' || outcome === 'muted') return { outcome }
     if (outcome === 'forgotten') return { outcome, seq: Number(stored), ts: Number(ts) }
     return { outcome: outcome as 'new' | 'stored', message: String(stored) }
   },

@@ -14,8 +14,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, reconnectDelay, retryOfTrimmed, storedMessage, userEvent } from '../broker.js'
-import { ChatError } from '../errors.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, retryOfTrimmed, storedMessage, userEvent } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { RedisRegistryStore } from './redis-registry.js'
@@ -133,7 +132,7 @@ export class RedisBroker implements Broker {
       ...this.keys.room(room), epoch: randomUUID(), head, tail, cid: draft.cid ?? '', historySize: node.historySize, now: ts,
       idleTtl: this.idleRoomTtl, channel: this.keys.channel(room), cidRetentionMs: CID_RETENTION_MS, user: JSON.stringify(draft.from.user),
     }))
-    if (stored.outcome === 'muted') throw new ChatError('forbidden', `muted in ${room}`)
+    if (stored.outcome === 'banned' || stored.outcome === 'muted') throw restrictionError(room, stored.outcome)
     if (stored.outcome === 'forgotten') return retryOfTrimmed(room, draft, stored.seq, stored.ts)
     return { message: storedMessage(JSON.parse(stored.message) as Message), duplicate: stored.outcome === 'stored' }
   }

@@ -5,8 +5,8 @@
  * process alone writes the file, so the memory stays true.
  */
 import type Database from 'better-sqlite3'
-import type { ModerationEntry, Restriction, UserChange, UserState } from '../broker.js'
-import { NO_USER_STATE, changedUserState, currentUserState, inForce } from '../broker.js'
+import type { AppendRefusal, ModerationEntry, Restriction, UserChange, UserState } from '../broker.js'
+import { NO_USER_STATE, appendRefusal, changedUserState, currentUserState, inForce } from '../broker.js'
 
 /** A user's ban and mute in a room; `{}`: none (lifted). */
 type Restrictions = Omit<UserState, 'read'>
@@ -32,8 +32,8 @@ export class SqliteUsers {
     return inForce(this.restrictions(room, user)?.ban, now)
   }
 
-  muted (room: string, user: string, now: number): boolean {
-    return inForce(this.restrictions(room, user)?.mute, now)
+  appendRefusal (room: string, user: string, now: number): AppendRefusal | undefined {
+    return appendRefusal(this.restrictions(room, user), now)
   }
 
   /**

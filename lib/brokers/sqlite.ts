@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto'
 import type Database from 'better-sqlite3'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, UserChange, UserState } from '../broker.js'
-import { NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
+import { NO_STREAM_YET, keptPerRoom, messageIds, newMessage, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { GroupCommit, type Pending } from './group-commit.js'
@@ -275,12 +275,14 @@ export class SqliteBroker implements Broker {
         // Bans and mutes are checked in the calls' order, so one changed earlier in the batch holds for the calls after it.
         const done = batch.map(({ call }): Outcome => {
           switch (call.kind) {
-            case 'append':
-              if (users.muted(call.room, call.draft.from.user, now)) return new ChatError('forbidden', `muted in ${call.room}`)
+            case 'append': {
+              const refusal = users.appendRefusal(call.room, call.draft.from.user, now)
+              if (refusal) return restrictionError(call.room, refusal)
               return this.store(s, roomRow(call.room), call.room, call.draft, now)
+            }
             case 'event':
               if (call.event.type === 'typing') return undefined
-              if (call.event.action === 'join' && users.banned(call.room, call.event.member.user, now)) return new ChatError('forbidden', `banned from ${call.room}`)
+              if (call.event.action === 'join' && users.banned(call.room, call.event.member.user, now)) return restrictionError(call.room, 'banned')
               roomRow(call.room)
               return undefined
             case 'user': {
