@@ -54,9 +54,9 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ home: '/chat' }, 'option home: must be true, false or { prefix: string }'],
     [{ home: { prefix: 'chat' } }, "option home.prefix: must be a path starting with '/'"],
     [{ home: {} }, "option home.prefix: missing, must be a path starting with '/'"],
-    [{ rest: true }, 'option rest: must be false or { prefix: string }'],
+    [{ rest: true }, 'option rest: must be false or { prefix: string, authorize?: function }'],
     [{ rest: { prefix: 3 } }, "option rest.prefix: must be a path starting with '/'"],
-    [{ rest: { prefix: '/api', auth: true } }, 'option rest.auth: unknown field (allowed: prefix)'],
+    [{ rest: { prefix: '/api', auth: true } }, 'option rest.auth: unknown field (allowed: prefix, authorize)'],
     [{ health: true }, 'option health: must be false or { prefix: string }'],
     [{ health: { prefix: 'health' } }, "option health.prefix: must be a path starting with '/'"],
     [{ allowedOrigins: 'http://x' }, "option allowedOrigins: must be 'same-origin', '*' or a list of origins like 'https://example.com'"],
@@ -89,7 +89,7 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ authenticate: 'yes' }, 'option authenticate: must be a function'],
     [{ onJoin: true }, 'option onJoin: must be a function'],
     [{ onMessage: {} }, 'option onMessage: must be a function'],
-    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, nodes, close)'],
+    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, changeUser, userState, moderation, signal, nodes, close)'],
   ]
   for (const [options, message] of cases) assert.equal(errorOf(options), message, JSON.stringify(options))
 })
@@ -102,7 +102,7 @@ test('an unknown option is named, with the options there are', () => {
 })
 
 test('every problem is reported at once', () => {
-  assert.equal(errorOf({ maxPayload: 0, rest: true }), 'option rest: must be false or { prefix: string }; option maxPayload: must be an integer >= 1')
+  assert.equal(errorOf({ maxPayload: 0, rest: true }), 'option rest: must be false or { prefix: string, authorize?: function }; option maxPayload: must be an integer >= 1')
 })
 
 test('historyOnJoin may not exceed historySize, and follows a lowered historySize when unset', () => {
