@@ -32,7 +32,7 @@ async function settled (client: RawClient): Promise<void> {
   await client.request('pong', { type: 'ping' })
 }
 
-test('two tabs of one user are one user: members and presence say user, first and last, and so do the hub's events', async (t) => {
+test('two tabs of one user are one user: members and presence say user, first and last, and so do the hub\'s events', async (t) => {
   const server = await serve(t)
   const events: string[] = []
   server.app.hub.on('join', ({ member, first }) => events.push(`join ${member.user} first=${first}`))
