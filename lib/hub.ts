@@ -7,7 +7,8 @@
 import { EventEmitter } from 'node:events'
 import { NO_STREAM_YET, removalReason, type Broker, type NodeSignal, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo, type RoomsPage, type UserEvent } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
-import { RoomMutes } from './mutes.js'
+import { LeaveEchoes } from './leave-echoes.js'
+import { RoomUsers } from './room-users.js'
 import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type Presence, type RoomEvent, type ServerFrame, type ServerFrameOf } from './protocol.js'
 import type { HookMember, ResolvedOptions } from './options.js'
 import { TokenBucket } from './rate-limit.js'
@@ -50,14 +51,6 @@ export const ROOM_OPENINGS_PER_SECOND = 0.2
 
 /** The reason of a 4010 close: the member's stream cannot go on without a gap. */
 export const OUT_OF_SYNC_REASON = 'out of sync: resume with since'
-
-/**
- * How long a departing member's room stays subscribed, after the broker took
- * its leave, waiting for that leave to come back with `last`: a delivery takes
- * a round trip through the broker (milliseconds); past this the broker is
- * taken to be in trouble and `leave` is told without `last`.
- */
-export const LEAVE_ECHO_MS = 2000
 
 /**
  * The close of `hub.disconnectUser`: 1000, which tells the client library not
@@ -129,11 +122,9 @@ type Held = RoomEvent | ServerFrameOf<'read'>
 
 interface LocalRoom {
   readonly members: Map<string, RoomMember>
-  /** Members whose leave the broker took, by id: each waits for its leave to come back (oldest first). */
-  readonly departing: Map<string, Array<(leave: Presence) => void>>
-  /** Local members by user: whom a marker or a removal of a user concerns. */
-  readonly byUser: Map<string, Set<RoomMember>>
-  readonly mutes: RoomMutes
+  /** Leaves published and not yet heard back: the room stays subscribed meanwhile. */
+  readonly departing: LeaveEchoes
+  readonly users: RoomUsers<RoomMember>
   /** The room's epoch as the broker last reported it (`outOfSync`); undefined until it does. */
   epoch: string | undefined
   /** Settles when the broker delivers this room's events here. */
@@ -273,9 +264,7 @@ export class Hub extends EventEmitter<HubEvents> {
     const local = this.localRoom(room)
     const roomMember: RoomMember = { link, pending: [], position: { epoch: NO_STREAM_YET, seq: 0 }, announced: false }
     local.members.set(link.id, roomMember)
-    const ofUser = local.byUser.get(link.user)
-    if (ofUser) ofUser.add(roomMember)
-    else local.byUser.set(link.user, new Set([roomMember]))
+    local.users.add(roomMember)
     const stillJoining = (): boolean => local.members.get(link.id) === roomMember
     try {
       await local.subscribed
@@ -283,7 +272,7 @@ export class Hub extends EventEmitter<HubEvents> {
       roomMember.announced = true
       await this.broker.publish(room, { type: 'presence', room, action: 'join', member: memberOf(link) }, { maxMembers: this.options.maxMembersPerRoom })
       const [members, snapshot, state] = await Promise.all([this.memberPage(room), this.snapshot(room, request), this.broker.userState(room, link.user)])
-      local.mutes.read(link.user, state.mute)
+      local.users.read(link.user, state.mute)
       if (!stillJoining()) return
       if (local.epoch !== undefined && local.epoch !== snapshot.epoch) {
         // The stream this snapshot belongs to is not the one being delivered here.
@@ -349,7 +338,7 @@ export class Hub extends EventEmitter<HubEvents> {
   /** Tells the room the member is typing; a muted user's typing is dropped (PROTOCOL.md), as this node knows its mutes. */
   async typing (link: MemberLink, room: string): Promise<void> {
     this.memberEntry(link, room)
-    if (this.rooms_.get(room)?.mutes.muted(link.user, Date.now())) return
+    if (this.rooms_.get(room)?.users.muted(link.user, Date.now())) return
     await this.broker.publish(room, { type: 'typing', room, member: memberOf(link) })
   }
 
@@ -499,7 +488,7 @@ export class Hub extends EventEmitter<HubEvents> {
    */
   private heardPresence (room: string, local: LocalRoom, event: Presence): void {
     if (event.action === 'join' && local.members.has(event.member.id)) this.tell('join', { room, member: event.member, first: event.first ?? true })
-    else if (event.action === 'leave') local.departing.get(event.member.id)?.shift()?.(event)
+    else if (event.action === 'leave') local.departing.heard(event)
   }
 
   /**
@@ -511,8 +500,8 @@ export class Hub extends EventEmitter<HubEvents> {
     const local = this.rooms_.get(room)
     if (!local) return
     const { change } = event
-    if (local.byUser.has(event.user)) local.mutes.heard(event.user, change)
-    const connections = [...(local.byUser.get(event.user) ?? [])]
+    local.users.heard(event.user, change)
+    const connections = local.users.of(event.user)
     if (change.kind === 'read') {
       const frame: Held = { type: 'read', room, seq: change.seq }
       let encoded: Buffer | undefined
@@ -573,7 +562,7 @@ export class Hub extends EventEmitter<HubEvents> {
       const subscribed = this.broker.subscribe(room)
       // A failed subscription is reported to the joins awaiting it; keep it from being unhandled meanwhile.
       subscribed.catch(() => {})
-      local = { members: new Map(), departing: new Map(), byUser: new Map(), mutes: new RoomMutes(), epoch: undefined, subscribed }
+      local = { members: new Map(), departing: new LeaveEchoes(), users: new RoomUsers(), epoch: undefined, subscribed }
       this.rooms_.set(room, local)
     }
     return local
@@ -589,13 +578,7 @@ export class Hub extends EventEmitter<HubEvents> {
     const roomMember = local?.members.get(link.id)
     if (!local || !roomMember || roomMember.link !== link) return
     local.members.delete(link.id)
-    const ofUser = local.byUser.get(link.user)
-    ofUser?.delete(roomMember)
-    if (ofUser?.size === 0) {
-      local.byUser.delete(link.user)
-      // Heard of again at the user's next join here.
-      local.mutes.forget(link.user)
-    }
+    local.users.remove(roomMember)
     try {
       if (roomMember.announced) await this.announceLeave(room, local, memberOf(link))
     } finally {
@@ -608,22 +591,10 @@ export class Hub extends EventEmitter<HubEvents> {
 
   /** Publishes a member's leave and tells the hub's `leave` event with the `last` the broker decided. */
   private async announceLeave (room: string, local: LocalRoom, member: Member): Promise<void> {
-    let heard: (leave: Presence | undefined) => void = () => {}
-    const echo = new Promise<Presence | undefined>((resolve) => { heard = resolve })
-    const waiting = local.departing.get(member.id) ?? []
-    waiting.push(heard)
-    local.departing.set(member.id, waiting)
-    let timer: NodeJS.Timeout | undefined
     let leave: Presence | undefined
     try {
-      await this.broker.publish(room, { type: 'presence', room, action: 'leave', member })
-      timer = setTimeout(heard, LEAVE_ECHO_MS, undefined)
-      leave = await echo
+      leave = await local.departing.publish(member.id, () => this.broker.publish(room, { type: 'presence', room, action: 'leave', member }))
     } finally {
-      clearTimeout(timer)
-      const index = waiting.indexOf(heard)
-      if (index >= 0) waiting.splice(index, 1)
-      if (waiting.length === 0 && local.departing.get(member.id) === waiting) local.departing.delete(member.id)
       this.tell('leave', leave?.last === undefined ? { room, member } : { room, member, last: leave.last })
     }
   }
