@@ -170,6 +170,7 @@ type Op = { kind: 'join', slot: number, room: string, back: number | undefined }
   | { kind: 'leave' | 'typing', slot: number, room: string }
   | { kind: 'send', slot: number, room: string, text: string }
   | { kind: 'nick', slot: number, name: string }
+  | { kind: 'read', slot: number, room: string, seq: number }
   | { kind: 'disconnect', slot: number }
 
 const slot = fc.nat(SLOTS - 1)
@@ -180,9 +181,16 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('send'), slot, room: inRoom, text: fc.string({ minLength: 1, maxLength: 6 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('nick'), slot, name: fc.constantFrom('ann', 'bob', '<b>x</b>') }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('disconnect'), slot }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('read'), slot, room: inRoom, seq: fc.nat(8) }) },
 ) as fc.Arbitrary<Op>
 
-interface RoomModel { seq: number, messages: Array<{ seq: number, from: { id: string, user: string, name: string }, text: string }>, members: Map<string, { user: string, name: string }> }
+interface RoomModel {
+  seq: number
+  messages: Array<{ seq: number, from: { id: string, user: string, name: string }, text: string }>
+  members: Map<string, { user: string, name: string }>
+  /** user → read marker */
+  read: Map<string, number>
+}
 
 /** Slots share users, so that a user has several connections: the first and last of them are told. */
 const userOf = (slot: number): string => `u${slot % 2}`
@@ -194,7 +202,7 @@ interface SlotEntry { link: Link, rooms: Set<string>, joinsAsStranger: number }
 
 class World {
   readonly slots: Array<SlotEntry | undefined> = []
-  readonly rooms = new Map(ROOMS.map((r): [string, RoomModel] => [r, { seq: 0, messages: [], members: new Map() }]))
+  readonly rooms = new Map(ROOMS.map((r): [string, RoomModel] => [r, { seq: 0, messages: [], members: new Map(), read: new Map() }]))
   private generation = 0
   constructor (readonly hub: Hub) {}
 
@@ -223,6 +231,7 @@ class World {
       case 'leave': return this.hub.leave(link, o.room).then(() => link.next.delete(o.room))
       case 'send': return this.hub.send(link, { type: 'send', room: o.room, text: o.text })
       case 'typing': return this.hub.typing(link, o.room)
+      case 'read': return this.hub.read(link, { type: 'read', room: o.room, seq: o.seq })
       case 'nick': return this.hub.rename(link, o.name)
       case 'disconnect': return this.hub.detach(link)
     }
@@ -279,11 +288,22 @@ class World {
         model.members.set(link.id, { user: link.user, name: link.name })
         others(o.room, { type: 'presence', room: o.room, action: 'join', member: me, first })
       }
-      out.get(link)?.push({ type: 'joined', room: o.room, seq: model.seq, members: members(model), memberCount: model.members.size, read: 0, ...snapshot(model, this.since(o)) })
+      out.get(link)?.push({ type: 'joined', room: o.room, seq: model.seq, members: members(model), memberCount: model.members.size, read: model.read.get(link.user) ?? 0, ...snapshot(model, this.since(o)) })
     } else if (o.kind === 'leave') {
       entry.rooms.delete(o.room)
       model.members.delete(link.id)
       others(o.room, { type: 'presence', room: o.room, action: 'leave', member: me, last: !present(model, link.user) })
+    } else if (o.kind === 'read') {
+      const before = model.read.get(link.user) ?? 0
+      const marker = Math.max(before, Math.min(o.seq, model.seq))
+      const answered = (outcome as PromiseFulfilledResult<number>).value
+      // Alone, the answer is exactly the model's; beside sends, the cap depends on which went first.
+      if (alone) assert.equal(answered, marker, `read ${o.seq} of ${o.room}`)
+      const after = alone ? marker : Math.max(before, answered)
+      model.read.set(link.user, after)
+      for (const e of this.live()) {
+        if (after !== before && e.link !== link && e.link.user === link.user && e.rooms.has(o.room)) out.get(e.link)?.push({ type: 'read', room: o.room, seq: after })
+      }
     } else if (o.kind === 'typing') {
       others(o.room, { type: 'typing', room: o.room, member: me })
     } else if (o.kind === 'send') {
