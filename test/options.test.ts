@@ -57,6 +57,7 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ rest: true }, 'option rest: must be false or { prefix: string, authorize?: function }'],
     [{ rest: { prefix: 3 } }, "option rest.prefix: must be a path starting with '/'"],
     [{ rest: { prefix: '/api', auth: true } }, 'option rest.auth: unknown field (allowed: prefix, authorize)'],
+    [{ rest: { prefix: '/api', authorize: 'admins' } }, 'option rest.authorize: must be a function'],
     [{ health: true }, 'option health: must be false or { prefix: string }'],
     [{ health: { prefix: 'health' } }, "option health.prefix: must be a path starting with '/'"],
     [{ allowedOrigins: 'http://x' }, "option allowedOrigins: must be 'same-origin', '*' or a list of origins like 'https://example.com'"],
