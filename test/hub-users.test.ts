@@ -4,8 +4,10 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { MemoryBroker, resolveOptions, type ReadRange, type ReadResult, type ServerFrame } from '../lib/index.js'
+import { MemoryBroker, resolveOptions, type Presence, type ReadRange, type ReadResult, type ServerFrame, type TypingEvent } from '../lib/index.js'
+import type { PublishOptions } from '../lib/broker.js'
 import { Hub, type MemberLink } from '../lib/hub.js'
+import { LEAVE_ECHO_MS } from '../lib/leave-echoes.js'
 import { Moderation } from '../lib/moderation.js'
 
 const silent = { info () {}, warn () {}, error () {} }
@@ -92,4 +94,27 @@ test('the hub\'s join and leave events say first and last, as the broker decided
   await Promise.all(tabs.map((tab) => hub.detach(tab)))
   assert.deepEqual(events, [['join', 'alice.1', true], ['join', 'alice.2', false], ['leave', 'alice.1', false], ['leave', 'alice.2', true]])
   assert.equal(hub.stats().rooms, 0, 'the room is let go once its leaves came back')
+})
+
+test(`a leave the broker never delivers back is told without last after ${LEAVE_ECHO_MS} ms, and the room is let go`, async (t) => {
+  /** Takes leaves without delivering them, as a broker in trouble may. */
+  class LostLeaves extends MemoryBroker {
+    override async publish (room: string, event: Presence | TypingEvent, options?: PublishOptions): Promise<void> {
+      if (event.type === 'presence' && event.action === 'leave') return
+      await super.publish(room, event, options)
+    }
+  }
+  const hub = new Hub(new LostLeaves(), resolveOptions({}), silent)
+  await hub.open()
+  t.after(() => hub.close())
+  const events: unknown[] = []
+  hub.on('leave', (event) => events.push(event))
+  const tab = new Tab('alice.1', 'alice')
+  hub.attach(tab)
+  await hub.join(tab, { type: 'join', room: 'r' })
+  const started = Date.now()
+  await hub.detach(tab)
+  assert.ok(Date.now() - started >= LEAVE_ECHO_MS - 10, 'the leave was awaited')
+  assert.deepEqual(events, [{ room: 'r', member: { id: 'alice.1', user: 'alice', name: 'alice' } }])
+  assert.equal(hub.stats().rooms, 0)
 })
