@@ -18,6 +18,8 @@ export interface Admitted {
   name: string
   /** Named by `authenticate`: the name is the application's, and only `onRename` may change it. */
   authenticated: boolean
+  /** What `authenticate` returned as `data`: for the hooks only. */
+  data?: unknown
 }
 
 /** What the route handler needs of an admitted upgrade. */
@@ -146,7 +148,10 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
     const name = checkedName(identity.name, reply)
     // The application's mistake, not the client's: its log says why the client got 400.
     if (name === undefined) request.log.warn({ name: identity.name.slice(0, 64) }, 'chat authenticate returned a name that breaks the name rules (1 to 32 characters, no control characters, well-formed Unicode); refused with 400')
-    return name === undefined ? undefined : { id, user: user ?? id, name, authenticated: true }
+    if (name === undefined) return undefined
+    const admitted: Admitted = { id, user: user ?? id, name, authenticated: true }
+    if (identity.data !== undefined) admitted.data = identity.data
+    return admitted
   }
 
   async function admit (request: FastifyRequest<{ Querystring: { name?: unknown } }>, reply: FastifyReply): Promise<void> {

@@ -5,6 +5,7 @@
  * implement it, and `test/broker-contract.ts` holds every broker to it.
  */
 import { randomBytes } from 'node:crypto'
+import { ChatError } from './errors.js'
 import type { LeftReason, Member, Message, Presence, TypingEvent, RoomEvent } from './protocol.js'
 
 /** A message as the hub hands it to the broker; the broker adds room, seq, id and ts. */
@@ -165,6 +166,12 @@ export interface UserEvent {
   connection?: string
 }
 
+/** The event that tells the room's nodes of a change (for `read`, with the marker's new value). */
+export function userEvent (room: string, user: string, change: UserChange, state: UserState, connection: string | undefined): UserEvent {
+  const told = change.kind === 'read' ? { kind: 'read' as const, seq: state.read } : change
+  return connection === undefined ? { type: 'user', room, user, change: told } : { type: 'user', room, user, change: told, connection }
+}
+
 /** The reason `left` gives a user a ban or kick removed (PROTOCOL.md). */
 export function removalReason (change: UserChange): LeftReason | undefined {
   return change.kind === 'kick' ? 'kicked' : change.kind === 'ban' ? 'banned' : undefined
@@ -213,6 +220,24 @@ export function changedUserState (state: UserState, change: UserChange, latestSe
     case 'kick':
       return { state: before, changed: true }
   }
+}
+
+/**
+ * Why a user's append is refused: a mute, or a ban (whose kick a node may
+ * have missed while cut off from the store: the ban still keeps it from sending).
+ */
+export type AppendRefusal = 'banned' | 'muted'
+
+/** The refusal of an append by a user with `restrictions` at `now`, if any. */
+export function appendRefusal (restrictions: Omit<UserState, 'read'> | undefined, now: number): AppendRefusal | undefined {
+  if (inForce(restrictions?.ban, now)) return 'banned'
+  if (inForce(restrictions?.mute, now)) return 'muted'
+  return undefined
+}
+
+/** The error a call refused for a ban or mute rejects with (an append; a join, `banned`). */
+export function restrictionError (room: string, refusal: AppendRefusal): ChatError {
+  return new ChatError('forbidden', refusal === 'banned' ? `banned from ${room}` : `muted in ${room}`)
 }
 
 /** What a broker delivers to a node for a room: wire events and user changes. */
@@ -284,8 +309,8 @@ export interface BrokerNode {
  *   had no other connection in the room, on any node) and `last` on a `leave`
  *   (it has none left), so two tabs leaving at once give one `last: true`;
  *   members a dead node leaves behind are removed the same way.
- * - An `append` whose `from.user` is muted in the room is refused with
- *   `ChatError('forbidden')` and stores nothing.
+ * - An `append` whose `from.user` is muted or banned in the room is refused
+ *   with `ChatError('forbidden')` (`restrictionError`) and stores nothing.
  * - `changeUser` changes one user's state in a room atomically (a read marker
  *   never passes the room's latest seq nor moves back); what it changed is
  *   delivered as a `user` event to every node subscribed to the room. What it

@@ -88,12 +88,14 @@ export class Connection implements MemberLink {
   readonly id: string
   readonly user: string
   readonly authenticated: boolean
+  readonly data: unknown
 
   constructor (private readonly socket: SocketLike, transport: Transport | undefined, identity: Admitted, private readonly context: ConnectionContext) {
     this.id = identity.id
     this.user = identity.user
     this.name = identity.name
     this.authenticated = identity.authenticated
+    this.data = identity.data
     this.outbox = new Outbox(context.writer, socket, transport, this)
     const { rateLimit } = context.options
     this.rate = new TokenBucket(rateLimit.perSecond, rateLimit.burst, Date.now())
@@ -249,6 +251,9 @@ export class Connection implements MemberLink {
           this.reply({ type: 'members', ...ref, room: message.room, members: page.members, more: page.more })
           break
         }
+        case 'read':
+          this.reply({ type: 'read', ...ref, room: message.room, seq: await hub.read(this, message) })
+          break
         case 'ping':
           this.reply({ type: 'pong', ...ref })
           break

@@ -4,8 +4,9 @@
  * connections may ask of the hub.
  */
 import type { EventEmitter } from 'node:events'
-import type { NodeInfo, RoomInfo, RoomsPage } from './broker.js'
+import type { ModerationEntry, NodeInfo, RoomInfo, RoomsPage } from './broker.js'
 import type { Hub as MemberHub, HubEvents, HubStats } from './hub.js'
+import type { Moderation, RestrictionOptions } from './moderation.js'
 import type { Member, Message } from './protocol.js'
 
 /** A listener of one hub event; it may be async (a rejection is logged, like a throw). */
@@ -46,6 +47,35 @@ export interface Hub {
    * @returns false when this node has no such connection
    */
   disconnect(id: string, code?: number, reason?: string): boolean
+  /**
+   * Closes every connection of `user`, on every node, with 1000 ("disconnected
+   * by the server"), which tells the client library not to reconnect.
+   * @throws {ChatError} `invalid` for a user that is not a string of 1 to 256 characters; `unavailable` while the broker is down
+   */
+  disconnectUser(user: string): Promise<void>
+  /**
+   * Every connection of `user` in `room`, on every node, leaves it and gets
+   * `left` with `reason: "kicked"`; the others see a `leave`. The user may join again.
+   * Like every moderation call, resolves with the user's ban and mute in force after it.
+   * @throws {ChatError} `invalid` for a room name the options do not allow or a bad user; `unavailable` while the broker is down
+   */
+  kick(room: string, user: string): Promise<ModerationEntry>
+  /**
+   * Kicks `user` (`left.reason` is `"banned"`), then refuses its joins of
+   * `room` with `forbidden` for `ms` (a positive whole number), or until `unban`.
+   */
+  ban(room: string, user: string, options?: RestrictionOptions): Promise<ModerationEntry>
+  /** Lifts a ban. */
+  unban(room: string, user: string): Promise<ModerationEntry>
+  /**
+   * Refuses `user`'s messages to `room` with `forbidden` ("muted") and drops
+   * its `typing`, for `ms` (a positive whole number), or until `unmute`.
+   */
+  mute(room: string, user: string, options?: RestrictionOptions): Promise<ModerationEntry>
+  /** Lifts a mute. */
+  unmute(room: string, user: string): Promise<ModerationEntry>
+  /** The users with a ban or mute in force in `room`, each with its end (`until`, ms since the epoch) if it has one. */
+  moderation(room: string): Promise<ModerationEntry[]>
   /** Counters of this node. */
   stats(): HubStats
   /**
@@ -61,7 +91,7 @@ export interface Hub {
 }
 
 /** The public API over the hub that `fastify.hub` is decorated with; frozen, so it cannot be extended by accident. */
-export function hubApi (hub: MemberHub): Hub {
+export function hubApi (hub: MemberHub, moderation: Moderation): Hub {
   // The same emitter, untyped: TypeScript cannot resolve node's listener type for a generic event name.
   // `Hub`'s signatures keep each listener typed by its event.
   const events: EventEmitter = hub
@@ -72,6 +102,13 @@ export function hubApi (hub: MemberHub): Hub {
     nodes: () => hub.nodes(),
     history: (room: string, query?: { before?: number, limit?: number }) => hub.history(room, query),
     disconnect: (id: string, code?: number, reason?: string) => hub.disconnect(id, code, reason),
+    disconnectUser: (user: string) => moderation.disconnectUser(user),
+    kick: (room: string, user: string) => moderation.kick(room, user),
+    ban: (room: string, user: string, options?: RestrictionOptions) => moderation.ban(room, user, options),
+    unban: (room: string, user: string) => moderation.unban(room, user),
+    mute: (room: string, user: string, options?: RestrictionOptions) => moderation.mute(room, user, options),
+    unmute: (room: string, user: string) => moderation.unmute(room, user),
+    moderation: (room: string) => moderation.moderation(room),
     stats: () => hub.stats(),
     on <K extends keyof HubEvents>(event: K, listener: HubListener<K>): Hub {
       events.on(event, listener)

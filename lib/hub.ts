@@ -5,10 +5,12 @@
  * come back through `deliver` and are encoded once for all local members.
  */
 import { EventEmitter } from 'node:events'
-import { NO_STREAM_YET, type Broker, type NodeSignal, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo, type RoomsPage } from './broker.js'
+import { NO_STREAM_YET, removalReason, type Broker, type NodeSignal, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo, type RoomsPage, type UserEvent } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
-import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type RoomEvent, type ServerFrame } from './protocol.js'
-import type { ResolvedOptions } from './options.js'
+import { LeaveEchoes } from './leave-echoes.js'
+import { RoomUsers } from './room-users.js'
+import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type Presence, type RoomEvent, type ServerFrame, type ServerFrameOf } from './protocol.js'
+import type { HookMember, ResolvedOptions } from './options.js'
 import { TokenBucket } from './rate-limit.js'
 
 /** What the hub needs of a connection. */
@@ -19,6 +21,8 @@ export interface MemberLink {
   name: string
   /** Named by `authenticate`: only `onRename` may let it change its name. */
   readonly authenticated: boolean
+  /** What `authenticate` returned as `data`: shown to the hooks, never on the wire nor to the broker. */
+  readonly data?: unknown
   /** Queues an encoded frame; never throws (a slow or closed link drops it and says so in stats). */
   deliver(frame: Buffer): void
   close(code: number, reason: string): void
@@ -48,12 +52,23 @@ export const ROOM_OPENINGS_PER_SECOND = 0.2
 /** The reason of a 4010 close: the member's stream cannot go on without a gap. */
 export const OUT_OF_SYNC_REASON = 'out of sync: resume with since'
 
+/**
+ * The close of `hub.disconnectUser`: 1000, which tells the client library not
+ * to reconnect (PROTOCOL.md), since the server means to end the user's session.
+ */
+export const DISCONNECT_USER_CLOSE = { code: CloseCodes.normal, reason: 'disconnected by the server' } as const
+
 /** The sender of `hub.broadcast` when none is given. */
 export const SERVER_MEMBER: Member = Object.freeze({ id: 'server', user: 'server', name: 'server' })
 
 /** The member object of a link, as frames show it. */
 function memberOf (link: MemberLink): Member {
   return { id: link.id, user: link.user, name: link.name }
+}
+
+/** The member object of a link as the hooks see it: with its `data`. */
+function hookMember (link: MemberLink): HookMember {
+  return link.data === undefined ? memberOf(link) : { ...memberOf(link), data: link.data }
 }
 
 export interface HubStats {
@@ -70,10 +85,14 @@ export interface HubStats {
 export interface HubEvents {
   /** A message was stored through this node (by a member here, or `broadcast`). */
   message: [message: Message]
-  /** A member on this node joined a room. */
-  join: [event: { room: string, member: Member }]
-  /** A member on this node left a room (or disconnected). */
-  leave: [event: { room: string, member: Member }]
+  /** A member on this node joined a room; `first`: its user had no other connection there, on any node. */
+  join: [event: { room: string, member: Member, first: boolean }]
+  /**
+   * A member on this node left a room (or disconnected, or was removed by
+   * moderation); `last`: its user has no connection left there, on any node
+   * (absent when the broker did not confirm the leave).
+   */
+  leave: [event: { room: string, member: Member, last?: boolean }]
 }
 
 type HubOptions = Pick<ResolvedOptions,
@@ -88,7 +107,7 @@ interface StreamPosition {
 interface RoomMember {
   readonly link: MemberLink
   /** Events that arrived while the join was being served; flushed after `joined`. */
-  pending: RoomEvent[] | undefined
+  pending: Held[] | undefined
   /**
    * Set by its `joined`; a message at or below `seq` is never delivered to it
    * (it was in `joined` or came before it), whichever broker delivers it late.
@@ -98,8 +117,14 @@ interface RoomMember {
   announced: boolean
 }
 
+/** What a joining member may be held: the room's events, and the markers its user's other connections moved. */
+type Held = RoomEvent | ServerFrameOf<'read'>
+
 interface LocalRoom {
   readonly members: Map<string, RoomMember>
+  /** Leaves published and not yet heard back: the room stays subscribed meanwhile. */
+  readonly departing: LeaveEchoes
+  readonly users: RoomUsers<RoomMember>
   /** The room's epoch as the broker last reported it (`outOfSync`); undefined until it does. */
   epoch: string | undefined
   /** Settles when the broker delivers this room's events here. */
@@ -165,8 +190,7 @@ export class Hub extends EventEmitter<HubEvents> {
   /** Opens the broker; events it delivers fan out to local members. */
   async open (): Promise<void> {
     await this.broker.open({
-      // SCAFFOLD issue 12: user events (markers, moderation) are handled by the hub's branch.
-      deliver: (room, event) => { if (event.type !== 'user') this.fanOut(room, event) },
+      deliver: (room, event) => { if (event.type === 'user') this.userEvent(room, event); else this.fanOut(room, event) },
       signal: (event) => this.signal(event),
       outOfSync: (room, epoch) => this.outOfSync(room, epoch),
       historySize: this.options.historySize,
@@ -198,13 +222,7 @@ export class Hub extends EventEmitter<HubEvents> {
     const entry = this.links.get(link.id)
     if (!entry || entry.link !== link) return
     this.links.delete(link.id)
-    const departure = Promise.all([...entry.rooms].map((room) => this.removeMember(link, room))).then(() => {})
-    this.departures.add(departure)
-    try {
-      await departure
-    } finally {
-      this.departures.delete(departure)
-    }
+    await this.track(Promise.all([...entry.rooms].map((room) => this.removeMember(link, room))).then(() => {}))
   }
 
   isMember (link: MemberLink, room: string): boolean {
@@ -222,8 +240,8 @@ export class Hub extends EventEmitter<HubEvents> {
     const { room } = request
     const entry = this.linkEntry(link)
     if (entry.rooms.has(room)) {
-      const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
-      link.deliver(this.joinedFrame(request, members, snapshot))
+      const [members, snapshot, state] = await Promise.all([this.memberPage(room), this.snapshot(room, request), this.broker.userState(room, link.user)])
+      link.deliver(this.joinedFrame(request, members, snapshot, state.read))
       // What this snapshot reaches is in this `joined` or came before it: a late copy is not delivered.
       const roomMember = this.rooms_.get(room)?.members.get(link.id)
       if (roomMember && !roomMember.pending && roomMember.position.epoch === snapshot.epoch) {
@@ -237,8 +255,7 @@ export class Hub extends EventEmitter<HubEvents> {
     if (!this.rooms_.has(room) && !entry.openings.take(Date.now())) {
       throw new ChatError('too_many_rooms', `opening rooms too fast: ${this.options.maxRoomsPerConnection} at once, then one every ${1 / ROOM_OPENINGS_PER_SECOND} s`)
     }
-    const member = memberOf(link)
-    if (this.options.onJoin && (await this.options.onJoin(room, member)) === false) {
+    if (this.options.onJoin && (await this.options.onJoin(room, hookMember(link))) === false) {
       throw new ChatError('forbidden', `joining ${room} was refused`)
     }
     if (!this.links.has(link.id) || entry.rooms.has(room)) return this.join(link, request)
@@ -247,28 +264,32 @@ export class Hub extends EventEmitter<HubEvents> {
     const local = this.localRoom(room)
     const roomMember: RoomMember = { link, pending: [], position: { epoch: NO_STREAM_YET, seq: 0 }, announced: false }
     local.members.set(link.id, roomMember)
+    local.users.add(roomMember)
     const stillJoining = (): boolean => local.members.get(link.id) === roomMember
     try {
       await local.subscribed
       if (!stillJoining()) return
       roomMember.announced = true
-      await this.broker.publish(room, { type: 'presence', room, action: 'join', member }, { maxMembers: this.options.maxMembersPerRoom })
-      const [members, snapshot] = await Promise.all([this.memberPage(room), this.snapshot(room, request)])
+      await this.broker.publish(room, { type: 'presence', room, action: 'join', member: memberOf(link) }, { maxMembers: this.options.maxMembersPerRoom })
+      const [members, snapshot, state] = await Promise.all([this.memberPage(room), this.snapshot(room, request), this.broker.userState(room, link.user)])
+      local.users.read(link.user, state.mute)
       if (!stillJoining()) return
       if (local.epoch !== undefined && local.epoch !== snapshot.epoch) {
         // The stream this snapshot belongs to is not the one being delivered here.
         link.close(CloseCodes.outOfSync, OUT_OF_SYNC_REASON)
         return
       }
-      link.deliver(this.joinedFrame(request, members, snapshot))
+      link.deliver(this.joinedFrame(request, members, snapshot, state.read))
       const held = roomMember.pending ?? []
       roomMember.pending = undefined
       roomMember.position = { epoch: snapshot.epoch, seq: snapshot.seq }
-      for (const event of held) this.forward(roomMember, event, () => encodeFrame(event))
-      this.tell('join', { room, member })
+      for (const event of held) {
+        // A marker `joined` already shows is not told again.
+        if (event.type !== 'read' || event.seq > state.read) this.forward(roomMember, event, () => encodeFrame(event))
+      }
     } catch (error) {
-      // A refused join changed no roster: there is no leave to tell.
-      if (error instanceof ChatError && error.code === 'room_full') roomMember.announced = false
+      // A refused join (a full room, a banned user) changed no roster: there is no leave to tell.
+      if (error instanceof ChatError && (error.code === 'room_full' || error.code === 'forbidden')) roomMember.announced = false
       if (stillJoining()) {
         entry.rooms.delete(room)
         await this.removeMember(link, room)
@@ -299,13 +320,13 @@ export class Hub extends EventEmitter<HubEvents> {
   async acceptSend (link: MemberLink, request: ClientMessageOf<'send'>): Promise<{ stored: Promise<Message> }> {
     const { room } = request
     this.memberEntry(link, room)
-    const member = memberOf(link)
     let text = request.text
     if (this.options.onMessage) {
-      const verdict = await this.options.onMessage({ room, text }, member)
+      const verdict = await this.options.onMessage({ room, text }, hookMember(link))
       if (verdict === false) throw new ChatError('forbidden', 'the message was refused')
       if (typeof verdict === 'string') text = verdict
     }
+    const member = memberOf(link)
     const draft = request.cid === undefined ? { from: member, text } : { from: member, text, cid: request.cid }
     const stored = this.broker.append(room, draft).then(({ message, duplicate }) => {
       if (!duplicate) this.tell('message', message)
@@ -314,16 +335,29 @@ export class Hub extends EventEmitter<HubEvents> {
     return { stored }
   }
 
+  /** Tells the room the member is typing; a muted user's typing is dropped (PROTOCOL.md), as this node knows its mutes. */
   async typing (link: MemberLink, room: string): Promise<void> {
     this.memberEntry(link, room)
+    if (this.rooms_.get(room)?.users.muted(link.user, Date.now())) return
     await this.broker.publish(room, { type: 'typing', room, member: memberOf(link) })
+  }
+
+  /**
+   * Moves the user's read marker in `room` (forward only, capped at the
+   * latest seq); its other connections hear of it through the broker.
+   * Resolves with the marker, moved or not.
+   */
+  async read (link: MemberLink, request: ClientMessageOf<'read'>): Promise<number> {
+    this.memberEntry(link, request.room)
+    const { state } = await this.broker.changeUser(request.room, link.user, { kind: 'read', seq: request.seq }, link.id)
+    return state.read
   }
 
   /** Renames a link; members of each of its rooms are told. */
   async rename (link: MemberLink, name: string): Promise<void> {
     const entry = this.linkEntry(link)
     // A name `authenticate` gave is the application's: nobody takes another user's name unless `onRename` says so.
-    const verdict = await this.options.onRename?.(memberOf(link), name)
+    const verdict = await this.options.onRename?.(hookMember(link), name)
     if (verdict === false || (verdict !== true && link.authenticated)) {
       throw new ChatError('forbidden', link.authenticated ? 'this server sets the names of signed-in users' : 'the name change was refused')
     }
@@ -397,10 +431,10 @@ export class Hub extends EventEmitter<HubEvents> {
     return true
   }
 
-  /** A node-wide event: the user's connections on this node are closed. */
+  /** A node-wide event: the user's connections on this node are closed (`hub.disconnectUser`). */
   private signal (event: NodeSignal): void {
     for (const { link } of this.links.values()) {
-      if (link.user === event.user) link.close(CloseCodes.normal, 'disconnected by the server')
+      if (link.user === event.user) link.close(DISCONNECT_USER_CLOSE.code, DISCONNECT_USER_CLOSE.reason)
     }
   }
 
@@ -424,26 +458,80 @@ export class Hub extends EventEmitter<HubEvents> {
     this.log.error({ err: error, event }, 'a chat hub listener failed')
   }
 
+  /** Keeps a departure (leaves being told) for shutdown to wait for. */
+  private async track (departure: Promise<void>): Promise<void> {
+    this.departures.add(departure)
+    try {
+      await departure
+    } finally {
+      this.departures.delete(departure)
+    }
+  }
+
   /** One event to every local member of `room`: encoded once, the same bytes to each. */
   private fanOut (room: string, event: RoomEvent): void {
     const local = this.rooms_.get(room)
     if (!local) return
+    if (event.type === 'presence') this.heardPresence(room, local, event)
     const skip = event.type === 'message' ? undefined : event.member.id
     let frame: Buffer | undefined
     const encoded = (): Buffer => (frame ??= encodeFrame(event))
     for (const member of local.members.values()) {
-      if (member.link.id === skip) continue
-      if (member.pending) {
-        if (member.pending.length >= MAX_EVENTS_HELD_WHILE_JOINING) member.link.close(CloseCodes.slowConsumer, 'too far behind while joining')
-        else member.pending.push(event)
-        continue
-      }
-      this.forward(member, event, encoded)
+      if (member.link.id !== skip) this.forward(member, event, encoded)
     }
   }
 
-  /** Delivers `event` to a joined member, unless it is a message the member already has. */
-  private forward (member: RoomMember, event: RoomEvent, encoded: () => Buffer): void {
+  /**
+   * The hub's `join` and `leave` events follow the broker's presence events
+   * of local members, since only the broker knows `first` and `last` across
+   * nodes. (A broker of protocol 1 knew one connection per user: first and last.)
+   */
+  private heardPresence (room: string, local: LocalRoom, event: Presence): void {
+    if (event.action === 'join' && local.members.has(event.member.id)) this.tell('join', { room, member: event.member, first: event.first ?? true })
+    else if (event.action === 'leave') local.departing.heard(event)
+  }
+
+  /**
+   * A change of a user's state in `room`, from the broker: a moved marker
+   * goes to the user's other connections here, a mute is noted, and a kick
+   * or ban takes every connection of the user here out of the room.
+   */
+  private userEvent (room: string, event: UserEvent): void {
+    const local = this.rooms_.get(room)
+    if (!local) return
+    const { change } = event
+    local.users.heard(event.user, change)
+    const connections = local.users.of(event.user)
+    if (change.kind === 'read') {
+      const frame: Held = { type: 'read', room, seq: change.seq }
+      let encoded: Buffer | undefined
+      for (const member of connections) {
+        if (member.link.id !== event.connection) this.forward(member, frame, () => (encoded ??= encodeFrame(frame)))
+      }
+      return
+    }
+    const reason = removalReason(change)
+    if (reason === undefined) return
+    const left = encodeFrame({ type: 'left', room, reason })
+    for (const { link } of connections) {
+      this.links.get(link.id)?.rooms.delete(room)
+      link.deliver(left)
+      this.track(this.removeMember(link, room)).catch((error: unknown) => {
+        this.log.warn({ err: error, id: link.id, room }, 'chat member removed by moderation left with an error')
+      })
+    }
+  }
+
+  /**
+   * Delivers `event` to a member: held while it joins, dropped when it is a
+   * message the member already has.
+   */
+  private forward (member: RoomMember, event: Held, encoded: () => Buffer): void {
+    if (member.pending) {
+      if (member.pending.length >= MAX_EVENTS_HELD_WHILE_JOINING) member.link.close(CloseCodes.slowConsumer, 'too far behind while joining')
+      else member.pending.push(event)
+      return
+    }
     if (event.type === 'message') {
       if (event.seq <= member.position.seq) return
       member.position.seq = event.seq
@@ -474,28 +562,41 @@ export class Hub extends EventEmitter<HubEvents> {
       const subscribed = this.broker.subscribe(room)
       // A failed subscription is reported to the joins awaiting it; keep it from being unhandled meanwhile.
       subscribed.catch(() => {})
-      local = { members: new Map(), epoch: undefined, subscribed }
+      local = { members: new Map(), departing: new LeaveEchoes(), users: new RoomUsers(), epoch: undefined, subscribed }
       this.rooms_.set(room, local)
     }
     return local
   }
 
+  /**
+   * Takes a member out of a local room; others are told through the broker.
+   * The room stays subscribed until the leave comes back, so that the hub's
+   * `leave` event can say `last`.
+   */
   private async removeMember (link: MemberLink, room: string): Promise<void> {
     const local = this.rooms_.get(room)
     const roomMember = local?.members.get(link.id)
     if (!local || !roomMember || roomMember.link !== link) return
     local.members.delete(link.id)
-    const member = memberOf(link)
-    const tasks: Array<Promise<void>> = []
-    if (roomMember.announced) {
-      tasks.push(this.broker.publish(room, { type: 'presence', room, action: 'leave', member }))
-      this.tell('leave', { room, member })
+    local.users.remove(roomMember)
+    try {
+      if (roomMember.announced) await this.announceLeave(room, local, memberOf(link))
+    } finally {
+      if (local.members.size === 0 && local.departing.size === 0 && this.rooms_.get(room) === local) {
+        this.rooms_.delete(room)
+        await this.broker.unsubscribe(room)
+      }
     }
-    if (local.members.size === 0) {
-      this.rooms_.delete(room)
-      tasks.push(this.broker.unsubscribe(room))
+  }
+
+  /** Publishes a member's leave and tells the hub's `leave` event with the `last` the broker decided. */
+  private async announceLeave (room: string, local: LocalRoom, member: Member): Promise<void> {
+    let leave: Presence | undefined
+    try {
+      leave = await local.departing.publish(member.id, () => this.broker.publish(room, { type: 'presence', room, action: 'leave', member }))
+    } finally {
+      this.tell('leave', leave?.last === undefined ? { room, member } : { room, member, last: leave.last })
     }
-    await Promise.all(tasks)
   }
 
   private linkEntry (link: MemberLink): LinkEntry {
@@ -551,7 +652,7 @@ export class Hub extends EventEmitter<HubEvents> {
     return { ...fitting(await this.broker.read(room, latest)), recovered: false }
   }
 
-  private joinedFrame (request: JoinRequest, members: MemberPage, snapshot: ReadResult & { recovered?: boolean }): Buffer {
+  private joinedFrame (request: JoinRequest, members: MemberPage, snapshot: ReadResult & { recovered?: boolean }, read: number): Buffer {
     const frame: ServerFrame = {
       type: 'joined',
       ...(request.ref === undefined ? {} : { ref: request.ref }),
@@ -561,7 +662,7 @@ export class Hub extends EventEmitter<HubEvents> {
       members: members.members,
       memberCount: members.total,
       history: snapshot.messages,
-      read: 0, // SCAFFOLD issue 12
+      read,
       ...(snapshot.recovered === undefined ? {} : { recovered: snapshot.recovered }),
     }
     return encodeFrame(frame)

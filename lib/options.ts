@@ -54,7 +54,7 @@ const Hook = Type.Function([], Type.Unknown())
 /** Every option of `register`: the data ones, the hooks, and the broker (whose shape `isBroker` checks). */
 const PluginOptionsSchema = Type.Object({
   ...OptionsSchema.properties,
-  // `authorize` is code, so a config file's `rest` cannot hold it.
+  // In code, `rest` may also name the hook that guards the moderation and server-publish routes.
   rest: Type.Optional(Type.Union([Type.Literal(false), Type.Object({ prefix: Prefix, authorize: Type.Optional(Hook) }, { additionalProperties: false })])),
   authenticate: Type.Optional(Hook),
   onJoin: Type.Optional(Hook),
@@ -67,12 +67,34 @@ export type DataOptions = Static<typeof OptionsSchema>
 
 /** Who a connection is, as `authenticate` decides. */
 export interface Identity {
+  /** The user: the same in each of a person's tabs and devices; without it, the connection is its own user. */
   id?: string
   name: string
+  /**
+   * Anything the application wants its hooks to see of the connection (a
+   * role, an account): on the member `onJoin`, `onMessage` and `onRename`
+   * get; never sent on the wire nor given to the broker.
+   */
+  data?: unknown
 }
 
-/** What a call of the HTTP API asks to do, as `rest.authorize` sees it. */
+/** A member as the hooks see it: the wire's member object and the `data` its `authenticate` returned. */
+export type HookMember = Member & { data?: unknown }
+
+/** What `rest.authorize` is asked to allow: publishing as the server, or one moderation call. */
 export type RestAction = 'publish' | 'kick' | 'ban' | 'unban' | 'mute' | 'unmute' | 'moderation'
+
+/**
+ * Guards the moderation and server-publish routes: only `true` allows the
+ * request; anything else, or a throw, answers 403. Runs after `authenticate`.
+ */
+export type Authorize = (request: FastifyRequest, action: RestAction) => boolean | Promise<boolean>
+
+/** `rest` as code may give it: `authorize` adds the moderation and server-publish routes. */
+export interface RestOptions {
+  prefix: string
+  authorize?: Authorize
+}
 
 /** What `onMessage` sees of a message before it is stored. */
 export interface PendingMessage {
@@ -82,25 +104,21 @@ export interface PendingMessage {
 
 /** Options of `fastify.register(chatRooms, options)`. Every field is optional. */
 export interface ChatRoomsOptions extends Omit<DataOptions, 'rest'> {
-  /**
-   * `{ prefix }` enables the HTTP API; `authorize(request, action)` allows
-   * (`true`) or refuses (`false`, 403) each call of its moderation and
-   * publishing routes, which exist only with it.
-   */
-  rest?: false | { prefix: string, authorize?: (request: FastifyRequest, action: RestAction) => boolean | Promise<boolean> }
+  /** The HTTP API under `prefix`; with `authorize`, also its moderation and server-publish routes. */
+  rest?: false | RestOptions
   /** Decides who a connection is before the upgrade; returning nothing (or throwing) refuses it with 401. */
   authenticate?: (request: FastifyRequest) => Identity | undefined | Promise<Identity | undefined>
   /** May refuse a join (`false`, answered `forbidden`). */
-  onJoin?: (room: string, member: Member) => boolean | undefined | Promise<boolean | undefined>
+  onJoin?: (room: string, member: HookMember) => boolean | undefined | Promise<boolean | undefined>
   /** May refuse a message (`false` → `forbidden`) or rewrite its text (return a string). */
-  onMessage?: (message: PendingMessage, member: Member) => string | boolean | undefined | Promise<string | boolean | undefined>
+  onMessage?: (message: PendingMessage, member: HookMember) => string | boolean | undefined | Promise<string | boolean | undefined>
   /**
    * May allow (`true`) or refuse (`false`, answered `forbidden`) a `nick`.
    * Left to the default (`undefined`, or no hook): guests may rename
    * themselves; a connection named by `authenticate` may not, so nobody takes
    * another user's name.
    */
-  onRename?: (member: Member, name: string) => boolean | undefined | Promise<boolean | undefined>
+  onRename?: (member: HookMember, name: string) => boolean | undefined | Promise<boolean | undefined>
   /** Where rooms are stored and shared between nodes; an in-process memory broker by default. */
   broker?: Broker
 }
@@ -108,7 +126,7 @@ export interface ChatRoomsOptions extends Omit<DataOptions, 'rest'> {
 export interface ResolvedOptions {
   readonly path: string
   readonly home: false | { readonly prefix: string }
-  readonly rest: false | { readonly prefix: string }
+  readonly rest: false | Readonly<RestOptions>
   readonly health: false | { readonly prefix: string }
   readonly allowedOrigins: 'same-origin' | '*' | readonly string[]
   readonly authenticate: ChatRoomsOptions['authenticate']
@@ -264,10 +282,13 @@ export function optionRuleProblems (data: DataOptions, root = ''): string[] {
   return problems
 }
 
+/** What the hub calls on a broker. */
+const BROKER_METHODS = ['open', 'subscribe', 'unsubscribe', 'append', 'publish', 'read', 'members', 'rooms', 'changeUser', 'userState', 'moderation', 'signal', 'nodes', 'close'] as const
+
 function isBroker (value: unknown): value is Broker {
   if (typeof value !== 'object' || value === null) return false
   const candidate = value as Record<string, unknown>
-  return ['open', 'subscribe', 'unsubscribe', 'append', 'publish', 'read', 'members', 'rooms', 'nodes', 'close']
+  return BROKER_METHODS
     .every((method) => typeof candidate[method] === 'function')
 }
 
@@ -279,7 +300,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
   const { authenticate, onJoin, onMessage, onRename, broker, ...data } = options
   const problems = pluginValidator.Check(options) ? optionRuleProblems(data) : schemaErrors(pluginValidator, options, 'options')
   if (broker !== undefined && !isBroker(broker)) {
-    problems.push('broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, nodes, close)')
+    problems.push(`broker: must implement the Broker interface (${BROKER_METHODS.join(', ')})`)
   }
   if (problems.length > 0) throw new OptionsError(`fastify-chat-rooms: ${problems.map((problem) => `option ${problem}`).join('; ')}`)
 

@@ -17,6 +17,7 @@ import { Connection, Heartbeat } from './connection.js'
 import { CloseCodes } from './errors.js'
 import { healthRoutes } from './health.js'
 import { Hub } from './hub.js'
+import { Moderation } from './moderation.js'
 import { REDACTED_REQUEST_LOG } from './log-redaction.js'
 import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
@@ -42,9 +43,10 @@ const NameQuery = Type.Object({ name: Type.Optional(Type.String({ maxLength: MAX
 
 async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): Promise<void> {
   const resolved = resolveOptions(options)
-  const hub = new Hub(resolved.broker ?? new MemoryBroker(), resolved, fastify.log)
+  const broker = resolved.broker ?? new MemoryBroker()
+  const hub = new Hub(broker, resolved, fastify.log)
   // Before the broker opens: a second registration on this instance fails here, holding nothing.
-  fastify.decorate('hub', hubApi(hub))
+  fastify.decorate('hub', hubApi(hub, new Moderation(broker, resolved.roomPattern)))
 
   const connections = new Set<Connection>()
   let shuttingDown = false
@@ -133,7 +135,7 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
   }
 
   if (resolved.rest) {
-    await fastify.register(restApi, { prefix: resolved.rest.prefix.replace(/\/$/, ''), hub: fastify.hub, options: resolved, authenticate })
+    await fastify.register(restApi, { prefix: resolved.rest.prefix.replace(/\/$/, ''), hub: fastify.hub, options: resolved, authenticate, authorize: resolved.rest.authorize })
   }
   if (resolved.health) {
     await fastify.register(healthRoutes, { prefix: resolved.health.prefix.replace(/\/$/, ''), hub: fastify.hub, shuttingDown: () => shuttingDown })

@@ -1,7 +1,8 @@
 /**
  * The HTTP API of PROTOCOL.md (with `rest: { prefix }`): rooms, their stored
  * messages and the live nodes, read through the hub's public API and guarded
- * by the same `authenticate` hook as the WebSocket route.
+ * by the same `authenticate` hook as the WebSocket route; with
+ * `rest.authorize`, also the routes of rest-moderation.ts.
  */
 import type { FastifyInstance } from 'fastify'
 import Type from 'typebox'
@@ -9,7 +10,8 @@ import { refuse, type Authenticate } from './admission.js'
 import { ChatError } from './errors.js'
 import type { Hub } from './hub-api.js'
 import { REDACTED_REQUEST_LOG } from './log-redaction.js'
-import type { ResolvedOptions } from './options.js'
+import type { Authorize, ResolvedOptions } from './options.js'
+import { moderationRoutes } from './rest-moderation.js'
 import { MessageSchema, MAX_HISTORY_LIMIT, MAX_RAW_STRING } from './protocol.js'
 
 const MessagesQuery = Type.Object({
@@ -40,25 +42,30 @@ const NodesReply = Type.Object({
   })),
 })
 
-export interface RestOptions {
+export interface RestRoutesOptions {
   hub: Hub
   options: Pick<ResolvedOptions, 'authenticate' | 'roomPattern'>
   authenticate: Authenticate
+  /** `rest.authorize`: with it, the moderation and server-publish routes. */
+  authorize: Authorize | undefined
 }
 
 /** Registered with `{ prefix }`: the routes of the HTTP API. */
-export async function restApi (api: FastifyInstance, { hub, options, authenticate }: RestOptions): Promise<void> {
+export async function restApi (api: FastifyInstance, { hub, options, authenticate, authorize }: RestRoutesOptions): Promise<void> {
   // Every route of this context, whoever adds it: a token may come in the query string.
   api.addHook('onRoute', (route) => { route.logSerializers = { ...route.logSerializers, ...REDACTED_REQUEST_LOG.logSerializers } })
   if (options.authenticate) {
-    api.addHook('preHandler', async (request, reply) => {
+    // Before validation: who asks is settled before what is asked is looked at (and before `rest.authorize`).
+    api.addHook('preValidation', async (request, reply) => {
       if (!(await authenticate(request, reply))) return reply
       return undefined
     })
   }
-  // Every route reads the broker: while it is down, the answer is 503 in the error shape; other errors go on to the application's handler.
+  // Every route reads the broker: while it is down, the answer is 503 in the error shape; an argument the hub
+  // refuses (a text too long for `maxTextLength`) is 400; other errors go on to the application's handler.
   api.setErrorHandler(async (error, _request, reply) => {
     if (error instanceof ChatError && error.code === 'unavailable') return refuse(reply, 503, error.message)
+    if (error instanceof ChatError && error.code === 'invalid') return refuse(reply, 400, error.message)
     throw error
   })
   api.get<{ Querystring: { after?: string, limit?: number } }>('/rooms', {
@@ -77,4 +84,5 @@ export async function restApi (api: FastifyInstance, { hub, options, authenticat
     if (!options.roomPattern.test(room)) return refuse(reply, 400, `room: must match ${options.roomPattern.source}`)
     return { room, ...(await hub.history(room, request.query)) }
   })
+  if (authorize) moderationRoutes(api, { hub, authorize, roomPattern: options.roomPattern })
 }

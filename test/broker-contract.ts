@@ -290,13 +290,15 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       ])
     })
 
-    it('refuses a banned user\'s join and a muted user\'s append until lifted, and tells the room\'s nodes', async (t) => {
+    it('refuses a banned user\'s join and append and a muted user\'s append until lifted, and tells the room\'s nodes', async (t) => {
       const { broker, node } = await open(t)
       await broker.subscribe('r')
       const join = (member: Member): Promise<void> => broker.publish('r', { type: 'presence', room: 'r', action: 'join', member })
       assert.deepEqual(await broker.changeUser('r', 'b1', { kind: 'ban' }), { state: { read: 0, ban: {} }, changed: true })
       await assert.rejects(join(bob), (error: { code?: string }) => error.code === 'forbidden')
       assert.deepEqual(await broker.members('r'), [], 'a refused join changes no roster')
+      // A node that missed the ban's kick (cut off from the store) still has the user as a member: its sends are refused.
+      await assert.rejects(broker.append('r', { from: bob, text: 'banned' }), (error: { code?: string, message?: string }) => error.code === 'forbidden' && /banned/.test(error.message ?? ''))
       await join(alice)
       assert.deepEqual(await broker.changeUser('r', 'a1', { kind: 'mute' }), { state: { read: 0, mute: {} }, changed: true })
       await assert.rejects(broker.append('r', { from: alice, text: 'muted' }), (error: { code?: string }) => error.code === 'forbidden')

@@ -87,6 +87,10 @@ describe('RedisBroker when Redis fails', { skip }, () => {
     await Promise.all(cids.map((cid) => assertUnavailable(`append ${cid}`, () => sender.append('r', { from: alice, text: cid, cid }))))
     await assertUnavailable('read', () => sender.read('r', { limit: 10 }))
     await assertUnavailable('members', () => sender.members('r'))
+    await assertUnavailable('changeUser', () => sender.changeUser('r', alice.user, { kind: 'ban' }))
+    await assertUnavailable('userState', () => sender.userState('r', alice.user))
+    await assertUnavailable('moderation', () => sender.moderation('r'))
+    await assertUnavailable('signal', () => sender.signal({ type: 'disconnect-user', user: alice.user }))
     await assertUnavailable('append during the hang', () => sender.append('r', { from: alice, text: 'later', cid: 'hung-0' }))
 
     server.resume()
@@ -118,6 +122,9 @@ describe('RedisBroker when Redis fails', { skip }, () => {
     assert.notEqual((await sender.read('r', { limit: 0 })).epoch, epoch)
     await receiverNode.until('the message after the restart', () => receiverNode.messages('r').length === 4)
     assert.deepEqual(receiverNode.messages('r').map((m) => m.text), ['before 0', 'before 1', 'before 2', 'after'])
+    // Subscribed again to signals with its rooms.
+    await sender.signal({ type: 'disconnect-user', user: alice.user })
+    await receiverNode.until('the signal after the restart', () => receiverNode.signals.length === 1)
     await senderNode.until('the recovery log', () => outageLogs(senderNode).info === 1)
     assert.deepEqual(outageLogs(senderNode), { warn: 1, info: 1 })
 

@@ -8,7 +8,7 @@ import { once } from 'node:events'
 import { describe, it, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
-import { RedisKeys } from '../lib/brokers/redis-scripts.js'
+import { RedisKeys } from '../lib/brokers/redis-keys.js'
 import { RedisBroker, type RedisBrokerOptions } from '../lib/redis.js'
 import type { NodeInfo } from '../lib/broker.js'
 import type { Member, Presence } from '../lib/protocol.js'
@@ -254,7 +254,7 @@ describe('RedisBroker across nodes', { skip }, () => {
     await new Promise((resolve) => setTimeout(resolve, 700))
     const roomKeys = (await keysUnder(prefix)).filter((key) => key.startsWith(`${prefix}{`))
     const busy = new RedisKeys(prefix).room('busy')
-    assert.deepEqual(roomKeys.sort(), [busy.log, busy.members, busy.meta])
+    assert.deepEqual(roomKeys.sort(), [busy.log, busy.members, busy.meta, busy.present].sort())
     const { message } = await broker.append('idle', { from: alice, text: 'again', cid: 'c' })
     assert.equal(message.seq, 1, 'a forgotten room starts again at seq 1')
     assert.notEqual((await broker.read('idle', { limit: 1 })).epoch, epoch, 'under a new epoch')

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
+import { MIGRATIONS } from '../lib/brokers/sqlite-schema.js'
 import { SqliteBroker, type SqliteBrokerOptions } from '../lib/sqlite.js'
 import type { Member } from '../lib/protocol.js'
 import { brokerContract } from './broker-contract.js'
@@ -110,7 +111,7 @@ test('pages back through 10,000 messages with read({ before, limit })', async (t
 })
 
 /** Runs test/helpers/sqlite-process.js; `lines` gets each line it prints. */
-function child (mode: 'burst' | 'open', file: string, lines: (line: string) => void) {
+function child (mode: 'burst' | 'users' | 'open', file: string, lines: (line: string) => void) {
   const proc = spawn(process.execPath, [PROCESS, mode, file], { stdio: ['ignore', 'pipe', 'inherit'] })
   let rest = ''
   proc.stdout.on('data', (chunk: Buffer) => {
@@ -269,4 +270,128 @@ test('database is the open handle, for the application\'s own tables in the same
   const reopened = await openBroker(t, { file })
   assert.deepEqual(reopened.database.prepare('SELECT text FROM app_notes').all(), [{ text: 'kept' }])
   assert.deepEqual((await reopened.read('lobby', { limit: 10 })).messages.map((message) => message.text), ['hello'])
+})
+
+const bob: Member = { id: 'b1', user: 'b1', name: 'bob' }
+const joinRoom = (broker: SqliteBroker, member: Member): Promise<void> => broker.publish('r', { type: 'presence', room: 'r', action: 'join', member })
+const forbidden = (error: { code?: string }): boolean => error.code === 'forbidden'
+
+test('bans, mutes and read markers survive closing and reopening the file, and are enforced at once', async (t) => {
+  const file = await tempFile(t)
+  const first = new SqliteBroker({ file })
+  await first.open(new RecordingNode())
+  for (const text of ['one', 'two', 'three']) await first.append('r', { from: bob, text })
+  await first.changeUser('r', 'a1', { kind: 'read', seq: 2 })
+  await first.changeUser('r', 'a1', { kind: 'mute' })
+  await first.changeUser('r', 'b1', { kind: 'ban' })
+  await first.close()
+
+  const second = await openBroker(t, { file })
+  assert.deepEqual(await second.userState('r', 'a1'), { read: 2, mute: {} })
+  assert.deepEqual((await second.moderation('r')).sort((x, y) => x.user.localeCompare(y.user)), [{ user: 'a1', mute: {} }, { user: 'b1', ban: {} }])
+  await assert.rejects(joinRoom(second, bob), forbidden)
+  await assert.rejects(second.append('r', { from: alice, text: 'muted' }), forbidden)
+  assert.deepEqual(await second.members('r'), [])
+  assert.equal((await second.read('r', { limit: 10 })).seq, 3, 'nothing refused was stored')
+  assert.deepEqual((await second.changeUser('r', 'a1', { kind: 'read', seq: 1 })).state, { read: 2, mute: {} }, 'the marker still never moves back')
+})
+
+test('a ban and a read marker acknowledged before a SIGKILL are kept', async (t) => {
+  const file = await tempFile(t)
+  let stored: () => void = () => {}
+  const done = new Promise<void>((resolve) => { stored = resolve })
+  const holder = child('users', file, (line) => { if (line === 'stored') stored() })
+  t.after(() => holder.proc.kill('SIGKILL'))
+  await done
+  holder.proc.kill('SIGKILL')
+  await holder.exited
+  const broker = await openBroker(t, { file })
+  assert.deepEqual(await broker.userState('r', 'reader'), { read: 2 })
+  assert.deepEqual(await broker.moderation('r'), [{ user: 'spammer', ban: {} }])
+  await assert.rejects(joinRoom(broker, { id: 's1', user: 'spammer', name: 'spam' }), forbidden)
+})
+
+test('a ban or mute with until ends on time, in a running broker and across a restart', async (t) => {
+  t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 })
+  const file = await tempFile(t)
+  const first = new SqliteBroker({ file })
+  await first.open(new RecordingNode())
+  await first.changeUser('r', 'b1', { kind: 'ban', until: 1_060_000 })
+  await first.changeUser('r', 'a1', { kind: 'mute', until: 1_120_000 })
+  await first.close()
+  t.mock.timers.tick(30_000)
+
+  const second = new SqliteBroker({ file })
+  await second.open(new RecordingNode())
+  await assert.rejects(joinRoom(second, bob), forbidden, 'still banned after the restart')
+  await assert.rejects(second.append('r', { from: alice, text: 'x' }), forbidden)
+  t.mock.timers.tick(30_000)
+  await joinRoom(second, bob)
+  assert.deepEqual(await second.userState('r', 'b1'), { read: 0 }, 'the ban ended at its until')
+  assert.deepEqual(await second.moderation('r'), [{ user: 'a1', mute: { until: 1_120_000 } }])
+  await second.close()
+  t.mock.timers.tick(60_000)
+
+  const third = await openBroker(t, { file })
+  assert.deepEqual(await third.moderation('r'), [], 'the mute ended while the file was closed')
+  assert.equal((await third.append('r', { from: alice, text: 'free' })).message.seq, 1)
+})
+
+test('a muted append fails alone: the other calls of its group commit are stored and delivered, in order', async (t) => {
+  const node = new RecordingNode()
+  const broker = await openBroker(t, { file: await tempFile(t) }, node)
+  await broker.subscribe('r')
+  const mo: Member = { id: 'm1.tab', user: 'm1', name: 'mo' }
+  // One turn's calls: one batch, one transaction; the mute holds from its place in it.
+  const [before, mute, after, other] = await Promise.allSettled([
+    broker.append('r', { from: mo, text: 'before the mute' }),
+    broker.changeUser('r', 'm1', { kind: 'mute' }),
+    broker.append('r', { from: mo, text: 'after the mute', cid: 'refused' }),
+    broker.append('r', { from: alice, text: 'from another user' }),
+  ])
+  assert.equal(before.status === 'fulfilled' && before.value.message.seq, 1)
+  assert.equal(mute.status === 'fulfilled' && mute.value.changed, true)
+  assert.ok(after.status === 'rejected' && forbidden(after.reason as { code?: string }), 'the append after the mute is refused')
+  assert.equal(other.status === 'fulfilled' && other.value.message.seq, 2)
+  assert.deepEqual((await broker.read('r', { limit: 10 })).messages.map((m) => m.text), ['before the mute', 'from another user'])
+  assert.deepEqual(node.delivered.map(({ event }) => event.type === 'message' ? event.seq : event.type), [1, 'user', 2])
+  assert.equal((await broker.changeUser('r', 'm1', { kind: 'unmute' })).changed, true)
+  assert.equal((await broker.append('r', { from: mo, text: 'after the mute', cid: 'refused' })).duplicate, false, 'the refused cid was never stored')
+})
+
+test('a file of schema version 1 is migrated in place, its messages from.user being their from.id', async (t) => {
+  const file = await tempFile(t)
+  const old = new Database(file)
+  old.exec(MIGRATIONS[0]!)
+  old.pragma('user_version = 1')
+  old.prepare('INSERT INTO rooms (name, epoch, seq, last_active) VALUES (?, ?, ?, ?)').run('r', 'old-epoch', 2, Date.now())
+  const insert = old.prepare('INSERT INTO messages (room_id, seq, id, from_id, from_name, text, ts, cid) VALUES (1, ?, ?, ?, ?, ?, ?, ?)')
+  insert.run(1, 'm1', 'conn-1', 'ann', 'hello', 1000, 'c1')
+  insert.run(2, 'm2', 'conn-2', 'ben', 'hi', 2000, null)
+  old.close()
+
+  const broker = await openBroker(t, { file })
+  assert.equal(broker.database.pragma('user_version', { simple: true }), MIGRATIONS.length)
+  const before = await broker.read('r', { limit: 10 })
+  assert.deepEqual([before.epoch, before.seq], ['old-epoch', 2])
+  assert.deepEqual(before.messages.map((m) => m.from), [{ id: 'conn-1', user: 'conn-1', name: 'ann' }, { id: 'conn-2', user: 'conn-2', name: 'ben' }])
+  assert.equal((await broker.append('r', { from: alice, text: 'hello', cid: 'c1' })).duplicate, true, 'cids stored before still count')
+  const tab: Member = { id: 'a1.tab2', user: 'a1', name: 'alice' }
+  assert.deepEqual((await broker.append('r', { from: tab, text: 'new' })).message.from, tab)
+  assert.deepEqual((await broker.read('r', { after: 2, limit: 10 })).messages.map((m) => m.from), [tab], 'a new message keeps its user')
+  assert.deepEqual((await broker.changeUser('r', 'a1', { kind: 'read', seq: 3 })).state, { read: 3 })
+})
+
+test('a room forgotten for idleness takes its bans, mutes and markers with it', async (t) => {
+  t.mock.timers.enable({ apis: ['Date', 'setInterval'], now: 1_000_000 })
+  const broker = await openBroker(t, { file: await tempFile(t), idleRoomTtl: 120_000 })
+  await broker.append('r', { from: bob, text: 'x' })
+  await broker.changeUser('r', 'a1', { kind: 'read', seq: 1 })
+  await broker.changeUser('r', 'b1', { kind: 'ban' })
+  t.mock.timers.tick(120_001)
+  await eventually('the idle room is forgotten', async () => (await broker.read('r', { limit: 1 })).epoch === '')
+  const userStates = (): unknown => broker.database.prepare('SELECT count(*) AS n FROM user_states').get()
+  await eventually('its user states are deleted', async () => (userStates() as { n: number }).n === 0)
+  assert.deepEqual([await broker.userState('r', 'a1'), await broker.moderation('r')], [{ read: 0 }, []])
+  await joinRoom(broker, bob)
 })

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { MemoryBroker, resolveOptions, ChatError, type ServerFrame, type ChatRoomsOptions, type Message } from '../lib/index.js'
 import { Hub, MAX_EVENTS_HELD_WHILE_JOINING, type MemberLink } from '../lib/hub.js'
 import { hubApi } from '../lib/hub-api.js'
+import { Moderation } from '../lib/moderation.js'
 
 const silent = { info () {}, warn () {}, error () {} }
 
@@ -150,7 +151,8 @@ test('a join that the broker fails leaves no membership behind', async (t) => {
 
 test('the public API\'s on, once and off reach the hub\'s events', async (t) => {
   const hub = await makeHub(t)
-  const api = hubApi(hub)
+  // Only the events are used here: the moderation calls' broker is never asked.
+  const api = hubApi(hub, new Moderation(new MemoryBroker(), resolveOptions({}).roomPattern))
   const seen: string[] = []
   const listener = (message: Message): void => { seen.push(`on ${message.text}`) }
   api.on('message', listener).once('message', (message) => { seen.push(`once ${message.text}`) })

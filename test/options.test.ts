@@ -55,9 +55,9 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ home: { prefix: 'chat' } }, "option home.prefix: must be a path starting with '/'"],
     [{ home: {} }, "option home.prefix: missing, must be a path starting with '/'"],
     [{ rest: true }, 'option rest: must be false or { prefix: string, authorize?: function }'],
-    [{ rest: { prefix: '/api', authorize: true } }, 'option rest.authorize: must be a function'],
     [{ rest: { prefix: 3 } }, "option rest.prefix: must be a path starting with '/'"],
     [{ rest: { prefix: '/api', auth: true } }, 'option rest.auth: unknown field (allowed: prefix, authorize)'],
+    [{ rest: { prefix: '/api', authorize: 'admins' } }, 'option rest.authorize: must be a function'],
     [{ health: true }, 'option health: must be false or { prefix: string }'],
     [{ health: { prefix: 'health' } }, "option health.prefix: must be a path starting with '/'"],
     [{ allowedOrigins: 'http://x' }, "option allowedOrigins: must be 'same-origin', '*' or a list of origins like 'https://example.com'"],
@@ -90,7 +90,7 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ authenticate: 'yes' }, 'option authenticate: must be a function'],
     [{ onJoin: true }, 'option onJoin: must be a function'],
     [{ onMessage: {} }, 'option onMessage: must be a function'],
-    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, nodes, close)'],
+    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, changeUser, userState, moderation, signal, nodes, close)'],
   ]
   for (const [options, message] of cases) assert.equal(errorOf(options), message, JSON.stringify(options))
 })

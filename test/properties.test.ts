@@ -143,9 +143,10 @@ class Link implements MemberLink {
   /** room → next expected seq, while a member. */
   readonly next = new Map<string, number>()
   readonly authenticated = false
+  /** Its own user unless given one: a tab of that user. */
   readonly user: string
-  constructor (readonly id: string, public name: string) {
-    this.user = id
+  constructor (readonly id: string, public name: string, user?: string) {
+    this.user = user ?? id
   }
   deliver (raw: Buffer): void {
     const frame: unknown = JSON.parse(raw.toString())
@@ -169,6 +170,7 @@ type Op = { kind: 'join', slot: number, room: string, back: number | undefined }
   | { kind: 'leave' | 'typing', slot: number, room: string }
   | { kind: 'send', slot: number, room: string, text: string }
   | { kind: 'nick', slot: number, name: string }
+  | { kind: 'read', slot: number, room: string, seq: number }
   | { kind: 'disconnect', slot: number }
 
 const slot = fc.nat(SLOTS - 1)
@@ -179,16 +181,28 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('send'), slot, room: inRoom, text: fc.string({ minLength: 1, maxLength: 6 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('nick'), slot, name: fc.constantFrom('ann', 'bob', '<b>x</b>') }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('disconnect'), slot }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('read'), slot, room: inRoom, seq: fc.nat(8) }) },
 ) as fc.Arbitrary<Op>
 
-interface RoomModel { seq: number, messages: Array<{ seq: number, from: { id: string, user: string, name: string }, text: string }>, members: Map<string, string> }
+interface RoomModel {
+  seq: number
+  messages: Array<{ seq: number, from: { id: string, user: string, name: string }, text: string }>
+  members: Map<string, { user: string, name: string }>
+  /** user → read marker */
+  read: Map<string, number>
+}
+
+/** Slots share users, so that a user has several connections: the first and last of them are told. */
+const userOf = (slot: number): string => `u${slot % 2}`
+/** Whether `user` has a connection in the room's model. */
+const present = (model: RoomModel, user: string): boolean => [...model.members.values()].some((m) => m.user === user)
 
 /** A slot's connection; `joinsAsStranger` counts its joins of rooms it was not in, an upper bound on the rooms it opened. */
 interface SlotEntry { link: Link, rooms: Set<string>, joinsAsStranger: number }
 
 class World {
   readonly slots: Array<SlotEntry | undefined> = []
-  readonly rooms = new Map(ROOMS.map((r): [string, RoomModel] => [r, { seq: 0, messages: [], members: new Map() }]))
+  readonly rooms = new Map(ROOMS.map((r): [string, RoomModel] => [r, { seq: 0, messages: [], members: new Map(), read: new Map() }]))
   private generation = 0
   constructor (readonly hub: Hub) {}
 
@@ -196,7 +210,7 @@ class World {
   entry (slot: number): SlotEntry {
     let entry = this.slots[slot]
     if (!entry) {
-      entry = { link: new Link(`s${slot}g${++this.generation}`, `s${slot}`), rooms: new Set(), joinsAsStranger: 0 }
+      entry = { link: new Link(`s${slot}g${++this.generation}`, `s${slot}`, userOf(slot)), rooms: new Set(), joinsAsStranger: 0 }
       this.hub.attach(entry.link)
       this.slots[slot] = entry
     }
@@ -217,6 +231,7 @@ class World {
       case 'leave': return this.hub.leave(link, o.room).then(() => link.next.delete(o.room))
       case 'send': return this.hub.send(link, { type: 'send', room: o.room, text: o.text })
       case 'typing': return this.hub.typing(link, o.room)
+      case 'read': return this.hub.read(link, { type: 'read', room: o.room, seq: o.seq })
       case 'nick': return this.hub.rename(link, o.name)
       case 'disconnect': return this.hub.detach(link)
     }
@@ -234,20 +249,21 @@ class World {
     const others = (r: string, frame: object): void => {
       for (const e of this.live()) if (e.link !== link && e.rooms.has(r)) out.get(e.link)?.push(frame)
     }
-    const me = { id: link.id, user: link.id, name: link.name }
+    const me = { id: link.id, user: link.user, name: link.name }
     const refused = outcome.status === 'rejected' ? (outcome.reason as ChatError).code : undefined
     if (o.kind === 'nick') {
       link.name = o.name
       for (const r of entry.rooms) {
-        this.rooms.get(r)?.members.set(link.id, o.name)
-        others(r, { type: 'presence', room: r, action: 'rename', member: { id: link.id, user: link.id, name: o.name } })
+        this.rooms.get(r)?.members.set(link.id, { user: link.user, name: o.name })
+        others(r, { type: 'presence', room: r, action: 'rename', member: { id: link.id, user: link.user, name: o.name } })
       }
       return out
     }
     if (o.kind === 'disconnect') {
       for (const r of entry.rooms) {
-        this.rooms.get(r)?.members.delete(link.id)
-        others(r, { type: 'presence', room: r, action: 'leave', member: me })
+        const model = this.rooms.get(r) as RoomModel
+        model.members.delete(link.id)
+        others(r, { type: 'presence', room: r, action: 'leave', member: me, last: !present(model, link.user) })
       }
       this.slots[o.slot] = undefined
       return out
@@ -268,14 +284,26 @@ class World {
       if (refused) return out
       if (!member) {
         entry.rooms.add(o.room)
-        model.members.set(link.id, link.name)
-        others(o.room, { type: 'presence', room: o.room, action: 'join', member: me })
+        const first = !present(model, link.user)
+        model.members.set(link.id, { user: link.user, name: link.name })
+        others(o.room, { type: 'presence', room: o.room, action: 'join', member: me, first })
       }
-      out.get(link)?.push({ type: 'joined', room: o.room, seq: model.seq, members: members(model), memberCount: model.members.size, ...snapshot(model, this.since(o)) })
+      out.get(link)?.push({ type: 'joined', room: o.room, seq: model.seq, members: members(model), memberCount: model.members.size, read: model.read.get(link.user) ?? 0, ...snapshot(model, this.since(o)) })
     } else if (o.kind === 'leave') {
       entry.rooms.delete(o.room)
       model.members.delete(link.id)
-      others(o.room, { type: 'presence', room: o.room, action: 'leave', member: me })
+      others(o.room, { type: 'presence', room: o.room, action: 'leave', member: me, last: !present(model, link.user) })
+    } else if (o.kind === 'read') {
+      const before = model.read.get(link.user) ?? 0
+      const marker = Math.max(before, Math.min(o.seq, model.seq))
+      const answered = (outcome as PromiseFulfilledResult<number>).value
+      // Alone, the answer is exactly the model's; beside sends, the cap depends on which went first.
+      if (alone) assert.equal(answered, marker, `read ${o.seq} of ${o.room}`)
+      const after = alone ? marker : Math.max(before, answered)
+      model.read.set(link.user, after)
+      for (const e of this.live()) {
+        if (after !== before && e.link !== link && e.link.user === link.user && e.rooms.has(o.room)) out.get(e.link)?.push({ type: 'read', room: o.room, seq: after })
+      }
     } else if (o.kind === 'typing') {
       others(o.room, { type: 'typing', room: o.room, member: me })
     } else if (o.kind === 'send') {
@@ -307,7 +335,7 @@ class World {
 /** In a single step a link gets at most one frame per type and room. */
 const key = (frame: object): string => { const { type, room } = frame as { type: string, room?: string }; return `${type}:${room}` }
 const sortById = <T extends { id: string }>(list: T[]): T[] => [...list].sort((x, y) => x.id.localeCompare(y.id))
-const members = (model: RoomModel): Array<{ id: string, user: string, name: string }> => sortById([...model.members].map(([id, name]) => ({ id, user: id, name })))
+const members = (model: RoomModel): Array<{ id: string, user: string, name: string }> => sortById([...model.members].map(([id, { user, name }]) => ({ id, user, name })))
 
 /** What `joined` carries per PROTOCOL.md, computed from the model's full log. */
 function snapshot (model: RoomModel, since: number | undefined): { history: object[], recovered?: boolean } {

@@ -58,6 +58,7 @@ describe('the Redis key layout', { skip: await skipUnlessRedis() }, () => {
       await broker.subscribe(room)
       await broker.publish(room, { type: 'presence', room, action: 'join', member: alice })
       await broker.append(room, { from: alice, text: 'hi', cid: 'c1' })
+      await broker.changeUser(room, alice.user, { kind: 'read', seq: 1 })
     }
     const names = [...await keysUnder(prefix), ...await admin.pubsub('CHANNELS', `${prefix}*`) as string[]]
     const byTag = new Map<string, string[]>()
@@ -72,7 +73,7 @@ describe('the Redis key layout', { skip: await skipUnlessRedis() }, () => {
     assert.deepEqual([...byTag.keys()].map((tag) => decodeURIComponent(tag)).sort(), [...rooms].sort(), 'one tag per room: its name')
     for (const [tag, keys] of byTag) {
       const kinds = keys.map((key) => key.slice(key.lastIndexOf(':') + 1)).sort()
-      assert.deepEqual(kinds, ['channel', 'cidq', 'cids', 'log', 'members', 'meta'], `the keys and channel of ${decodeURIComponent(tag)}`)
+      assert.deepEqual(kinds, ['channel', 'cidq', 'cids', 'log', 'members', 'meta', 'present', 'users'], `the keys and channel of ${decodeURIComponent(tag)}`)
     }
   })
 })

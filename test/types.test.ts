@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
-import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type NodeInfo, type HubStats, type HubEvents, type Member } from '../lib/index.js'
+import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type NodeInfo, type HubStats, type HubEvents, type Member, type ModerationEntry, type RestrictionOptions } from '../lib/index.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_: T): void {}
@@ -19,13 +19,16 @@ test('fastify.hub is typed through declaration merging, and options are checked'
   expectType<Equal<Awaited<ReturnType<Hub['rooms']>>, RoomInfo[]>>(true)
   expectType<Equal<ReturnType<Hub['stats']>, HubStats>>(true)
   expectType<Equal<Awaited<ReturnType<Hub['nodes']>>, NodeInfo[]>>(true)
+  expectType<Equal<Parameters<Hub['ban']>, [room: string, user: string, options?: RestrictionOptions]>>(true)
+  expectType<Equal<Awaited<ReturnType<Hub['moderation']>>, ModerationEntry[]>>(true)
+  expectType<Equal<HubEvents['leave'][0]['last'], boolean | undefined>>(true)
   expectType<Equal<HubEvents['message'], [message: Message]>>(true)
   expectType<Equal<HubEvents['join'][0]['room'], string>>(true)
   expectType<Equal<HubEvents['leave'][0]['member']['name'], string>>(true)
   const seen: string[] = []
   const onMessage = (message: Message): void => { seen.push(message.text) }
   expectType<Equal<ReturnType<typeof app.hub.on<'message'>>, Hub>>(true)
-  expectType<Equal<Parameters<typeof app.hub.once<'join'>>[1], (event: { room: string, member: Member }) => void>>(true)
+  expectType<Equal<Parameters<typeof app.hub.once<'join'>>[1], (event: { room: string, member: Member, first: boolean }) => void>>(true)
   app.hub.on('message', onMessage).once('join', ({ room }) => seen.push(room)).off('message', onMessage)
   // @ts-expect-error no such event
   app.hub.on('joined', () => {})
@@ -75,6 +78,8 @@ test('fastify.hub has the server API only: member actions are not on it', async 
   void app.hub.close
   // @ts-expect-error membership of a link is internal
   void app.hub.isMember
-  assert.deepEqual(Object.keys(app.hub).sort(), ['broadcast', 'disconnect', 'history', 'members', 'nodes', 'off', 'on', 'once', 'rooms', 'stats'])
+  // @ts-expect-error read markers move through the user's connections
+  void app.hub.read
+  assert.deepEqual(Object.keys(app.hub).sort(), ['ban', 'broadcast', 'disconnect', 'disconnectUser', 'history', 'kick', 'members', 'moderation', 'mute', 'nodes', 'off', 'on', 'once', 'rooms', 'stats', 'unban', 'unmute'])
   assert.ok(Object.isFrozen(app.hub))
 })

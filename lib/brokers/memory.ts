@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import { ChatError } from '../errors.js'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, UserChange, UserState } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, NO_USER_STATE, changedUserState, currentUserState, inForce, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, NO_USER_STATE, appendRefusal, changedUserState, currentUserState, inForce, messageIds, newMessage, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
 import { HistoryRing, messageBytes } from '../history.js'
 import type { Member, Presence, TypingEvent } from '../protocol.js'
 import { InProcessNode } from './in-process.js'
@@ -103,7 +103,8 @@ export class MemoryBroker implements Broker {
     this.local.opened()
     const now = Date.now()
     const state = this.touch(room, now)
-    if (inForce(state.users?.get(draft.from.user)?.mute, now)) throw new ChatError('forbidden', `muted in ${room}`)
+    const refusal = appendRefusal(state.users?.get(draft.from.user), now)
+    if (refusal) throw restrictionError(room, refusal)
     if (draft.cid !== undefined) {
       const seen = state.cids?.get(draft.cid)
       const original = seen && state.history.get(seen.seq)
@@ -129,7 +130,7 @@ export class MemoryBroker implements Broker {
     const now = Date.now()
     // A leave never makes a room: one whose roster holds the member exists.
     const state = event.action !== 'leave' || this.rooms_.has(room) ? this.touch(room, now) : undefined
-    if (event.action === 'join' && inForce(state?.users?.get(event.member.user)?.ban, now)) throw new ChatError('forbidden', `banned from ${room}`)
+    if (event.action === 'join' && inForce(state?.users?.get(event.member.user)?.ban, now)) throw restrictionError(room, 'banned')
     const told = this.local.updateRoster(room, event, options)
     if (told) this.local.deliver(room, told)
   }
@@ -141,10 +142,7 @@ export class MemoryBroker implements Broker {
     const state = change.kind === 'read' || change.kind === 'kick' ? this.rooms_.get(room) : this.touch(room, now)
     const result = changedUserState(state?.users?.get(user) ?? NO_USER_STATE, change, state?.seq ?? 0, now)
     if (state && result.changed && change.kind !== 'kick') (state.users ??= new Map()).set(user, result.state)
-    if (result.changed) {
-      const told = change.kind === 'read' ? { kind: 'read' as const, seq: result.state.read } : change
-      this.local.deliver(room, connection === undefined ? { type: 'user', room, user, change: told } : { type: 'user', room, user, change: told, connection })
-    }
+    if (result.changed) this.local.deliver(room, userEvent(room, user, change, result.state, connection))
     return result
   }
 

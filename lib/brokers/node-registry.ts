@@ -73,7 +73,8 @@ export interface RegistryStore {
   roster(room: string): Promise<RosterEntry[]>
   /**
    * Changes the roster and tells the room's nodes, atomically (the `Broker`
-   * contract for presence); rejects with `ChatError('room_full')` over `maxMembers`.
+   * contract for presence); rejects with `ChatError('room_full')` over
+   * `maxMembers`, and `ChatError('forbidden')` for a join of a banned user.
    */
   presence(room: string, action: Presence['action'], member: Member, stamp: Stamp, options: PresenceOptions): Promise<void>
   /** Removes from `room` the members `node` announced in registration `serial` or before, telling the room once; answers how many. */
@@ -159,7 +160,8 @@ export class NodeRegistry {
     try {
       await this.store.presence(room, event.action, member, this.stamp(), options)
     } catch (error) {
-      if (error instanceof ChatError && error.code === 'room_full') this.remember(room, 'leave', member)
+      // A refused join changed nothing: forget it, or the next reconcile would announce it again.
+      if (error instanceof ChatError && (error.code === 'room_full' || error.code === 'forbidden')) this.remember(room, 'leave', member)
       else this.stale = true
       throw error
     } finally {

@@ -5,7 +5,7 @@
  * themselves, so `listRoom` and `unlistRoom` have nothing to do.
  */
 import { randomUUID } from 'node:crypto'
-import type { NodeInfo } from '../broker.js'
+import { restrictionError, type NodeInfo } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence } from '../protocol.js'
 import type { PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
@@ -51,19 +51,19 @@ export class PostgresRegistryStore implements RegistryStore {
   async unlistRoom (): Promise<void> {}
 
   async roster (room: string): Promise<RosterEntry[]> {
-    const rows = await this.query<{ id: string, name: string, node: string, serial: string }>(
-      `SELECT id, name, node, serial FROM ${this.schema}.members WHERE room = $1 ORDER BY position`, [room])
-    return rows.map(({ id, name, node, serial }) => ({ member: { id, user: id /* SCAFFOLD issue 12 */, name }, node, serial: Number(serial) }))
+    const rows = await this.query<{ id: string, user_id: string, name: string, node: string, serial: string }>(
+      `SELECT id, user_id, name, node, serial FROM ${this.schema}.members WHERE room = $1 ORDER BY position`, [room])
+    return rows.map(({ id, user_id: user, name, node, serial }) => ({ member: { id, user, name }, node, serial: Number(serial) }))
   }
 
+  /** The function decides `first` or `last` with the roster change and builds the event it notifies. */
   async presence (room: string, action: Presence['action'], member: Member, stamp: Stamp, options: PresenceOptions): Promise<void> {
-    const event: Presence = { type: 'presence', room, action, member }
     const maxMembers = options.maxMembers ?? 0
     const [row] = await this.query<{ outcome: string }>(
       `SELECT ${this.schema}.chat_presence($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS outcome`,
-      [room, action, member.id, member.name, stamp.node, stamp.serial, randomUUID(), maxMembers, options.onlyIfNew ?? false,
-        this.channel, JSON.stringify({ room, event })])
+      [room, action, member.id, member.user, member.name, stamp.node, stamp.serial, randomUUID(), maxMembers, options.onlyIfNew ?? false, this.channel])
     if (row!.outcome === 'full') throw new ChatError('room_full', `${room} is full (${maxMembers} members)`)
+    if (row!.outcome === 'banned') throw restrictionError(room, 'banned')
   }
 
   async evict (room: string, node: string, serial: number): Promise<number> {

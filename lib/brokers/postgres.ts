@@ -5,8 +5,9 @@
  * postgres-schema.ts that takes the room's row lock, stores the change and
  * NOTIFYs it in one transaction; one LISTEN connection per node receives the
  * events in commit order and `RoomFeeds` turns them into ordered, gap-free
- * delivery (a message too large for NOTIFY is read from the table). Nodes
- * hold leases in the `NodeRegistry`, timed by the database's clock.
+ * delivery (a message too large for NOTIFY is read from the table); node
+ * signals take the same channel. Nodes hold leases in the `NodeRegistry`,
+ * timed by the database's clock; users' per-room state is `PostgresUsers`'.
  *
  * When PostgreSQL is down or hung, every call fails with `unavailable` within
  * `commandTimeout`; the broker reconnects by itself and catches its feeds up.
@@ -15,8 +16,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, SharedStoreOptions } from '../broker.js'
-import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState } from '../broker.js'
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, storedMessage } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { Availability } from './availability.js'
 import { GroupCommit, type Pending } from './group-commit.js'
@@ -24,6 +25,7 @@ import { NodeRegistry } from './node-registry.js'
 import { PostgresRegistryStore, type Query } from './postgres-registry.js'
 import { NewerSchemaError, SCHEMA_PATTERN, channelOf, migrate } from './postgres-schema.js'
 import { PostgresRetention, checkRetention } from './postgres-retention.js'
+import { PostgresUsers } from './postgres-users.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
 export interface PostgresBrokerOptions extends SharedStoreOptions {
@@ -52,6 +54,7 @@ interface Open {
   readonly node: BrokerNode
   readonly pool: pg.Pool
   readonly store: PostgresRegistryStore
+  readonly users: PostgresUsers
   readonly registry: NodeRegistry
   readonly feeds: RoomFeeds
   readonly retention: PostgresRetention
@@ -123,11 +126,12 @@ export class PostgresBroker implements Broker {
     pool.on('error', onPoolError)
     const query: Query = (text, values) => this.run(async () => (await pool.query(text, values)).rows)
     const store = new PostgresRegistryStore(query, this.table, this.channel)
+    const users = new PostgresUsers(query, this.table, this.channel)
     const registry = new NodeRegistry(store, { nodeId: this.nodeId, leaseMs: this.leaseMs, connections: () => node.connections(), log: node.log })
     const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), (room, epoch) => node.outOfSync(room, epoch), node.log)
     const keep = keptPerRoom(this.options.retention, node)
     const retention = new PostgresRetention(query, this.table, keep, this.options.retention?.age, this.options.idleRoomTtl, node.log)
-    const state: Open = { node, pool, store, registry, feeds, retention, keep, onPoolError, prepared: false, connecting: undefined, listener: undefined, reconnects: 0, timer: undefined }
+    const state: Open = { node, pool, store, users, registry, feeds, retention, keep, onPoolError, prepared: false, connecting: undefined, listener: undefined, reconnects: 0, timer: undefined }
     this.state = state
     try {
       await this.attempt(state)
@@ -174,21 +178,25 @@ export class PostgresBroker implements Broker {
     const { pool } = this.opened()
     const ordered = [...batch].sort((a, b) => a.call.room < b.call.room ? -1 : a.call.room > b.call.room ? 1 : 0)
     const now = Date.now()
-    const columns = { rooms: [] as string[], epochs: [] as string[], cids: [] as Array<string | null>, heads: [] as string[], tails: [] as string[] }
+    const columns = { rooms: [] as string[], epochs: [] as string[], cids: [] as Array<string | null>, users: [] as string[], heads: [] as string[], tails: [] as string[] }
     for (const { call: { room, draft } } of ordered) {
       // The function splices the seq it takes between these two halves of the message JSON.
       const { head, tail } = messageJsonAroundSeq(room, this.nextId(), draft, now)
       columns.rooms.push(room)
       columns.epochs.push(randomUUID())
       columns.cids.push(draft.cid ?? null)
+      columns.users.push(draft.from.user)
       columns.heads.push(head)
       columns.tails.push(tail)
     }
     const { rows } = await this.run(() => pool.query<{ r_index: number, r_outcome: string, r_body: string }>(
-      `SELECT * FROM ${this.table}.chat_append_batch($1, $2, $3, $4, $5, $6)`,
-      [columns.rooms, columns.epochs, columns.cids, columns.heads, columns.tails, this.channel]))
+      `SELECT * FROM ${this.table}.chat_append_batch($1, $2, $3, $4, $5, $6, $7)`,
+      [columns.rooms, columns.epochs, columns.cids, columns.users, columns.heads, columns.tails, this.channel]))
     for (const row of rows) {
-      ordered[row.r_index - 1]!.resolve({ message: JSON.parse(row.r_body) as Message, duplicate: row.r_outcome === 'stored' })
+      const pending = ordered[row.r_index - 1]!
+      // A banned or muted sender's append is refused alone: the rest of the batch is stored.
+      if (row.r_outcome === 'banned' || row.r_outcome === 'muted') pending.reject(restrictionError(pending.call.room, row.r_outcome))
+      else pending.resolve({ message: storedMessage(JSON.parse(row.r_body) as Message), duplicate: row.r_outcome === 'stored' })
     }
     // Only if the function broke its promise of a row per append; a settled call ignores this.
     for (const pending of ordered) pending.reject(new Error('PostgresBroker: chat_append_batch returned no row for this append'))
@@ -209,7 +217,7 @@ export class PostgresBroker implements Broker {
     const { rows } = await this.run(() => pool.query<{ r_epoch: string, r_seq: string, r_more: boolean, r_messages: string[] }>(
       `SELECT * FROM ${this.table}.chat_read($1, $2, $3, $4, $5)`, [room, range.after ?? null, range.before ?? null, range.limit, keep ?? null]))
     const [row] = rows
-    return { epoch: row!.r_epoch, seq: Number(row!.r_seq), more: row!.r_more, messages: row!.r_messages.map((json) => JSON.parse(json) as Message) }
+    return { epoch: row!.r_epoch, seq: Number(row!.r_seq), more: row!.r_more, messages: row!.r_messages.map((json) => storedMessage(JSON.parse(json) as Message)) }
   }
 
   /** Members on live nodes (`NodeRegistry.live`): a crashed node's members are gone before they are swept. */
@@ -231,13 +239,25 @@ export class PostgresBroker implements Broker {
     return rows.map(({ room, members, seq }) => ({ room, members, seq: Number(seq) }))
   }
 
-  /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
-  // SCAFFOLD issue 12: replaced by the PostgresBroker implementation before this lands.
-  async changeUser (): Promise<never> { throw new Error('PostgresBroker.changeUser: not implemented yet') }
-  async userState (): Promise<never> { throw new Error('PostgresBroker.userState: not implemented yet') }
-  async moderation (): Promise<never> { throw new Error('PostgresBroker.moderation: not implemented yet') }
-  async signal (): Promise<never> { throw new Error('PostgresBroker.signal: not implemented yet') }
+  async changeUser (room: string, user: string, change: UserChange, connection?: string): Promise<{ state: UserState, changed: boolean }> {
+    return await this.opened().users.change(room, user, change, connection)
+  }
 
+  async userState (room: string, user: string): Promise<UserState> {
+    return await this.opened().users.state(room, user)
+  }
+
+  async moderation (room: string): Promise<ModerationEntry[]> {
+    return await this.opened().users.moderation(room)
+  }
+
+  /** On the channel every node listens to, so it reaches every node, this one included. */
+  async signal (event: NodeSignal): Promise<void> {
+    const { pool } = this.opened()
+    await this.run(() => pool.query('SELECT pg_notify($1, $2)', [this.channel, JSON.stringify({ signal: event })]))
+  }
+
+  /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
   async nodes (): Promise<NodeInfo[]> {
     const { registry } = this.opened()
     return (await registry.nodes()).filter((node) => node.live)
@@ -372,11 +392,15 @@ export class PostgresBroker implements Broker {
   private receive (payload: string | undefined): void {
     const state = this.state
     if (!state || payload === undefined) return
-    let notice: Envelope & { room: string, seq?: number }
+    let notice: (Envelope & { room: string, seq?: number }) | { signal: NodeSignal }
     try {
       notice = JSON.parse(payload) as typeof notice
     } catch {
       return // not ours: something else notified on our channel
+    }
+    if ('signal' in notice) {
+      state.node.signal(notice.signal)
+      return
     }
     // A message too large for NOTIFY comes as its seq alone: the feed reads it from the table.
     if (notice.event === undefined) state.feeds.catchUp(notice.room)

@@ -5,11 +5,12 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import type { NodeInfo } from '../broker.js'
+import { restrictionError, type NodeInfo } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence } from '../protocol.js'
 import type { PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
-import type { RedisKeys, ScriptCalls } from './redis-scripts.js'
+import type { RedisKeys } from './redis-keys.js'
+import type { ScriptCalls } from './redis-scripts.js'
 
 /** What a roster entry holds in Redis. */
 interface StoredEntry extends Member {
@@ -89,14 +90,16 @@ export class RedisRegistryStore implements RegistryStore {
   async presence (room: string, action: Presence['action'], member: Member, stamp: Stamp, options: PresenceOptions): Promise<void> {
     const { scripts, keys, run, idleRoomTtl } = this.redis
     const event: Presence = { type: 'presence', room, action, member }
-    // In this order: EVICT finds the node and serial at the end of the JSON.
+    // In this order: EVICT finds the user after the id, and the node and serial at the end of the JSON.
     const entry: StoredEntry = { id: member.id, user: member.user, name: member.name, node: stamp.node, serial: stamp.serial }
     const maxMembers = options.maxMembers ?? 0
     const outcome = await run(() => scripts.presence({
-      ...keys.room(room), action, id: member.id, entry: JSON.stringify(entry), channel: keys.channel(room),
-      payload: JSON.stringify({ event }), idleTtl: idleRoomTtl, epoch: randomUUID(), maxMembers, onlyIfNew: options.onlyIfNew ?? false,
+      ...keys.room(room), action, id: member.id, user: JSON.stringify(member.user), entry: JSON.stringify(entry), channel: keys.channel(room),
+      // The script closes the envelope after adding `first` or `last` (`withUserFlags` puts them last too).
+      head: JSON.stringify({ event }).slice(0, -2), idleTtl: idleRoomTtl, epoch: randomUUID(), maxMembers, onlyIfNew: options.onlyIfNew ?? false, now: Date.now(),
     }))
     if (outcome === 'full') throw new ChatError('room_full', `${room} is full (${maxMembers} members)`)
+    if (outcome === 'banned') throw restrictionError(room, 'banned')
   }
 
   async evict (room: string, node: string, serial: number): Promise<number> {

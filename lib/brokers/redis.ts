@@ -1,9 +1,10 @@
 /**
  * The broker for many processes: rooms live in Redis, so every node that
  * shares one Redis and key prefix serves the same rooms. Each change (a
- * message, a presence event) is one Lua script that stores it and publishes
- * it (redis-scripts.ts); pub/sub carries events to the nodes subscribed to the
- * room and `RoomFeeds` turns that into ordered, gap-free delivery. Each node
+ * message, a presence event, a user's marker or ban) is one Lua script that
+ * checks, stores and publishes it (redis-room-scripts.ts); pub/sub carries
+ * events to the nodes subscribed to the room and `RoomFeeds` turns that into
+ * ordered, gap-free delivery. Node-wide signals have a channel of their own. Each node
  * registers in the `NodeRegistry` and holds a lease; the others remove the
  * members of a node whose lease lapsed (it crashed) and tell their rooms.
  *
@@ -12,12 +13,13 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, messageIds, messageJsonAroundSeq, reconnectDelay, retryOfTrimmed } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, retryOfTrimmed, storedMessage, userEvent } from '../broker.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { RedisRegistryStore } from './redis-registry.js'
-import { RedisKeys, SCRIPT_COMMANDS, scriptCalls, type ScriptCalls } from './redis-scripts.js'
+import { RedisKeys } from './redis-keys.js'
+import { SCRIPT_COMMANDS, scriptCalls, type ScriptCalls } from './redis-scripts.js'
 import { Availability } from './availability.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
@@ -48,6 +50,8 @@ interface Open {
   readonly store: RedisRegistryStore
   readonly registry: NodeRegistry
   readonly feeds: RoomFeeds
+  /** The subscriptions the subscriber's latest `ready` made (the signal channel's among them). */
+  resubscribed?: Promise<void>
 }
 
 export class RedisBroker implements Broker {
@@ -90,9 +94,11 @@ export class RedisBroker implements Broker {
     })
     subscriber.on('ready', () => {
       this.availability.answered()
-      void this.resubscribe()
+      if (this.state) this.state.resubscribed = this.resubscribe()
     })
     await Promise.all([whenReady(commands, this.commandTimeout), whenReady(subscriber, this.commandTimeout)])
+    // Signals sent once `open` resolves reach this node.
+    await this.state.resubscribed
     await registry.start()
   }
 
@@ -124,10 +130,11 @@ export class RedisBroker implements Broker {
     const { head, tail } = messageJsonAroundSeq(room, this.nextId(), draft, ts)
     const stored = await this.run(() => scripts.append({
       ...this.keys.room(room), epoch: randomUUID(), head, tail, cid: draft.cid ?? '', historySize: node.historySize, now: ts,
-      idleTtl: this.idleRoomTtl, channel: this.keys.channel(room), cidRetentionMs: CID_RETENTION_MS,
+      idleTtl: this.idleRoomTtl, channel: this.keys.channel(room), cidRetentionMs: CID_RETENTION_MS, user: JSON.stringify(draft.from.user),
     }))
+    if (stored.outcome === 'banned' || stored.outcome === 'muted') throw restrictionError(room, stored.outcome)
     if (stored.outcome === 'forgotten') return retryOfTrimmed(room, draft, stored.seq, stored.ts)
-    return { message: JSON.parse(stored.message) as Message, duplicate: stored.outcome === 'stored' }
+    return { message: storedMessage(JSON.parse(stored.message) as Message), duplicate: stored.outcome === 'stored' }
   }
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
@@ -143,7 +150,7 @@ export class RedisBroker implements Broker {
     const { scripts } = this.opened()
     const { meta, log } = this.keys.room(room)
     const { epoch, seq, more, messages } = await this.run(() => scripts.read({ meta, log, after: range.after, before: range.before, limit: range.limit }))
-    return { epoch, seq, more, messages: messages.map((json) => JSON.parse(json) as Message) }
+    return { epoch, seq, more, messages: messages.map((json) => storedMessage(JSON.parse(json) as Message)) }
   }
 
   /** Members on live nodes (`NodeRegistry.live`): a crashed node's members are gone before they are swept. */
@@ -180,13 +187,44 @@ export class RedisBroker implements Broker {
     return listed
   }
 
-  /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
-  // SCAFFOLD issue 12: replaced by the RedisBroker implementation before this lands.
-  async changeUser (): Promise<never> { throw new Error('RedisBroker.changeUser: not implemented yet') }
-  async userState (): Promise<never> { throw new Error('RedisBroker.userState: not implemented yet') }
-  async moderation (): Promise<never> { throw new Error('RedisBroker.moderation: not implemented yet') }
-  async signal (): Promise<never> { throw new Error('RedisBroker.signal: not implemented yet') }
+  async changeUser (room: string, user: string, change: UserChange, connection?: string): Promise<{ state: UserState, changed: boolean }> {
+    const { scripts } = this.opened()
+    // For a `read`, the script puts the new marker where this event's seq 0 (NO_USER_STATE's marker) is.
+    const json = JSON.stringify({ event: userEvent(room, user, change, NO_USER_STATE, connection) })
+    // The first `"seq":` is the change's: room and user come first, and a JSON string cannot hold an unescaped quote.
+    const at = change.kind === 'read' ? json.indexOf('"seq":') + '"seq":'.length : json.length
+    const { changed, state } = await this.run(() => scripts.user({
+      ...this.keys.room(room), user: JSON.stringify(user), kind: change.kind, seq: change.kind === 'read' ? change.seq : undefined,
+      ends: change.kind === 'ban' || change.kind === 'mute' ? change.until : undefined, now: Date.now(),
+      head: json.slice(0, at), tail: json.slice(at + (change.kind === 'read' ? 1 : 0)), channel: this.keys.channel(room), idleTtl: this.idleRoomTtl,
+    }))
+    return { state: JSON.parse(state) as UserState, changed }
+  }
 
+  async userState (room: string, user: string): Promise<UserState> {
+    const { commands } = this.opened()
+    const stored = await this.run(() => commands.hget(this.keys.room(room).users, JSON.stringify(user)))
+    return currentUserState(parseUserState(stored), Date.now())
+  }
+
+  /** Reads every user kept for the room (markers too): restrictions that ended are left out, and go with the room's keys. */
+  async moderation (room: string): Promise<ModerationEntry[]> {
+    const { commands } = this.opened()
+    const stored = await this.run(() => commands.hgetall(this.keys.room(room).users))
+    const now = Date.now()
+    return Object.entries(stored).flatMap(([field, value]) => {
+      const { ban, mute } = currentUserState(parseUserState(value), now)
+      const user = parseJson(field)
+      return (ban || mute) && typeof user === 'string' ? [{ user, ...(ban ? { ban } : {}), ...(mute ? { mute } : {}) }] : []
+    })
+  }
+
+  async signal (event: NodeSignal): Promise<void> {
+    const { commands } = this.opened()
+    await this.run(() => commands.publish(this.keys.signal, JSON.stringify(event)))
+  }
+
+  /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
   async nodes (): Promise<NodeInfo[]> {
     const { registry } = this.opened()
     return (await registry.nodes()).filter((node) => node.live)
@@ -235,33 +273,51 @@ export class RedisBroker implements Broker {
     return await this.availability.run(call(), (error) => (error as Error).name !== 'ReplyError')
   }
 
-  /** After a reconnect: subscribe again to every room with a feed, then fill what was published meanwhile. */
+  /** Once connected, and after a reconnect: subscribe to signals and to every room with a feed, then fill what was published meanwhile. */
   private async resubscribe (): Promise<void> {
     const state = this.state
     if (!state) return
     const rooms = [...state.feeds.rooms()]
-    if (rooms.length === 0) return
     // On failure the connection is dropped (socket timeout) or already down; its next `ready` tries again.
-    const subscribed = await state.subscriber.subscribe(...rooms.map((room) => this.keys.channel(room))).then(() => true, () => false)
+    const subscribed = await state.subscriber.subscribe(this.keys.signal, ...rooms.map((room) => this.keys.channel(room))).then(() => true, () => false)
     if (subscribed) for (const room of rooms) state.feeds.catchUp(room)
   }
 
   private receive (channel: string, payload: string): void {
+    const state = this.state
     const room = this.keys.roomOfChannel(channel)
-    if (!this.state || room === undefined) return
-    let envelope: Envelope
-    try {
-      envelope = JSON.parse(payload) as Envelope
-    } catch {
-      return // not ours: something else published on our channel
+    if (!state || (room === undefined && channel !== this.keys.signal)) return
+    const parsed = parseJson(payload) as Partial<Envelope & NodeSignal> | null | undefined
+    // Anything else is not ours: something else published on our channel.
+    if (room === undefined) {
+      if (typeof parsed?.type === 'string') state.node.signal(parsed as NodeSignal)
+      return
     }
-    this.state.feeds.receive(room, envelope)
+    if (typeof parsed?.event?.type !== 'string') return
+    // A message published by a node of an earlier version has no `user`.
+    if (parsed.event.type === 'message') storedMessage(parsed.event)
+    state.feeds.receive(room, parsed as Envelope)
   }
 
   private opened (): Open {
     if (!this.state) throw new Error('RedisBroker: not open')
     return this.state
   }
+}
+
+/** A value the scripts wrote as JSON; undefined for anything else (a field no script wrote). */
+function parseJson (text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
+/** A user's state as `users` keeps it (UserState JSON); what is not, reads as none. */
+function parseUserState (stored: string | null | undefined): UserState {
+  const state = stored == null ? undefined : parseJson(stored) as UserState | undefined
+  return typeof state?.read === 'number' ? state : NO_USER_STATE
 }
 
 /** Resolves once `redis` is ready, or after `ms` (then calls fail with `unavailable` until it is). */

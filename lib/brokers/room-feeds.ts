@@ -8,13 +8,12 @@
  * What cannot be filled (the history was trimmed past it, or the room's
  * stream began again under a new epoch) is reported to `outOfSync`.
  */
-import type { BrokerLogger, BrokerNode, ReadRange, ReadResult } from '../broker.js'
-import type { RoomEvent } from '../protocol.js'
+import type { BrokerEvent, BrokerLogger, BrokerNode, ReadRange, ReadResult } from '../broker.js'
 
-/** What travels on a room's channel; stored messages carry the epoch of their stream. */
+/** What travels on a room's channel (its wire events and user changes); stored messages carry the epoch of their stream. */
 export interface Envelope {
   epoch?: string
-  event: RoomEvent
+  event: BrokerEvent
 }
 
 /**
@@ -47,7 +46,7 @@ export class RoomFeeds {
 
   constructor (
     private readonly read: (room: string, range: ReadRange) => Promise<ReadResult>,
-    private readonly deliver: (room: string, event: RoomEvent) => void,
+    private readonly deliver: BrokerNode['deliver'],
     private readonly outOfSync: BrokerNode['outOfSync'],
     private readonly log: BrokerLogger,
   ) {}
@@ -104,6 +103,7 @@ export class RoomFeeds {
   }
 
   private apply (room: string, feed: Feed, { epoch, event }: Envelope): void {
+    // Presence, typing and user events are delivered in the order they came, between the messages.
     if (event.type !== 'message') {
       this.deliver(room, event)
       return

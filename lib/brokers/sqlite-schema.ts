@@ -6,19 +6,25 @@
  *   rooms          one row per room stream: its epoch and latest seq. A room
  *                  forgotten (idleRoomTtl) loses its row; a later use makes a
  *                  new row, with a new id and epoch, so old rows never mix in.
- *   messages       the history, keyed (room_id, seq); cid unique per room.
+ *   messages       the history, keyed (room_id, seq); cid unique per room;
+ *                  from_user is NULL in rows stored before members had a user.
  *   trimmed_cids   cids of messages removed by retention, kept CID_RETENTION_MS
  *                  so that a retry of one is still recognised.
- *   dropped_rooms  ids of forgotten rooms whose messages are still being deleted, in batches.
- * Per-room state that comes later (read markers, bans) gets tables keyed by
- * room_id in a new migration.
+ *   user_states    per room and user: the read marker, the ban and the mute
+ *                  (banned/muted, with their until, NULL: until lifted). A row
+ *                  with nothing to keep is deleted.
+ *   dropped_rooms  ids of forgotten rooms whose messages and user states are
+ *                  still being deleted, in batches.
  */
 import { closeSync, fdatasync, openSync } from 'node:fs'
 import { promisify } from 'node:util'
 import Database from 'better-sqlite3'
 
-/** Each entry moves the schema one version up; never edit one that shipped, add another. */
-const MIGRATIONS: readonly string[] = [
+/**
+ * Each entry moves the schema one version up; never edit one that shipped, add
+ * another. Exported so that a test can build a file of an earlier version.
+ */
+export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE rooms (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,6 +56,22 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX trimmed_cids_ts ON trimmed_cids (ts);
   CREATE TABLE dropped_rooms (id INTEGER PRIMARY KEY);
+  `,
+  // Protocol 2: members have a user; read markers, bans and mutes. Old rows
+  // keep a NULL from_user (read as their from_id), so no row is rewritten.
+  `
+  ALTER TABLE messages ADD COLUMN from_user TEXT;
+  CREATE TABLE user_states (
+    room_id INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    read INTEGER NOT NULL,
+    banned INTEGER NOT NULL,
+    ban_until INTEGER,
+    muted INTEGER NOT NULL,
+    mute_until INTEGER,
+    PRIMARY KEY (room_id, user)
+  ) WITHOUT ROWID;
+  CREATE INDEX user_states_restricted ON user_states (room_id) WHERE banned = 1 OR muted = 1;
   `,
 ]
 

@@ -1,20 +1,22 @@
 /**
- * The durable one-process broker: rooms' seq, epoch, history and cids in a
- * SQLite file, events delivered in-process as by the memory broker. Appends of
- * one event-loop turn are committed together (and, with `synchronous: 'full'`,
+ * The durable one-process broker: rooms' seq, epoch, history, cids and users'
+ * state (read markers, bans, mutes) in a SQLite file, events delivered
+ * in-process as by the memory broker. Appends and user changes of one
+ * event-loop turn are committed together (and, with `synchronous: 'full'`,
  * those made while a commit is being flushed to disk); each is delivered and
  * acknowledged only once that commit is done (and on disk, with 'full').
  */
 import { randomUUID } from 'node:crypto'
-import { setImmediate as nextTurn } from 'node:timers/promises'
 import type Database from 'better-sqlite3'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, NodeInfo, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage } from '../broker.js'
-import { CID_RETENTION_MS, NO_STREAM_YET, keptPerRoom, messageIds, newMessage, retryOfTrimmed, roomsPage } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, UserChange, UserState } from '../broker.js'
+import { NO_STREAM_YET, keptPerRoom, messageIds, newMessage, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { GroupCommit, type Pending } from './group-commit.js'
 import { InProcessNode } from './in-process.js'
+import { SqliteRetention } from './sqlite-retention.js'
 import { type DurableFile, openDatabase } from './sqlite-schema.js'
+import { SqliteUsers } from './sqlite-users.js'
 
 export interface SqliteBrokerOptions {
   /** The database file, made if missing (its directory must exist). One process at a time may open it. */
@@ -44,8 +46,6 @@ export interface SqliteBrokerOptions {
   synchronous?: 'normal' | 'full'
 }
 
-/** Rows deleted per retention transaction: small enough that a batch never holds the file for long. */
-const TRIM_BATCH = 500
 /**
  * How often retention and idle rooms are looked at: often enough to bound the
  * file, rare enough to cost nothing; more often (down to a second) when
@@ -60,12 +60,17 @@ const BACKGROUND_FLUSH_MS = 1000
 
 
 interface RoomRow { id: number, epoch: string, seq: number }
-interface MessageRow { seq: number, id: string, from_id: string, from_name: string, text: string, ts: number, cid: string | null }
+interface MessageRow { seq: number, id: string, from_id: string, from_user: string | null, from_name: string, text: string, ts: number, cid: string | null }
 
-/** A call that waits for the next group commit: an append, or an event that must not overtake one. */
+/** A call that waits for the next group commit: an append, a user change, or an event that must not overtake one. */
 type Call =
   | { kind: 'append', room: string, draft: MessageDraft }
   | { kind: 'event', room: string, event: Presence | TypingEvent, options: PublishOptions }
+  | { kind: 'user', room: string, user: string, change: UserChange, connection: string | undefined }
+
+interface UserResult { state: UserState, changed: boolean }
+/** What a call's commit answers (per its kind), or the refusal of that call alone. */
+type Outcome = AppendResult | UserResult | undefined | ChatError
 
 export class SqliteBroker implements Broker {
   // Rosters live in memory only: members are this process's connections, and
@@ -73,6 +78,7 @@ export class SqliteBroker implements Broker {
   private readonly local = new InProcessNode('SqliteBroker')
   private file: DurableFile | undefined
   private statements: ReturnType<typeof prepare> | undefined
+  private users: SqliteUsers | undefined
   /** Set when a flush to disk failed: what the disk holds is unknown, so nothing more is acknowledged. */
   private failure: Error | undefined
   /** With `synchronous: 'normal'`: the flush due within `BACKGROUND_FLUSH_MS` of a commit, and the one under way. */
@@ -86,9 +92,9 @@ export class SqliteBroker implements Broker {
   private readonly roomRows = new Map<string, RoomRow>()
   /** Whether a retry may name a cid that retention trimmed (else no append needs to look). */
   private mayHaveTrimmedCids = false
-  private readonly commits = new GroupCommit<Call, AppendResult | undefined>((batch) => this.commit(batch))
+  private readonly commits = new GroupCommit<Call, Outcome>((batch) => this.commit(batch))
+  private retention: SqliteRetention | undefined
   private sweeper: NodeJS.Timeout | undefined
-  private sweeping = false
   private readonly nextId = messageIds()
 
   constructor (private readonly options: SqliteBrokerOptions) {
@@ -114,10 +120,23 @@ export class SqliteBroker implements Broker {
     }
     this.failure = undefined
     this.statements = prepare(this.file.db)
+    this.users = new SqliteUsers(this.file.db, Date.now())
     this.keep = keptPerRoom(this.options.retention, node)
     this.roomRows.clear()
     this.mayHaveTrimmedCids = this.options.retention !== undefined || this.statements.anyTrimmedCid.get() !== undefined
-    const interval = Math.max(MIN_SWEEP_INTERVAL_MS, Math.min(SWEEP_INTERVAL_MS, this.options.retention?.age ?? Infinity, this.options.idleRoomTtl ?? Infinity))
+    const { age } = this.options.retention ?? {}
+    const { idleRoomTtl } = this.options
+    this.retention = new SqliteRetention(this.file.db, {
+      keep: this.keep,
+      age,
+      idleRoomTtl,
+      hasMembers: (room) => this.local.memberCount(room) > 0,
+      forgotten: (room) => {
+        this.roomRows.delete(room)
+        this.users!.forgetRoom(room)
+      },
+    })
+    const interval = Math.max(MIN_SWEEP_INTERVAL_MS, Math.min(SWEEP_INTERVAL_MS, age ?? Infinity, idleRoomTtl ?? Infinity))
     this.sweeper = setInterval(() => { void this.sweep() }, interval)
     this.sweeper.unref()
   }
@@ -133,7 +152,7 @@ export class SqliteBroker implements Broker {
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
     this.prepared()
-    return (await this.commits.add({ kind: 'append', room, draft }))!
+    return await this.commits.add({ kind: 'append', room, draft }) as AppendResult
   }
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
@@ -171,11 +190,25 @@ export class SqliteBroker implements Broker {
     return roomsPage(this.local.occupied().map(({ room, members }) => ({ room, members, seq: (s.room.get(room) as RoomRow | undefined)?.seq ?? 0 })), page)
   }
 
-  // SCAFFOLD issue 12: replaced by the SqliteBroker implementation before this lands.
-  async changeUser (): Promise<never> { throw new Error('SqliteBroker.changeUser: not implemented yet') }
-  async userState (): Promise<never> { throw new Error('SqliteBroker.userState: not implemented yet') }
-  async moderation (): Promise<never> { throw new Error('SqliteBroker.moderation: not implemented yet') }
-  async signal (): Promise<never> { throw new Error('SqliteBroker.signal: not implemented yet') }
+  async changeUser (room: string, user: string, change: UserChange, connection?: string): Promise<UserResult> {
+    this.prepared()
+    // Through the group commit: durable as an append is, and in order with the appends and joins around it.
+    return await this.commits.add({ kind: 'user', room, user, change, connection }) as UserResult
+  }
+
+  async userState (room: string, user: string): Promise<UserState> {
+    this.prepared()
+    return this.users!.state(room, user, Date.now())
+  }
+
+  async moderation (room: string): Promise<ModerationEntry[]> {
+    this.prepared()
+    return this.users!.moderation(room, Date.now())
+  }
+
+  async signal (event: NodeSignal): Promise<void> {
+    this.local.signal(event)
+  }
 
   async nodes (): Promise<NodeInfo[]> {
     this.prepared()
@@ -202,6 +235,8 @@ export class SqliteBroker implements Broker {
     this.file?.close()
     this.file = undefined
     this.statements = undefined
+    this.users = undefined
+    this.retention = undefined
     this.local.close()
   }
 
@@ -216,38 +251,57 @@ export class SqliteBroker implements Broker {
    * The group commit: a batch of calls in one transaction (flushed to disk,
    * with `synchronous: 'full'`), then (only then) deliveries in the calls'
    * order, so per room in seq order. A failed commit stores none of them, and
-   * each caller is told.
+   * each caller is told; a call refused on its own (a ban, a mute) fails alone.
    */
-  private async commit (batch: Array<Pending<Call, AppendResult | undefined>>): Promise<void> {
+  private async commit (batch: Array<Pending<Call, Outcome>>): Promise<void> {
     const s = this.prepared()
+    const users = this.users!
     const log = this.local.opened().log
-    let results: Array<AppendResult | undefined>
+    let outcomes: Outcome[]
     // The batch's rooms as it leaves them: each row is written once per batch, not once per append.
     const touched = new Map<string, RoomRow>()
     try {
       const now = Date.now()
+      const existing = (room: string): RoomRow | undefined => touched.get(room) ?? this.roomRows.get(room) ?? s.room.get(room) as RoomRow | undefined
       const roomRow = (room: string): RoomRow => {
         let row = touched.get(room)
         if (!row) {
-          row = { ...(this.roomRows.get(room) ?? s.room.get(room) as RoomRow | undefined ?? s.createRoom.get(room, randomUUID(), now) as RoomRow) }
+          row = { ...(existing(room) ?? s.createRoom.get(room, randomUUID(), now) as RoomRow) }
           touched.set(room, row)
         }
         return row
       }
-      results = s.db.transaction(() => {
-        const stored = batch.map(({ call }) => {
-          if (call.kind === 'append') return this.store(s, roomRow(call.room), call.room, call.draft, now)
-          if (call.event.type === 'presence') roomRow(call.room)
-          return undefined
+      outcomes = s.db.transaction(() => {
+        // Bans and mutes are checked in the calls' order, so one changed earlier in the batch holds for the calls after it.
+        const done = batch.map(({ call }): Outcome => {
+          switch (call.kind) {
+            case 'append': {
+              const refusal = users.appendRefusal(call.room, call.draft.from.user, now)
+              if (refusal) return restrictionError(call.room, refusal)
+              return this.store(s, roomRow(call.room), call.room, call.draft, now)
+            }
+            case 'event':
+              if (call.event.type === 'typing') return undefined
+              if (call.event.action === 'join' && users.banned(call.room, call.event.member.user, now)) return restrictionError(call.room, 'banned')
+              roomRow(call.room)
+              return undefined
+            case 'user': {
+              // A read marker needs a room with messages, a kick no room; a ban or mute is kept for a room nobody used yet.
+              const row = call.change.kind === 'read' || call.change.kind === 'kick' ? existing(call.room) : roomRow(call.room)
+              return users.change(row?.id, call.room, call.user, call.change, row?.seq ?? 0, now)
+            }
+          }
         })
         for (const row of touched.values()) {
           s.setRoom.run(row.seq, now, row.id)
           // Retention by count keeps pace with appends here, a bounded batch at a time.
-          if (this.keep !== undefined) trimRoom(s, row.id, row.seq - this.keep)
+          if (this.keep !== undefined) this.retention!.trimRoom(row.id, row.seq - this.keep)
         }
-        return stored
+        return done
       })()
+      users.settle(true)
     } catch (error) {
+      users.settle(false)
       log.error({ err: error, file: this.options.file, calls: batch.length }, 'SqliteBroker: commit failed')
       throw new ChatError('unavailable', 'the chat store (SQLite) could not commit; retry with the same cid')
     }
@@ -256,11 +310,17 @@ export class SqliteBroker implements Broker {
     if (this.options.synchronous === 'full') await this.flush()
     else this.flushTimer ??= setTimeout(() => { void this.flush().catch(() => {}) }, BACKGROUND_FLUSH_MS).unref()
     batch.forEach(({ call, resolve, reject }, i) => {
+      const outcome = outcomes[i]
+      if (outcome instanceof ChatError) return reject(outcome)
       if (call.kind === 'append') {
-        const result = results[i]!
+        const result = outcome as AppendResult
         if (!result.duplicate) this.local.deliver(call.room, result.message)
-        resolve(result)
-        return
+        return resolve(result)
+      }
+      if (call.kind === 'user') {
+        const result = outcome as UserResult
+        if (result.changed) this.local.deliver(call.room, userEvent(call.room, call.user, call.change, result.state, call.connection))
+        return resolve(result)
       }
       try {
         const told = call.event.type === 'typing' ? call.event : this.local.updateRoster(call.room, call.event, call.options)
@@ -290,6 +350,16 @@ export class SqliteBroker implements Broker {
     }
   }
 
+  /** Retention and forgetting (`SqliteRetention`), and the bans and mutes that ended, from memory. */
+  private async sweep (): Promise<void> {
+    this.users?.forgetEnded(Date.now())
+    try {
+      await this.retention?.sweep(() => this.statements !== undefined && this.failure === undefined)
+    } catch (error) {
+      if (this.file) this.local.opened().log.warn({ err: error, file: this.options.file }, 'SqliteBroker: retention sweep failed; retried at the next sweep')
+    }
+  }
+
   /** One append inside the group's transaction; takes the next seq of `row` (the room's row as the batch has it so far). */
   private store (s: ReturnType<typeof prepare>, row: RoomRow, room: string, draft: MessageDraft, now: number): AppendResult {
     if (draft.cid !== undefined) {
@@ -299,75 +369,20 @@ export class SqliteBroker implements Broker {
       if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
     }
     const message = newMessage(room, row.seq + 1, this.nextId(), draft, now)
-    s.insert.run(row.id, message.seq, message.id, message.from.id, message.from.name, message.text, now, draft.cid ?? null)
+    s.insert.run(row.id, message.seq, message.id, message.from.id, message.from.user, message.from.name, message.text, now, draft.cid ?? null)
     row.seq = message.seq
     return { message, duplicate: false }
   }
-
-  /**
-   * Retention and forgetting, one small transaction per step, yielding to
-   * the event loop between steps so appends are never held up for long.
-   */
-  private async sweep (): Promise<void> {
-    if (this.sweeping) return
-    this.sweeping = true
-    try {
-      while (this.statements && !this.failure && this.sweepStep(this.statements, Date.now())) await nextTurn()
-    } catch (error) {
-      if (this.file) this.local.opened().log.warn({ err: error, file: this.options.file }, 'SqliteBroker: retention sweep failed; retried at the next sweep')
-    } finally {
-      this.sweeping = false
-    }
-  }
-
-  /** One batch of the sweep's work; true when more is left. */
-  private sweepStep (s: ReturnType<typeof prepare>, now: number): boolean {
-    return s.db.transaction((): boolean => {
-      if (s.dropTrimmedCids.run(now - CID_RETENTION_MS, TRIM_BATCH).changes === TRIM_BATCH) return true
-      const age = this.options.retention?.age
-      if (age !== undefined) {
-        s.keepCidsOld.run(now - age, TRIM_BATCH)
-        if (s.deleteOld.run(now - age, TRIM_BATCH).changes === TRIM_BATCH) return true
-      }
-      if (this.keep !== undefined) {
-        const behind = s.roomBehind.get(this.keep) as { id: number, seq: number } | undefined
-        if (behind) return trimRoom(s, behind.id, behind.seq - this.keep) || true
-      }
-      const ttl = this.options.idleRoomTtl
-      if (ttl !== undefined) {
-        const idle = (s.idleRooms.all(now - ttl, TRIM_BATCH) as Array<{ id: number, name: string }>)
-          .filter(({ name }) => this.local.memberCount(name) === 0)
-        for (const { id, name } of idle) {
-          s.markDropped.run(id)
-          s.deleteRoom.run(id)
-          this.roomRows.delete(name)
-        }
-      }
-      const dropped = s.droppedRoom.get() as { id: number } | undefined
-      if (!dropped) return false
-      if (s.deleteDropped.run({ room: dropped.id, limit: TRIM_BATCH }).changes < TRIM_BATCH) s.forgetDropped.run({ room: dropped.id })
-      return true
-    })()
-  }
-}
-
-/** Deletes a batch of a room's messages with seq ≤ `upTo`, keeping their cids; true when more are left. */
-function trimRoom (s: ReturnType<typeof prepare>, roomId: number, upTo: number): boolean {
-  const oldest = (s.oldest.get(roomId) as { seq: number | null }).seq
-  if (oldest === null || oldest > upTo) return false
-  const last = Math.min(upTo, oldest + TRIM_BATCH - 1)
-  s.keepCids.run(roomId, last)
-  s.deleteUpTo.run(roomId, last)
-  return last < upTo
 }
 
 function toMessage (room: string, row: MessageRow): Message {
-  const message: Message = { type: 'message', room, seq: row.seq, id: row.id, from: { id: row.from_id, user: row.from_id /* SCAFFOLD issue 12 */, name: row.from_name }, text: row.text, ts: row.ts }
+  // A row stored before members had a user has none: its sender's connection id was its user then (as `storedMessage`).
+  const message: Message = { type: 'message', room, seq: row.seq, id: row.id, from: { id: row.from_id, user: row.from_user ?? row.from_id, name: row.from_name }, text: row.text, ts: row.ts }
   if (row.cid !== null) message.cid = row.cid
   return message
 }
 
-const COLUMNS = 'seq, id, from_id, from_name, text, ts, cid'
+const COLUMNS = 'seq, id, from_id, from_user, from_name, text, ts, cid'
 
 function prepare (db: Database.Database) {
   return {
@@ -375,26 +390,12 @@ function prepare (db: Database.Database) {
     room: db.prepare('SELECT id, epoch, seq FROM rooms WHERE name = ?'),
     createRoom: db.prepare('INSERT INTO rooms (name, epoch, seq, last_active) VALUES (?, ?, 0, ?) RETURNING id, epoch, seq'),
     setRoom: db.prepare('UPDATE rooms SET seq = ?, last_active = ? WHERE id = ?'),
-    insert: db.prepare('INSERT INTO messages (room_id, seq, id, from_id, from_name, text, ts, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+    insert: db.prepare('INSERT INTO messages (room_id, seq, id, from_id, from_user, from_name, text, ts, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
     byCid: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND cid = ?`),
     trimmedCid: db.prepare('SELECT seq, ts FROM trimmed_cids WHERE room_id = ? AND cid = ?'),
     anyTrimmedCid: db.prepare('SELECT 1 FROM trimmed_cids LIMIT 1'),
     readAfter: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?`),
     readBefore: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?`),
     anyBetween: db.prepare('SELECT 1 FROM messages WHERE room_id = ? AND seq > ? AND seq < ? LIMIT 1'),
-    oldest: db.prepare('SELECT min(seq) AS seq FROM messages WHERE room_id = ?'),
-    keepCids: db.prepare('INSERT OR IGNORE INTO trimmed_cids (room_id, cid, seq, ts) SELECT room_id, cid, seq, ts FROM messages WHERE room_id = ? AND seq <= ? AND cid IS NOT NULL'),
-    deleteUpTo: db.prepare('DELETE FROM messages WHERE room_id = ? AND seq <= ?'),
-    dropTrimmedCids: db.prepare('DELETE FROM trimmed_cids WHERE (room_id, cid) IN (SELECT room_id, cid FROM trimmed_cids WHERE ts < ? LIMIT ?)'),
-    keepCidsOld: db.prepare(`INSERT OR IGNORE INTO trimmed_cids (room_id, cid, seq, ts)
-      SELECT room_id, cid, seq, ts FROM (SELECT * FROM messages WHERE ts < ? ORDER BY ts LIMIT ?) WHERE cid IS NOT NULL`),
-    deleteOld: db.prepare('DELETE FROM messages WHERE (room_id, seq) IN (SELECT room_id, seq FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)'),
-    roomBehind: db.prepare('SELECT id, seq FROM rooms r WHERE (SELECT min(seq) FROM messages WHERE room_id = r.id) <= r.seq - ? LIMIT 1'),
-    idleRooms: db.prepare('SELECT id, name FROM rooms WHERE last_active < ? LIMIT ?'),
-    markDropped: db.prepare('INSERT INTO dropped_rooms (id) VALUES (?)'),
-    deleteRoom: db.prepare('DELETE FROM rooms WHERE id = ?'),
-    droppedRoom: db.prepare('SELECT id FROM dropped_rooms LIMIT 1'),
-    deleteDropped: db.prepare('DELETE FROM messages WHERE room_id = @room AND seq IN (SELECT seq FROM messages WHERE room_id = @room ORDER BY seq LIMIT @limit)'),
-    forgetDropped: db.prepare('DELETE FROM dropped_rooms WHERE id = @room AND NOT EXISTS (SELECT 1 FROM messages WHERE room_id = @room)'),
   }
 }

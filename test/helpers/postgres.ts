@@ -1,9 +1,13 @@
 /**
  * PostgreSQL for the tests: the shared server (127.0.0.1:5432, database
- * `test`; `POSTGRES_URL` to override), a schema per test, and its cleanup.
+ * `test`; `POSTGRES_URL` to override), a schema per test, and its cleanup;
+ * nodes of one chat on a schema.
  */
 import { randomBytes } from 'node:crypto'
+import type { TestContext } from 'node:test'
 import pg from 'pg'
+import { PostgresBroker, type PostgresBrokerOptions } from '../../lib/postgres.js'
+import { RecordingNode } from './recording-node.js'
 
 export const POSTGRES_URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
@@ -49,4 +53,19 @@ export async function asAdmin<T> (call: (client: pg.Client) => Promise<T>, url =
 /** Drops `schema` and everything in it. */
 export async function dropSchema (schema: string, url = POSTGRES_URL): Promise<void> {
   await asAdmin((client) => client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`), url)
+}
+
+/** Opens `count` nodes sharing one schema (one chat); all are closed and the schema dropped after the test. */
+export async function cluster (t: TestContext, count: number, options: PostgresBrokerOptions = {}, historySize = 1000): Promise<Array<{ broker: PostgresBroker, node: RecordingNode }>> {
+  const schema = options.schema ?? uniqueSchema()
+  const nodes = Array.from({ length: count }, () => ({
+    broker: new PostgresBroker({ connectionString: POSTGRES_URL, leaseMs: 3000, ...options, schema }),
+    node: new RecordingNode(historySize),
+  }))
+  t.after(async () => {
+    await Promise.all(nodes.map(({ broker }) => broker.close()))
+    await dropSchema(schema)
+  })
+  await Promise.all(nodes.map(({ broker, node }) => broker.open(node)))
+  return nodes
 }

@@ -1,7 +1,9 @@
 /**
  * A SQLite broker in a process of its own, for the crash and second-process
  * tests: `burst FILE` appends without end, printing each acked seq until
- * killed; `open FILE` opens the file and prints `opened`, or the error.
+ * killed; `users FILE` stores two messages, a read marker of 2 for `reader`
+ * and a ban of `spammer` in room `r`, prints `stored` and waits to be killed;
+ * `open FILE` opens the file and prints `opened`, or the error.
  */
 import { SqliteBroker } from '../../lib/sqlite.js'
 import { RecordingNode } from './recording-node.js'
@@ -22,4 +24,12 @@ if (mode === 'burst') {
       .then(({ message }) => { process.stdout.write(`${message.seq}\n`) }))
     await Promise.all(sends)
   }
+}
+if (mode === 'users') {
+  for (const text of ['one', 'two']) await broker.append('r', { from: { id: 'w', user: 'w', name: 'w' }, text })
+  await broker.changeUser('r', 'reader', { kind: 'read', seq: 2 })
+  await broker.changeUser('r', 'spammer', { kind: 'ban' })
+  process.stdout.write('stored\n')
+  // Held open, as a server is, until the test kills it.
+  setInterval(() => {}, 60_000)
 }
