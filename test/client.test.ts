@@ -193,6 +193,35 @@ test('read() moves the user\'s marker: its other tab hears it, it never moves ba
   assert.deepEqual(bobSaw.read, [], 'another user hears of no marker')
 })
 
+test('kicked or banned, the client gets left with the reason and does not rejoin the room on reconnect; its other rooms are kept', async (t) => {
+  const server = await serve(t, users)
+  const mallory = connect(t, server.url, { name: 'mallory' })
+  const malloryTab2 = connect(t, server.url, { name: 'mallory' })
+  const saw = record(mallory)
+  const saw2 = record(malloryTab2)
+  for (const room of ['lobby', 'random']) await mallory.join(room)
+  await malloryTab2.join('lobby')
+
+  await server.app.hub.kick('lobby', 'user-mallory')
+  await until(() => saw.left.length === 1 && saw2.left.length === 1, 'both tabs are told')
+  assert.deepEqual(saw.left, [{ room: 'lobby', reason: 'kicked' }])
+  assert.deepEqual(mallory.rooms, ['random'])
+  await mallory.join('lobby') // a kick does not keep anyone out
+
+  await server.app.hub.ban('lobby', 'user-mallory')
+  await until(() => saw.left.length === 2, 'the ban is told')
+  assert.deepEqual(saw.left[1], { room: 'lobby', reason: 'banned' })
+  await assert.rejects(mallory.send('lobby', 'still here?'), (error: unknown) => error instanceof ChatClientError && error.code === 'not_joined')
+
+  // A new connection rejoins only what the client is still in: the banned room would be refused.
+  server.app.hub.disconnect(mallory.id as string, CloseCodes.slowConsumer, 'slow consumer')
+  await until(() => saw.welcome.length === 2 && mallory.status === 'open', 'the client is back')
+  assert.deepEqual(mallory.rooms, ['random'])
+  assert.deepEqual(saw.error, [], 'no refused rejoin')
+  assert.deepEqual((await server.app.hub.members('lobby')).map((member) => member.user), [])
+  await assert.rejects(mallory.join('lobby'), (error: unknown) => error instanceof ChatClientError && error.code === 'forbidden')
+})
+
 test('members() pages the roster past what joined carries, in id order; joined has memberCount', async (t) => {
   const { url } = await serve(t, { maxMembersInReply: 2 })
   const clients = ['a', 'b', 'c', 'd', 'e'].map((name) => connect(t, url, { name }))
