@@ -62,6 +62,8 @@ try {
   await linus.fill('#text', 'Also…')
   await ada.waitForSelector('#typing:text("Linus is typing…")')
   await ada.waitForFunction(() => [...document.querySelectorAll('#member-list .who')].some((who) => who.textContent === 'Ada (you) ×2'))
+  if (!phone) await ada.locator('#member-list li:has-text("Linus") details.moderate summary').click()
+  await ada.focus('#text')
   await ada.screenshot({ path: out })
   console.log(`wrote ${out}`)
 } finally {
