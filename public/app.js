@@ -1,7 +1,8 @@
 // The home page: a chat on the shipped client library. Every text that comes
 // from the network is put in the page with textContent, never as HTML.
 import { ChatClient } from './client/index.js'
-import { el, linkedText } from './dom.js'
+import { el } from './dom.js'
+import { messageItem as timelineItem, noticeItem, pendingItem as pendingTimelineItem, regroup } from './timeline.js'
 import { roomDirectory } from './directory.js'
 import { memberItems } from './members.js'
 import { showRestrictions } from './moderation.js'
@@ -16,8 +17,6 @@ const TYPING_SENT_EVERY_MS = 2000
 const PAGE_SIZE = 50
 /** A send still unanswered after this long is shown as "sending…"; a quick one never flickers. */
 const PENDING_SHOWN_AFTER_MS = 300
-/** Messages of one person closer together than this share one header (name and time). */
-const GROUP_WITHIN_MS = 5 * 60_000
 
 const $ = (id) => document.getElementById(id)
 const statusLine = $('status')
@@ -28,8 +27,6 @@ const typingLine = $('typing')
 const membersTitle = $('members-title')
 const text = $('text')
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
-const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
 
 /**
  * room → { messages: Map<seq, message>, members: Map<id, member> (the first page the server sent, and who joined since),
@@ -125,50 +122,18 @@ function renderRestrictions () {
   })
 }
 
+/** A message as the list shows it; ours (from any of this page's connections, or another tab of our user) marked so. */
 function messageItem (message) {
-  const when = new Date(message.ts)
-  const time = el('time', { dateTime: when.toISOString(), textContent: timeFormat.format(when), title: dateFormat.format(when) })
-  const item = el('li', {},
-    el('span', { className: 'from', textContent: message.from.name }),
-    time,
-    el('span', { className: 'text' }, ...linkedText(message.text)))
-  item.dataset.seq = String(message.seq)
-  item.dataset.user = message.from.user
-  item.dataset.ts = String(message.ts)
-  if (myIds.has(message.from.id) || message.from.user === myUser) item.classList.add('mine')
-  return item
+  return timelineItem(message, myIds.has(message.from.id) || message.from.user === myUser)
 }
 
-/**
- * Marks each of `items` (message items in the list) as continuing the message
- * before it when one person said both within GROUP_WITHIN_MS: it then shows
- * no header of its own. A notice in between starts a new group.
- */
-function regroup (items) {
-  for (const item of items) {
-    const before = item.previousElementSibling
-    const continues = before?.dataset.seq !== undefined && before.dataset.user === item.dataset.user &&
-      Number(item.dataset.ts) - Number(before.dataset.ts) < GROUP_WITHIN_MS
-    item.classList.toggle('continued', continues)
-  }
-}
-
-/** A send waiting for the server (e.g. while reconnecting): shown until its message arrives. */
 function pendingItem (body) {
-  const item = el('li', { className: 'mine pending' },
-    el('span', { className: 'from', textContent: client.name ?? '' }),
-    el('span', { className: 'text', textContent: body }),
-    el('span', { className: 'sending', textContent: 'sending…' }))
-  return item
+  return pendingTimelineItem(body, client.name ?? '')
 }
 
 function dropPending (state, cid) {
   state.pending.get(cid)?.node.remove()
   state.pending.delete(cid)
-}
-
-function noticeItem (textContent) {
-  return el('li', { className: 'notice', textContent })
 }
 
 function nearBottom () {
