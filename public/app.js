@@ -234,6 +234,11 @@ async function join (room) {
   }
 }
 
+/** A guest (no account) is a new user on each connection, whose read marker no other connection shares. */
+function guest () {
+  return myUser === myId
+}
+
 /** Whether the person can see the page: then what the current room shows is read. */
 function seen () {
   return document.visibilityState === 'visible' && document.hasFocus()
@@ -241,8 +246,8 @@ function seen () {
 
 /**
  * The current room is read up to its newest message once the person sees it:
- * its badge clears here at once, and the server moves the user's marker,
- * which clears it in every other tab too. One `read` per room is out at a
+ * its badge clears here at once, and for a signed-in user the server moves
+ * the marker, which clears it in every other tab too. One `read` per room is out at a
  * time; one made meanwhile goes after it with the newest seq.
  */
 function markRead (room) {
@@ -250,7 +255,8 @@ function markRead (room) {
   if (!state || room !== current || state.removed || !seen() || state.read >= state.latest) return
   state.read = state.latest
   renderRooms()
-  if (!state.reading) sendRead(room, state)
+  // A guest's marker would serve no other tab (see guest()), only fill the store.
+  if (!state.reading && !guest()) sendRead(room, state)
 }
 
 async function sendRead (room, state) {
@@ -317,10 +323,9 @@ function start (name) {
     if (state.epoch !== undefined && state.epoch !== joined.epoch) state.latest = state.read = 0
     state.epoch = joined.epoch
     state.latest = Math.max(state.latest, joined.seq)
-    // The user's marker is the server's. A guest is a new user on each connection, with no marker: what was
-    // said before it first came is history, not unread, and what it missed while away is unread.
-    const guest = myUser === myId
-    state.read = Math.max(state.read, !state.joinedBefore && guest ? joined.seq : joined.read)
+    // The user's marker is the server's. A guest has none: what was said before it first came is history,
+    // not unread, and what it missed while away is unread.
+    state.read = Math.max(state.read, !state.joinedBefore && guest() ? joined.seq : joined.read)
     state.joinedBefore = true
     renderRooms()
     if (joined.room === current) {
