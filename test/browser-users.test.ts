@@ -138,7 +138,7 @@ describe('people on the home page in Chromium (the example server with accounts)
     assert.deepEqual([...bob.errors, ...alice1.errors, ...alice2.errors], [])
   })
 
-  test('an admin kicks, bans and unbans a member: the member\'s page says so each time and does not rejoin while banned', { timeout }, async (t) => {
+  test('an admin mutes, kicks, bans and unbans a member: the member\'s page says so each time and does not rejoin while banned', { timeout }, async (t) => {
     const url = await exampleWithAccounts(t, ['root'])
     const browser = await launchBrowser(t)
     const root = await signedIn(browser, url, 'root', 'register')
@@ -146,8 +146,20 @@ describe('people on the home page in Chromium (the example server with accounts)
     await membersAre(root.page, ['mallory', 'root (you)'])
     assert.equal(await mallory.page.locator('#member-list details.moderate').count(), 0, 'only admins see the controls')
 
+    // Muted for 10 minutes (the first choice): her messages are refused, and the admin sees the mute until lifted.
     const controls = root.page.locator('#member-list li[data-user] details.moderate')
     await controls.locator('summary').click()
+    await controls.locator('button[data-action="mute"]').click()
+    await root.page.waitForSelector('#messages li.notice:text("You muted mallory for 10 minutes.")')
+    await root.page.waitForSelector('#restriction-list li[data-user] .what:text("muted until")')
+    await say(mallory.page, 'can anyone hear me?')
+    await mallory.page.waitForSelector('#messages li.notice:text("Not sent (forbidden)")')
+    await controls.locator('button[data-action="unmute"]').click()
+    await root.page.waitForSelector('#messages li.notice:text("You unmuted mallory.")')
+    await root.page.waitForSelector('#restriction-list li:text("Nobody")')
+    await say(mallory.page, 'and now?')
+    await waitForMessage(root.page, 'and now?')
+
     await controls.locator('button[data-action="kick"]').click()
     await mallory.page.waitForSelector('#messages li.notice:text("You were removed from #lobby by a moderator.")')
     await root.page.waitForSelector('#messages li.notice:text("You removed mallory.")')
