@@ -10,9 +10,11 @@ const DURATIONS = [
   ['until lifted', undefined],
 ]
 
+/** What the admin is told once `action` is done to `name` (for `length`, one of DURATIONS' labels). */
 const DONE = {
   kick: (name) => `removed ${name}`,
   ban: (name, length) => `banned ${name} ${length === 'until lifted' ? 'until lifted' : `for ${length}`}`,
+  unban: (name) => `unbanned ${name}`,
   mute: (name, length) => `muted ${name} ${length === 'until lifted' ? 'until lifted' : `for ${length}`}`,
   unmute: (name) => `unmuted ${name}`,
 }
@@ -21,7 +23,7 @@ const DONE = {
  * Asks the server to `action` (kick, ban, unban, mute, unmute) `user` in
  * `room`; resolves when done, or throws an Error saying what the server answered.
  */
-export async function moderate (restPrefix, room, action, user, ms) {
+async function moderate (restPrefix, room, action, user, ms) {
   const response = await fetch(`${restPrefix}/rooms/${encodeURIComponent(room)}/${action}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -33,6 +35,30 @@ export async function moderate (restPrefix, room, action, user, ms) {
 }
 
 /**
+ * A button that does `action` to `person` (`{ user, name }`) in `room`, with
+ * the duration `lasting()` gives (`[label, ms]`, for a ban or mute); then
+ * `report(line)` tells the admin how it went and `changed()` is called.
+ */
+function actionButton (restPrefix, room, person, action, label, { report, changed, lasting }) {
+  const button = el('button', { type: 'button', className: `secondary ${action}`, textContent: label })
+  button.dataset.action = action
+  button.addEventListener('click', async () => {
+    const [length, ms] = lasting?.() ?? []
+    button.disabled = true
+    try {
+      await moderate(restPrefix, room, action, person.user, ms)
+      report(`You ${DONE[action](person.name, length)}.`)
+    } catch (error) {
+      report(`Could not ${action} ${person.name}: ${error.message}`)
+    } finally {
+      button.disabled = false
+    }
+    changed()
+  })
+  return button
+}
+
+/**
  * The controls for one person of `room` (`{ user, name }`), behind a
  * disclosure so the list stays readable; `report(line)` tells the admin how
  * it went, and `changed()` is called after each call.
@@ -40,25 +66,9 @@ export async function moderate (restPrefix, room, action, user, ms) {
 export function moderationControls (restPrefix, room, person, { report, changed }) {
   const duration = el('select', { title: `How long a ban or mute of ${person.name} lasts` },
     ...DURATIONS.map(([label], index) => el('option', { value: String(index), textContent: label })))
-  const button = (action, label) => {
-    const node = el('button', { type: 'button', className: `secondary ${action}`, textContent: label })
-    node.dataset.action = action
-    node.addEventListener('click', async () => {
-      const [length, ms] = DURATIONS[Number(duration.value)]
-      const lasting = action === 'ban' || action === 'mute'
-      node.disabled = true
-      try {
-        await moderate(restPrefix, room, action, person.user, lasting ? ms : undefined)
-        report(`You ${DONE[action](person.name, length)}.`)
-      } catch (error) {
-        report(`Could not ${action} ${person.name}: ${error.message}`)
-      } finally {
-        node.disabled = false
-      }
-      changed()
-    })
-    return node
-  }
+  const chosen = () => DURATIONS[Number(duration.value)]
+  const button = (action, label) => actionButton(restPrefix, room, person, action, label,
+    { report, changed, lasting: action === 'ban' || action === 'mute' ? chosen : undefined })
   const summary = el('summary', { textContent: '⋯', title: `Moderate ${person.name}` })
   summary.setAttribute('aria-label', `Moderate ${person.name}`)
   return el('details', { className: 'moderate' }, summary,
@@ -87,21 +97,7 @@ export async function showRestrictions (restPrefix, room, list, { nameOf, report
     list.replaceChildren(el('li', { className: 'empty', textContent: `Could not list bans and mutes (${error.message})` }))
     return
   }
-  const lift = (action, entry, label) => {
-    const button = el('button', { type: 'button', className: 'secondary', textContent: label })
-    button.dataset.action = action
-    button.addEventListener('click', async () => {
-      button.disabled = true
-      try {
-        await moderate(restPrefix, room, action, entry.user)
-        report(`You ${action === 'unban' ? 'unbanned' : 'unmuted'} ${nameOf(entry.user)}.`)
-      } catch (error) {
-        report(`Could not ${action} ${nameOf(entry.user)}: ${error.message}`)
-      }
-      changed()
-    })
-    return button
-  }
+  const lift = (action, entry, label) => actionButton(restPrefix, room, { user: entry.user, name: nameOf(entry.user) }, action, label, { report, changed })
   list.replaceChildren(...entries.map((entry) => {
     const what = [entry.ban && `banned${until(entry.ban)}`, entry.mute && `muted${until(entry.mute)}`].filter(Boolean).join(', ')
     const item = el('li', {}, el('span', { className: 'who', textContent: nameOf(entry.user) }), el('span', { className: 'what', textContent: what }),
