@@ -375,7 +375,8 @@ test('the home page registers, signs in, keeps the session across a reload, and 
   await laptop.page.fill('#login-password', PASSWORD)
   await laptop.page.press('#login-password', 'Enter')
   await waitJoined(laptop.page, 'lobby')
-  assert.deepEqual(await shownMembers(laptop.page), ['Alice', 'Alice (you)'])
+  await laptop.page.waitForFunction(() => document.querySelector('#member-list .who')?.textContent === 'Alice (you) ×2')
+  assert.deepEqual(await shownMembers(laptop.page), ['Alice (you) ×2'], 'one person, in two browsers')
   await say(laptop.page, 'from the laptop')
   await waitForMessage(alice.page, 'from the laptop')
 
