@@ -5,11 +5,12 @@
  * come back through `deliver` and are encoded once for all local members.
  */
 import { EventEmitter } from 'node:events'
-import { NO_STREAM_YET, removalReason, type Broker, type NodeSignal, type BrokerLogger, type NodeInfo, type ReadResult, type RoomInfo, type RoomsPage, type UserEvent } from './broker.js'
+import { NO_STREAM_YET, removalReason, type Broker, type NodeSignal, type BrokerLogger, type NodeInfo, type RoomInfo, type RoomsPage, type UserEvent } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
 import { LeaveEchoes } from './leave-echoes.js'
+import { Replies } from './replies.js'
 import { RoomUsers } from './room-users.js'
-import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type Presence, type RoomEvent, type ServerFrame, type ServerFrameOf } from './protocol.js'
+import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type ClientMessageOf, type Member, type Message, type Presence, type RoomEvent, type ServerFrameOf } from './protocol.js'
 import type { HookMember, ResolvedOptions } from './options.js'
 import { TokenBucket } from './rate-limit.js'
 
@@ -133,30 +134,6 @@ interface LocalRoom {
 
 type JoinRequest = ClientMessageOf<'join'>
 
-/** One page of a room's roster, in member id order, and the roster's size. */
-interface MemberPage {
-  members: Member[]
-  more: boolean
-  total: number
-}
-
-/** The newest of `messages` (oldest first) whose encoded size adds up to at most `budget` bytes. */
-function newestThatFit (messages: Message[], budget: number): Message[] {
-  let used = 0
-  let first = messages.length
-  while (first > 0) {
-    used += Buffer.byteLength(JSON.stringify(messages[first - 1])) + 1
-    if (used > budget) break
-    first--
-  }
-  return first === 0 ? messages : messages.slice(first)
-}
-
-/** Orders members by id as JavaScript compares strings, the order `members` pages in. */
-function byId (a: Member, b: Member): number {
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
-}
-
 interface LinkEntry {
   readonly link: MemberLink
   readonly rooms: Set<string>
@@ -171,12 +148,8 @@ export class Hub extends EventEmitter<HubEvents> {
   private readonly departures = new Set<Promise<void>>()
   private readonly counters = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerCloses: 0 }
 
-  /**
-   * A `joined` or `history` reply carries at most this many bytes of messages:
-   * half of what may be queued for a reader, so that a reply never makes its
-   * own reader a slow consumer (which would close it with 4008 on every resume).
-   */
-  private readonly replyBudget: number
+  /** What a member's replies hold, bounded so that a reply never makes its own reader a slow consumer (4008 on every resume). */
+  private readonly replies: Replies
 
   constructor (
     private readonly broker: Broker,
@@ -184,7 +157,7 @@ export class Hub extends EventEmitter<HubEvents> {
     private readonly log: BrokerLogger,
   ) {
     super({ captureRejections: true })
-    this.replyBudget = Math.floor(options.maxBufferedBytes / 2)
+    this.replies = new Replies(broker, options)
   }
 
   /** Opens the broker; events it delivers fan out to local members. */
@@ -240,8 +213,8 @@ export class Hub extends EventEmitter<HubEvents> {
     const { room } = request
     const entry = this.linkEntry(link)
     if (entry.rooms.has(room)) {
-      const [members, snapshot, state] = await Promise.all([this.memberPage(room), this.snapshot(room, request), this.broker.userState(room, link.user)])
-      link.deliver(this.joinedFrame(request, members, snapshot, state.read))
+      const { frame, snapshot } = await this.replies.joined(request, link.user)
+      link.deliver(frame)
       // What this snapshot reaches is in this `joined` or came before it: a late copy is not delivered.
       const roomMember = this.rooms_.get(room)?.members.get(link.id)
       if (roomMember && !roomMember.pending && roomMember.position.epoch === snapshot.epoch) {
@@ -271,7 +244,7 @@ export class Hub extends EventEmitter<HubEvents> {
       if (!stillJoining()) return
       roomMember.announced = true
       await this.broker.publish(room, { type: 'presence', room, action: 'join', member: memberOf(link) }, { maxMembers: this.options.maxMembersPerRoom })
-      const [members, snapshot, state] = await Promise.all([this.memberPage(room), this.snapshot(room, request), this.broker.userState(room, link.user)])
+      const { frame, snapshot, state } = await this.replies.joined(request, link.user)
       local.users.read(link.user, state.mute)
       if (!stillJoining()) return
       if (local.epoch !== undefined && local.epoch !== snapshot.epoch) {
@@ -279,7 +252,7 @@ export class Hub extends EventEmitter<HubEvents> {
         link.close(CloseCodes.outOfSync, OUT_OF_SYNC_REASON)
         return
       }
-      link.deliver(this.joinedFrame(request, members, snapshot, state.read))
+      link.deliver(frame)
       const held = roomMember.pending ?? []
       roomMember.pending = undefined
       roomMember.position = { epoch: snapshot.epoch, seq: snapshot.seq }
@@ -370,15 +343,13 @@ export class Hub extends EventEmitter<HubEvents> {
   /** A member's `history` request: only members may page a room. */
   async memberHistory (link: MemberLink, request: ClientMessageOf<'history'>): Promise<{ messages: Message[], more: boolean }> {
     this.memberEntry(link, request.room)
-    const page = await this.history(request.room, request)
-    const messages = newestThatFit(page.messages, this.replyBudget)
-    return { messages, more: page.more || messages.length < page.messages.length }
+    return this.replies.fitting(await this.history(request.room, request))
   }
 
   /** A member's `members` request: the room's members after `after`, in id order, at most `maxMembersInReply`. */
   async memberList (link: MemberLink, request: ClientMessageOf<'members'>): Promise<{ members: Member[], more: boolean }> {
     this.memberEntry(link, request.room)
-    const { members, more } = await this.memberPage(request.room, request.after, request.limit)
+    const { members, more } = await this.replies.memberPage(request.room, request.after, request.limit)
     return { members, more }
   }
 
@@ -609,62 +580,5 @@ export class Hub extends EventEmitter<HubEvents> {
     const entry = this.linkEntry(link)
     if (!entry.rooms.has(room)) throw new ChatError('not_joined', `not a member of ${room}`)
     return entry
-  }
-
-  /**
-   * Members of `room` with an id after `after`, in id order: at most `limit`
-   * (capped at `maxMembersInReply`) and that many times MEMBER_REPLY_BYTES in
-   * bytes, so that a roster of any size or names never makes a reply too big.
-   */
-  private async memberPage (room: string, after?: string, limit = this.options.maxMembersInReply): Promise<MemberPage> {
-    const roster = (await this.broker.members(room)).sort(byId)
-    const cap = Math.min(limit, this.options.maxMembersInReply)
-    const budget = cap * MEMBER_REPLY_BYTES
-    const start = after === undefined ? 0 : roster.findIndex((member) => member.id > after)
-    const from = start < 0 ? roster.length : start
-    const members: Member[] = []
-    let used = 0
-    for (const member of roster.slice(from, from + cap)) {
-      used += Buffer.byteLength(JSON.stringify(member)) + 1
-      if (used > budget) break
-      members.push(member)
-    }
-    return { members, more: from + members.length < roster.length, total: roster.length }
-  }
-
-  /** What `joined` carries: the newest messages, or those after `since` with whether nothing was lost. */
-  private async snapshot (room: string, request: JoinRequest): Promise<ReadResult & { recovered?: boolean }> {
-    const latest = { limit: this.options.historyOnJoin }
-    const fitting = (read: ReadResult): ReadResult => ({ ...read, messages: newestThatFit(read.messages, this.replyBudget) })
-    if (request.since === undefined) return fitting(await this.broker.read(room, latest))
-    const since = request.since
-    const after = await this.broker.read(room, { after: since, limit: this.options.historySize })
-    const sameStream = request.epoch === undefined || request.epoch === after.epoch
-    // A store that keeps more than `historySize` (SQLite) may hold more after `since` than one reply hands out.
-    const reachesLatest = since === after.seq || after.messages.at(-1)?.seq === after.seq
-    if (sameStream && since <= after.seq && reachesLatest) {
-      const recovered = since === after.seq || after.messages[0]?.seq === since + 1
-      const fit = fitting(after)
-      // What was missed is stored but too much for one reply: the client pages back with `history`.
-      if (fit.messages.length === after.messages.length) return { ...fit, recovered }
-      return { ...fitting({ ...after, messages: after.messages.slice(-this.options.historyOnJoin) }), recovered: false }
-    }
-    return { ...fitting(await this.broker.read(room, latest)), recovered: false }
-  }
-
-  private joinedFrame (request: JoinRequest, members: MemberPage, snapshot: ReadResult & { recovered?: boolean }, read: number): Buffer {
-    const frame: ServerFrame = {
-      type: 'joined',
-      ...(request.ref === undefined ? {} : { ref: request.ref }),
-      room: request.room,
-      epoch: snapshot.epoch,
-      seq: snapshot.seq,
-      members: members.members,
-      memberCount: members.total,
-      history: snapshot.messages,
-      read,
-      ...(snapshot.recovered === undefined ? {} : { recovered: snapshot.recovered }),
-    }
-    return encodeFrame(frame)
   }
 }

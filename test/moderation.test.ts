@@ -3,36 +3,17 @@
  * and disconnectUser through `fastify.hub`, and their checks of arguments.
  * The HTTP routes are in rest-moderation.test.ts.
  */
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import type { FastifyRequest } from 'fastify'
-import { ChatError, type Identity } from '../lib/index.js'
-import { RawClient, sleep } from './helpers/client.js'
-import { startServer, type TestServer } from './helpers/server.js'
-
-function byQuery (request: FastifyRequest): Identity | undefined {
-  const { user } = request.query as { user?: string }
-  return user === undefined ? undefined : { id: user, name: user }
-}
-
-async function serve (t: TestContext): Promise<TestServer> {
-  return await startServer(t, { home: false, authenticate: byQuery })
-}
-
-async function tab (t: TestContext, server: TestServer, user: string, room?: string): Promise<RawClient> {
-  const client = await RawClient.connect(t, `${server.wsUrl}?user=${user}`)
-  if (room !== undefined) await client.request('joined', { type: 'join', room })
-  return client
-}
-
-async function settled (client: RawClient): Promise<void> {
-  await client.request('pong', { type: 'ping' })
-}
+import { ChatError } from '../lib/index.js'
+import { sleep } from './helpers/client.js'
+import { startServer } from './helpers/server.js'
+import { serveUsers, settled, tab } from './helpers/users.js'
 
 const refusedWith = (code: string) => (error: unknown): boolean => error instanceof ChatError && error.code === code
 
 test('kick: every tab of the user leaves with reason kicked, the others see its leaves, and it may join again', async (t) => {
-  const server = await serve(t)
+  const server = await serveUsers(t)
   const bob = await tab(t, server, 'bob', 'r')
   const one = await tab(t, server, 'alice', 'r')
   const two = await tab(t, server, 'alice', 'r')
@@ -48,7 +29,7 @@ test('kick: every tab of the user leaves with reason kicked, the others see its 
 })
 
 test('ban: the user is removed with reason banned and refused forbidden until the ban ends; unban lifts one', async (t) => {
-  const server = await serve(t)
+  const server = await serveUsers(t)
   const bob = await tab(t, server, 'bob', 'r')
   const alice = await tab(t, server, 'alice', 'r')
   assert.equal((await bob.next('presence')).action, 'join')
@@ -78,7 +59,7 @@ test('ban: the user is removed with reason banned and refused forbidden until th
 })
 
 test('mute: sends are refused forbidden, typing is dropped (a mute known at join or heard of later), until unmute or its end', async (t) => {
-  const server = await serve(t)
+  const server = await serveUsers(t)
   const bob = await tab(t, server, 'bob', 'r')
   await server.app.hub.mute('r', 'alice')
   const alice = await tab(t, server, 'alice', 'r')
@@ -107,7 +88,7 @@ test('mute: sends are refused forbidden, typing is dropped (a mute known at join
 })
 
 test('disconnectUser closes every connection of the user with 1000, and only those', async (t) => {
-  const server = await serve(t)
+  const server = await serveUsers(t)
   const bob = await tab(t, server, 'bob', 'r')
   const tabs = [await tab(t, server, 'alice', 'r'), await tab(t, server, 'alice')]
   await server.app.hub.disconnectUser('alice')

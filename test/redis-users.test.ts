@@ -129,6 +129,7 @@ describe('users across RedisBroker nodes', { skip }, () => {
     assert.deepEqual(await b!.broker.moderation('r'), [], 'the ended ban is not listed')
     await b!.broker.publish('r', presence('join', tab2))
     await a!.broker.publish('r', presence('join', tab1))
+    await a!.node.until('both joins', () => told(a!.node, 'join').length === 2)
     assert.deepEqual(told(a!.node, 'join').map((e) => e.first), [true, false])
   })
 })

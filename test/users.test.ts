@@ -4,36 +4,14 @@
  * forward only and reach the user's other tabs; `authenticate`'s `data` is the
  * hooks' and never the wire's.
  */
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import type { FastifyRequest } from 'fastify'
-import type { HookMember, Identity } from '../lib/index.js'
-import { RawClient } from './helpers/client.js'
-import { startServer, type TestServer } from './helpers/server.js'
-
-/** Signs in as `?user=NAME`: every connection with one name is one user. */
-function byQuery (request: FastifyRequest): Identity | undefined {
-  const { user } = request.query as { user?: string }
-  return user === undefined ? undefined : { id: user, name: user, data: { secret: `data-of-${user}` } }
-}
-
-async function serve (t: TestContext): Promise<TestServer> {
-  return await startServer(t, { home: false, authenticate: byQuery })
-}
-
-async function tab (t: TestContext, server: TestServer, user: string, room?: string): Promise<RawClient> {
-  const client = await RawClient.connect(t, `${server.wsUrl}?user=${user}`)
-  if (room !== undefined) await client.request('joined', { type: 'join', room })
-  return client
-}
-
-/** Everything sent before this returns has reached `client` (replies keep the order of requests). */
-async function settled (client: RawClient): Promise<void> {
-  await client.request('pong', { type: 'ping' })
-}
+import type { HookMember } from '../lib/index.js'
+import { startServer } from './helpers/server.js'
+import { byQuery, serveUsers, settled, tab } from './helpers/users.js'
 
 test('two tabs of one user are one user: members and presence say user, first and last, and so do the hub\'s events', async (t) => {
-  const server = await serve(t)
+  const server = await serveUsers(t)
   const events: string[] = []
   server.app.hub.on('join', ({ member, first }) => events.push(`join ${member.user} first=${first}`))
   server.app.hub.on('leave', ({ member, last }) => events.push(`leave ${member.user} last=${last}`))
@@ -58,7 +36,7 @@ test('two tabs of one user are one user: members and presence say user, first an
 })
 
 test('read markers move forward only, capped at the latest seq, and reach the user\'s other tabs', async (t) => {
-  const server = await serve(t)
+  const server = await serveUsers(t)
   const bob = await tab(t, server, 'bob', 'r')
   const one = await tab(t, server, 'alice', 'r')
   const two = await tab(t, server, 'alice', 'r')
