@@ -14,6 +14,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 import chatRooms, { MemoryBroker, type ChatRoomsOptions } from '../lib/index.js'
 import { ChatClient, ChatClientError, type ChatClientEvents, type ChatClientOptions, type WebSocketConstructor, type WebSocketLike } from '../lib/client/index.js'
 import { CloseCodes } from '../lib/errors.js'
+import { byQuery } from './helpers/users.js'
 
 const WAIT_MS = 5000
 
@@ -135,31 +136,26 @@ test('requests resolve with their answers and room events reach the other member
   assert.equal(bobSaw.presence[1]?.action, 'leave')
 })
 
-/** Options under which `?name=` is the user: each client of one name is another tab of one person. */
-const users: ChatRoomsOptions = {
-  authenticate: (request) => {
-    const name = (request.query as { name?: string }).name ?? 'nobody'
-    return { id: `user-${name}`, name }
-  },
-}
+/** Options under which `?user=` is who a connection is: each client of one user is another tab of one person. */
+const users: ChatRoomsOptions = { authenticate: byQuery }
 
 test('two clients of one user share welcome.user; presence says first on the first join and last on the last leave; a guest is its own user', async (t) => {
   const { url } = await serve(t, users)
-  const tab1 = connect(t, url, { name: 'alice' })
-  const tab2 = connect(t, url, { name: 'alice' })
-  const bob = connect(t, url, { name: 'bob' })
+  const tab1 = connect(t, `${url}?user=alice`)
+  const tab2 = connect(t, `${url}?user=alice`)
+  const bob = connect(t, `${url}?user=bob`)
   const bobSaw = record(bob)
   await bob.join('lobby')
   await tab1.join('lobby')
   await tab2.join('lobby')
-  assert.equal(tab1.user, 'user-alice')
-  assert.equal(tab2.user, 'user-alice')
+  assert.equal(tab1.user, 'alice')
+  assert.equal(tab2.user, 'alice')
   assert.notEqual(tab1.id, tab2.id, 'two connections')
   tab1.close()
   tab2.close()
   await until(() => bobSaw.presence.length === 4, 'bob sees both tabs come and go')
   assert.deepEqual(bobSaw.presence.map(({ action, member, first, last }) => [action, member.user, first ?? last]),
-    [['join', 'user-alice', true], ['join', 'user-alice', false], ['leave', 'user-alice', false], ['leave', 'user-alice', true]])
+    [['join', 'alice', true], ['join', 'alice', false], ['leave', 'alice', false], ['leave', 'alice', true]])
 
   const guests = await serve(t)
   const guest = connect(t, guests.url)
@@ -169,9 +165,9 @@ test('two clients of one user share welcome.user; presence says first on the fir
 
 test('read() moves the user\'s marker: its other tab hears it, it never moves back or past the latest seq, and joined.read returns it', async (t) => {
   const { url } = await serve(t, users)
-  const tab1 = connect(t, url, { name: 'alice' })
-  const tab2 = connect(t, url, { name: 'alice' })
-  const bob = connect(t, url, { name: 'bob' })
+  const tab1 = connect(t, `${url}?user=alice`)
+  const tab2 = connect(t, `${url}?user=alice`)
+  const bob = connect(t, `${url}?user=bob`)
   const saw1 = record(tab1)
   const saw2 = record(tab2)
   const bobSaw = record(bob)
@@ -186,7 +182,7 @@ test('read() moves the user\'s marker: its other tab hears it, it never moves ba
   await until(() => saw1.read.length === 1, 'the first tab hears of the move')
   assert.equal(saw1.read[0]?.seq, 3)
 
-  const tab3 = connect(t, url, { name: 'alice' })
+  const tab3 = connect(t, `${url}?user=alice`)
   assert.equal((await tab3.join('lobby')).read, 3, 'a new tab joins with the marker')
   assert.equal((await bob.join('lobby')).read, 0, 'another user has a marker of their own')
   await assert.rejects(tab1.read('elsewhere', 1), (error: unknown) => error instanceof ChatClientError && error.code === 'not_joined')
@@ -195,20 +191,20 @@ test('read() moves the user\'s marker: its other tab hears it, it never moves ba
 
 test('kicked or banned, the client gets left with the reason and does not rejoin the room on reconnect; its other rooms are kept', async (t) => {
   const server = await serve(t, users)
-  const mallory = connect(t, server.url, { name: 'mallory' })
-  const malloryTab2 = connect(t, server.url, { name: 'mallory' })
+  const mallory = connect(t, `${server.url}?user=mallory`)
+  const malloryTab2 = connect(t, `${server.url}?user=mallory`)
   const saw = record(mallory)
   const saw2 = record(malloryTab2)
   for (const room of ['lobby', 'random']) await mallory.join(room)
   await malloryTab2.join('lobby')
 
-  await server.app.hub.kick('lobby', 'user-mallory')
+  await server.app.hub.kick('lobby', 'mallory')
   await until(() => saw.left.length === 1 && saw2.left.length === 1, 'both tabs are told')
   assert.deepEqual(saw.left, [{ room: 'lobby', reason: 'kicked' }])
   assert.deepEqual(mallory.rooms, ['random'])
   await mallory.join('lobby') // a kick does not keep anyone out
 
-  await server.app.hub.ban('lobby', 'user-mallory')
+  await server.app.hub.ban('lobby', 'mallory')
   await until(() => saw.left.length === 2, 'the ban is told')
   assert.deepEqual(saw.left[1], { room: 'lobby', reason: 'banned' })
   await assert.rejects(mallory.send('lobby', 'still here?'), (error: unknown) => error instanceof ChatClientError && error.code === 'not_joined')
