@@ -45,6 +45,15 @@ const CLOSE_GRACE_MS = 5000
  * rate limit lets through between two commits.
  */
 const MAX_SENDS_IN_FLIGHT = 64
+/**
+ * Once a message is refused for its rate, every later one is refused until
+ * its `retryAfter`, which is at least this long: the messages a client had
+ * already sent behind the refused one (a pasted burst) are refused too, even
+ * when load delays reading them by up to this much, so none overtakes it and
+ * the client retries them all in order. A client pacing by `retryAfter` loses
+ * no throughput: tokens accrue meanwhile.
+ */
+export const RATE_LIMIT_HOLD_MS = 1000
 
 type ConnectionOptions = Pick<ResolvedOptions, 'maxPayload' | 'rateLimit' | 'errorLimit' | 'maxBufferedBytes'>
 
@@ -79,6 +88,8 @@ export class Connection implements MemberLink {
   /** Sends handed to the broker and not yet answered, oldest first: acks come in this order. */
   private sendsInFlight: Array<Promise<void>> = []
   private readonly rate: TokenBucket
+  /** Until when messages are refused for the rate, after a refusal (RATE_LIMIT_HOLD_MS). */
+  private rateHeldUntil = 0
   /** Made at the first refusal: most connections never err, and a bucket made full later is the same bucket. */
   private errorBudget: TokenBucket | undefined
 
@@ -168,10 +179,13 @@ export class Connection implements MemberLink {
     // Decoded before the rate check, so that a refusal carries the message's ref.
     const decoded = this.context.decode(bytes.toString('utf8'))
     if (!decoded.ok) return this.refuse(decoded, decoded.ref)
-    if (!this.rate.take(Date.now())) {
+    const now = Date.now()
+    const held = now < this.rateHeldUntil
+    if (held || !this.rate.take(now)) {
+      if (!held) this.rateHeldUntil = now + Math.max(this.rate.msUntilToken(), RATE_LIMIT_HOLD_MS)
       // Flow control, not a mistake of the client's: it is told when to retry, and its error budget is untouched.
       const ref = decoded.message.ref === undefined ? {} : { ref: decoded.message.ref }
-      return this.reply({ type: 'error', ...ref, code: 'rate_limited', message: 'too many messages; slow down', retryAfter: this.rate.msUntilToken() })
+      return this.reply({ type: 'error', ...ref, code: 'rate_limited', message: 'too many messages; slow down', retryAfter: this.rateHeldUntil - now })
     }
     if (!this.busy) {
       void this.pump(decoded.message)

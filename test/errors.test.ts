@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
 import { ChatError, MemoryBroker, type MessageDraft } from '../lib/index.js'
+import { RATE_LIMIT_HOLD_MS } from '../lib/connection.js'
 import { RawClient, sleep } from './helpers/client.js'
 import { startServer } from './helpers/server.js'
 
@@ -87,24 +88,31 @@ test('rate_limited: more than the burst at once is refused, and the rate refills
   const { wsUrl } = await startServer(t, { home: false, rateLimit: { perSecond: 10, burst: 3 } })
   const client = await RawClient.connect(t, wsUrl)
   for (let i = 0; i < 5; i++) client.send({ type: 'ping', ref: `p${i}` })
-  await client.next('error', (e) => e.code === 'rate_limited')
+  const refused = await client.next('error', (e) => e.code === 'rate_limited')
   await sleep(50)
   assert.equal(client.pending('pong').length, 3, 'the burst passes')
-  await sleep(200)
+  await sleep((refused.retryAfter ?? 0) - 50)
   assert.equal((await client.request('pong', { type: 'ping' })).type, 'pong')
 })
 
-test('rate_limited is flow control: it says when to retry (retryAfter), and does not count toward the error budget', async (t) => {
+test('rate_limited is flow control: it says when to retry (retryAfter), refuses what follows until then, and does not count toward the error budget', async (t) => {
   const { wsUrl } = await startServer(t, { home: false, rateLimit: { perSecond: 10, burst: 2 }, errorLimit: { count: 3, windowMs: 60000 } })
   const client = await RawClient.connect(t, wsUrl)
   for (let i = 0; i < 12; i++) client.send({ type: 'ping', ref: `p${i}` })
   const refused = []
   for (let i = 2; i < 12; i++) refused.push(await client.next('error', (e) => e.ref === `p${i}`))
   assert.deepEqual(refused.map((error) => error.code), Array(10).fill('rate_limited'))
+  const heldUntil = refused.map(({ retryAfter }) => Date.now() + (retryAfter ?? 0))
   for (const { retryAfter } of refused) {
-    assert.ok(retryAfter !== undefined && retryAfter >= 1 && retryAfter <= 100, `retryAfter ${retryAfter} is within one token's time (100 ms)`)
+    assert.ok(retryAfter !== undefined && retryAfter >= 1 && retryAfter <= RATE_LIMIT_HOLD_MS, `retryAfter ${retryAfter} is within the hold (${RATE_LIMIT_HOLD_MS} ms)`)
   }
-  await sleep(Math.max(...refused.map((error) => error.retryAfter ?? 0)))
+  assert.ok(Math.max(...heldUntil) - Math.min(...heldUntil) < 200, 'every refusal names the same time: the first refusal holds the rest')
+  // The bucket refills meanwhile (a token every 100 ms), yet a message before retryAfter is still refused: nothing overtakes the refused ones.
+  await sleep(300)
+  assert.equal((await client.next('error', () => true, 0).catch(() => undefined)), undefined)
+  client.send({ type: 'ping', ref: 'early' })
+  assert.equal((await client.next('error', (e) => e.ref === 'early')).code, 'rate_limited')
+  await sleep(Math.max(...heldUntil) - Date.now())
   assert.equal((await client.request('pong', { type: 'ping' })).type, 'pong', 'after retryAfter the next message is accepted; ten refusals did not close the connection')
 })
 
