@@ -54,8 +54,9 @@ export const ROOM_OPENINGS_PER_SECOND = 0.2
 export const OUT_OF_SYNC_REASON = 'out of sync: resume with since'
 
 /**
- * The close of `hub.disconnectUser`: 1000, which tells the client library not
- * to reconnect (PROTOCOL.md), since the server means to end the user's session.
+ * The close of `hub.disconnectUser` (and by default of `hub.disconnect`): 1000,
+ * which tells the client library not to reconnect (PROTOCOL.md), since the
+ * server means to end the session.
  */
 export const DISCONNECT_USER_CLOSE = { code: CloseCodes.normal, reason: 'disconnected by the server' } as const
 
@@ -395,7 +396,7 @@ export class Hub extends EventEmitter<HubEvents> {
   }
 
   /** Closes the connection with `id` on this node; false when there is none. */
-  disconnect (id: string, code: number = CloseCodes.normal, reason = 'disconnected by the server'): boolean {
+  disconnect (id: string, code: number = DISCONNECT_USER_CLOSE.code, reason: string = DISCONNECT_USER_CLOSE.reason): boolean {
     const entry = this.links.get(id)
     if (!entry) return false
     entry.link.close(code, reason)

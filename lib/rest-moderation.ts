@@ -25,8 +25,10 @@ const ModerationBody = Type.Object({
 
 /** The calls a `POST {prefix}/rooms/:room/{action}` route makes, by action. */
 const CALLS = ['kick', 'ban', 'unban', 'mute', 'unmute'] as const
-/** Those that take a duration. */
-const TIMED = new Set<RestAction>(['ban', 'mute'])
+/** Whether a call takes a duration (`ms`). */
+function timed (action: (typeof CALLS)[number]): action is 'ban' | 'mute' {
+  return action === 'ban' || action === 'mute'
+}
 
 type RoomRequest<Body = unknown> = FastifyRequest<{ Params: { room: string }, Body: Body }>
 
@@ -63,8 +65,8 @@ export function moderationRoutes (api: FastifyInstance, { hub, authorize, roomPa
     }, async (request: RoomRequest<{ user: string, ms?: number }>, reply) => {
       const { room } = request.params
       const { user, ms } = request.body
-      if (ms !== undefined && !TIMED.has(action)) return refuse(reply, 400, `body/ms: only ban and mute take a duration, not ${action}`)
-      const entry = action === 'ban' || action === 'mute' ? await hub[action](room, user, ms === undefined ? {} : { ms }) : await hub[action](room, user)
+      if (ms !== undefined && !timed(action)) return refuse(reply, 400, `body/ms: only ban and mute take a duration, not ${action}`)
+      const entry = timed(action) ? await hub[action](room, user, ms === undefined ? {} : { ms }) : await hub[action](room, user)
       return { room, ...entry }
     })
   }
