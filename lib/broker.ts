@@ -5,8 +5,10 @@
  * implement it, and `test/broker-contract.ts` holds every broker to it.
  */
 import { randomBytes } from 'node:crypto'
+import { applyChange, reactionBytes } from './client/message-state.js'
+export { reactionBytes } from './client/message-state.js'
 import { ChatError } from './errors.js'
-import type { LeftReason, Member, Message, Presence, TypingEvent, RoomEvent } from './protocol.js'
+import type { Entry, LeftReason, Member, Message, Presence, TypingEvent, RoomEvent, Update } from './protocol.js'
 
 /** A message as the hub hands it to the broker; the broker adds room, seq, id and ts. */
 export interface MessageDraft {
@@ -23,9 +25,12 @@ export interface AppendResult {
 }
 
 /**
- * Which stored messages to read, oldest first in the answer:
- * - `after: N`: those with seq > N (at most `limit`);
- * - otherwise the newest `limit` with seq < `before` (or the newest, without `before`).
+ * Which stored entries to read, oldest first in the answer, messages in their
+ * current state:
+ * - `after: N`: every entry with seq > N, messages and updates (at most
+ *   `limit`): what a member who left at N missed, to replay;
+ * - otherwise a page: the newest `limit` messages (updates left out) with
+ *   seq < `before` (or the newest, without `before`).
  */
 export interface ReadRange {
   after?: number
@@ -38,8 +43,9 @@ export interface ReadResult {
   epoch: string
   /** The room's latest seq (0 when nothing was stored in this epoch). */
   seq: number
-  messages: Message[]
-  /** Whether older messages than the first returned are stored. */
+  /** The entries read: only messages in a page; messages and updates after `after`. */
+  messages: Entry[]
+  /** Whether older entries than the first returned are stored (in a page: older messages). */
   more: boolean
 }
 
@@ -240,6 +246,89 @@ export function restrictionError (room: string, refusal: AppendRefusal): ChatErr
   return new ChatError('forbidden', refusal === 'banned' ? `banned from ${room}` : `muted in ${room}`)
 }
 
+// ------------------------------------------------------------ messages that change
+
+/**
+ * A change of a stored message (`Broker.update`), as the hub hands it to the
+ * broker: it becomes an `update` entry with the room's next seq.
+ */
+export type UpdateDraft = {
+  /** Who makes the change: a member, or the server's member for `hub.editMessage`/`deleteMessage`. */
+  by: Member
+  /** The seq of the message to change. */
+  target: number
+  cid?: string
+  /** The server acting: it may edit or delete any user's message, whatever its restrictions. */
+  asServer?: boolean
+} & ({ action: 'edit', text: string } | { action: 'delete' } | { action: 'react' | 'unreact', reaction: string })
+
+export interface UpdateResult {
+  /** The entry's seq: the new update's, a `cid` retry's original's, or the room's latest when nothing changed. */
+  seq: number
+  /** The update stored and delivered; absent for a retry and for a reaction that changed nothing. */
+  update?: Update
+  /** True when `cid` was already stored: nothing new was stored or delivered. */
+  duplicate: boolean
+}
+
+/** The bounds of a message's reactions, from the plugin's options (`BrokerNode.reactionLimits`). */
+export interface ReactionLimits {
+  /** Distinct reactions on one message (`maxReactionsPerMessage`). */
+  maxReactions: number
+  /** What `reactionBytes` may count for one message, so that it always fits one reply. */
+  maxBytes: number
+}
+
+/** The messages of a page read (`read` without `after`): by the contract, all it holds. */
+export function pageMessages (entries: Entry[]): Message[] {
+  return entries.filter((entry): entry is Message => entry.type === 'message')
+}
+
+/** A change that cannot be made: the message is gone from the kept history, or was deleted. */
+export function messageNotFound (room: string, seq: number): ChatError {
+  return new ChatError('not_found', `no message ${seq} in ${room}: it was deleted or is no longer kept`)
+}
+
+/** Editing or deleting another user's message. */
+export function notTheAuthor (room: string, seq: number): ChatError {
+  return new ChatError('forbidden', `message ${seq} in ${room} is another user's: only its author may change it`)
+}
+
+/** A reaction past the message's bounds. */
+export function tooManyReactions (room: string, seq: number, limits: ReactionLimits): ChatError {
+  return new ChatError('too_many_reactions', `message ${seq} in ${room} holds its most reactions (${limits.maxReactions} distinct, ${limits.maxBytes} bytes of reactions and users)`)
+}
+
+/**
+ * What `draft` makes of `message` (the stored entry with seq `draft.target`,
+ * or undefined when none is kept): its new state, or `undefined` when a
+ * reaction changes nothing. Throws the refusal as a `ChatError` (PROTOCOL.md).
+ * The one rule every broker applies, in one atomic step with storing the
+ * update; `restrictions` are the acting user's in the room at `ts`.
+ */
+export function changedMessage (room: string, message: Entry | undefined, draft: UpdateDraft, restrictions: Omit<UserState, 'read'> | undefined, limits: ReactionLimits, ts: number): Message | undefined {
+  if (!draft.asServer) {
+    const refusal = appendRefusal(restrictions, ts)
+    if (refusal) throw restrictionError(room, refusal)
+  }
+  if (message === undefined || message.type !== 'message' || message.deleted === true) throw messageNotFound(room, draft.target)
+  if ((draft.action === 'edit' || draft.action === 'delete') && !draft.asServer && message.from.user !== draft.by.user) throw notTheAuthor(room, draft.target)
+  const changed = applyChange(message, { ...draft, user: draft.by.user, ts })
+  if (changed !== undefined && draft.action === 'react' && (Object.keys(changed.reactions ?? {}).length > limits.maxReactions || reactionBytes(changed.reactions) > limits.maxBytes)) {
+    throw tooManyReactions(room, draft.target, limits)
+  }
+  return changed
+}
+
+/** The update entry for `draft`, once it has its seq. */
+export function newUpdate (room: string, seq: number, draft: UpdateDraft, ts: number): Update {
+  const update: Update = { type: 'update', room, seq, target: draft.target, action: draft.action, by: { id: draft.by.id, user: draft.by.user, name: draft.by.name }, ts }
+  if (draft.action === 'edit') update.text = draft.text
+  if (draft.action === 'react' || draft.action === 'unreact') update.reaction = draft.reaction
+  if (draft.cid !== undefined) update.cid = draft.cid
+  return update
+}
+
 /** What a broker delivers to a node for a room: wire events and user changes. */
 export type BrokerEvent = RoomEvent | UserEvent
 
@@ -286,8 +375,10 @@ export interface BrokerNode {
   outOfSync(room: string, epoch?: string): void
   /** Receives every `signal`, on every node, its own included. Must not throw. */
   signal(event: NodeSignal): void
-  /** Messages kept per room. */
+  /** Entries (messages and updates) kept per room. */
   historySize: number
+  /** The bounds of one message's reactions. */
+  reactionLimits: ReactionLimits
   /** This node's current WebSocket connections, which `nodes()` lists with it. */
   connections(): number
   log: BrokerLogger
@@ -311,6 +402,11 @@ export interface BrokerNode {
  *   members a dead node leaves behind are removed the same way.
  * - An `append` whose `from.user` is muted or banned in the room is refused
  *   with `ChatError('forbidden')` (`restrictionError`) and stores nothing.
+ * - `update` changes a stored message in one atomic step with storing and
+ *   publishing the `update` entry (next seq, like an append; `cid` retries
+ *   as for messages): `changedMessage` says what it does and what it refuses
+ *   (`not_found`, `forbidden`, `too_many_reactions`). A reaction that changes
+ *   nothing stores and delivers nothing. `read` shows the message's new state.
  * - `changeUser` changes one user's state in a room atomically (a read marker
  *   never passes the room's latest seq nor moves back); what it changed is
  *   delivered as a `user` event to every node subscribed to the room. What it
@@ -326,6 +422,8 @@ export interface Broker {
   /** This node has no local members in `room` any more. */
   unsubscribe(room: string): Promise<void>
   append(room: string, draft: MessageDraft): Promise<AppendResult>
+  /** Changes a stored message: an edit, a delete or a reaction, stored as an `update` entry (see `changedMessage`). */
+  update(room: string, draft: UpdateDraft): Promise<UpdateResult>
   publish(room: string, event: Presence | TypingEvent, options?: PublishOptions): Promise<void>
   read(room: string, range: ReadRange): Promise<ReadResult>
   /** Members of `room` on every node. */

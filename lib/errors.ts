@@ -14,6 +14,8 @@ export const ErrorCodes = [
   'rate_limited',
   'forbidden',
   'unavailable',
+  'not_found',
+  'too_many_reactions',
 ] as const
 
 export type ErrorCode = (typeof ErrorCodes)[number]

@@ -1,11 +1,12 @@
 /**
- * A bounded per-room log in memory that knows what it costs. Seqs in it are
- * contiguous, so a seq maps to a slot by arithmetic. Messages leave from the
- * oldest end: past `capacity`, or when the broker drops old history to stay
- * within its bytes.
+ * A bounded per-room log of entries (messages and updates) in memory that
+ * knows what it costs. Seqs in it are contiguous, so a seq maps to a slot by
+ * arithmetic. Entries leave from the oldest end: past `capacity`, or when the
+ * broker drops old history to stay within its bytes. A message is replaced in
+ * its slot when it changes.
  */
-import type { Message } from './protocol.js'
-import type { ReadRange } from './broker.js'
+import type { Entry, Message } from './protocol.js'
+import { reactionBytes, type ReadRange } from './broker.js'
 
 /**
  * What a stored message costs besides its strings: the message and sender
@@ -14,24 +15,31 @@ import type { ReadRange } from './broker.js'
  */
 const MESSAGE_OVERHEAD_BYTES = 256
 
+/** What a reaction's list holds per user besides the user's string: its slot and the string's header. */
+const REACTION_USER_OVERHEAD_BYTES = 24
+
 /**
- * The memory a stored message holds, as counted against a byte bound: 2 bytes
+ * The memory a stored entry holds, as counted against a byte bound: 2 bytes
  * per UTF-16 unit of its strings (V8 stores a string with any non-Latin-1
  * character that way; a Latin-1 one takes half, so this errs high) plus the
  * objects around them. A 2000-emoji text is 4000 units: about 8.3 KB in all.
  */
-export function messageBytes (message: Message): number {
-  const units = message.text.length + message.room.length + message.id.length + message.from.id.length +
-    message.from.name.length + (message.cid?.length ?? 0)
-  return 2 * units + MESSAGE_OVERHEAD_BYTES
+export function messageBytes (entry: Entry): number {
+  const sender = entry.type === 'message' ? entry.from : entry.by
+  const units = (entry.text?.length ?? 0) + entry.room.length + sender.id.length + sender.user.length + sender.name.length + (entry.cid?.length ?? 0) +
+    (entry.type === 'message' ? entry.id.length : (entry.reaction?.length ?? 0))
+  const reactions = entry.type === 'message' && entry.reactions !== undefined
+    ? 2 * reactionBytes(entry.reactions) + REACTION_USER_OVERHEAD_BYTES * Object.values(entry.reactions).reduce((count, users) => count + users.length, 0)
+    : 0
+  return 2 * units + reactions + MESSAGE_OVERHEAD_BYTES
 }
 
 /** Dropped slots at the front are given back once they are this many and half of the array. */
 const COMPACT_AFTER = 1024
 
 export class HistoryRing {
-  /** Kept messages from `head` on, oldest first; slots before `head` were dropped. */
-  private slots: Array<Message | undefined> = []
+  /** Kept entries from `head` on, oldest first; slots before `head` were dropped. */
+  private slots: Array<Entry | undefined> = []
   private head = 0
   private keptBytes = 0
 
@@ -58,7 +66,7 @@ export class HistoryRing {
   }
 
   /** Keeps `message` as the newest, dropping the oldest past `capacity`; returns how much `bytes` changed. */
-  push (message: Message): number {
+  push (message: Entry): number {
     if (this.capacity === 0) return 0
     const before = this.keptBytes
     this.slots.push(message)
@@ -81,30 +89,45 @@ export class HistoryRing {
     return freed
   }
 
-  /** The kept message with `seq`, if any. */
-  get (seq: number): Message | undefined {
+  /** The kept entry with `seq`, if any. */
+  get (seq: number): Entry | undefined {
     const index = seq - this.firstSeq
     if (this.length === 0 || index < 0 || index >= this.length) return undefined
     return this.slots[this.head + index]
   }
 
-  /** Reads per `ReadRange`, oldest first; `more` tells whether older messages are kept. */
-  read (range: ReadRange): { messages: Message[], more: boolean } {
+  /** Puts `message` in place of the kept message with its seq (which must be kept); returns how much `bytes` changed. */
+  replace (message: Message): number {
+    const index = this.head + message.seq - this.firstSeq
+    const change = messageBytes(message) - messageBytes(this.slots[index] as Entry)
+    this.slots[index] = message
+    this.keptBytes += change
+    return change
+  }
+
+  /**
+   * Reads per `ReadRange`, oldest first: after a seq, every entry; otherwise
+   * a page of messages only. `more` tells whether older ones (in a page:
+   * older messages) are kept.
+   */
+  read (range: ReadRange): { messages: Entry[], more: boolean } {
     const length = this.length
     if (length === 0 || range.limit <= 0) return { messages: [], more: length > 0 }
     const first = this.firstSeq
     const last = first + length - 1
-    let from: number
-    let to: number
+    const messages: Entry[] = []
     if (range.after !== undefined) {
-      from = Math.max(first, range.after + 1)
-      to = Math.min(last, from + range.limit - 1)
-    } else {
-      to = Math.min(last, (range.before ?? last + 1) - 1)
-      from = Math.max(first, to - range.limit + 1)
+      const from = Math.max(first, range.after + 1)
+      const to = Math.min(last, from + range.limit - 1)
+      for (let seq = from; seq <= to; seq++) messages.push(this.get(seq) as Entry)
+      return { messages, more: messages.length > 0 ? from > first : to >= first }
     }
-    const messages: Message[] = []
-    for (let seq = from; seq <= to; seq++) messages.push(this.get(seq) as Message)
-    return { messages, more: messages.length > 0 ? from > first : to >= first }
+    let seq = Math.min(last, (range.before ?? last + 1) - 1)
+    for (; seq >= first && messages.length < range.limit; seq--) {
+      const entry = this.get(seq) as Entry
+      if (entry.type === 'message') messages.push(entry)
+    }
+    while (seq >= first && this.get(seq)?.type !== 'message') seq--
+    return { messages: messages.reverse(), more: seq >= first }
   }
 }

@@ -6,10 +6,10 @@
 import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import type { FastifyRequest } from 'fastify'
-import type { Broker } from './broker.js'
+import type { Broker, ReactionLimits } from './broker.js'
 import { originOf } from './origin.js'
 import type { Member } from './protocol.js'
-import { DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN, MAX_RAW_STRING, MEMBER_REPLY_BYTES } from './protocol.js'
+import { DEFAULT_MAX_REACTIONS_PER_MESSAGE, DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN, MAX_RAW_STRING, MEMBER_REPLY_BYTES } from './protocol.js'
 import { schemaErrors } from './schema-errors.js'
 
 /** Node's timers take at most this many ms; a longer delay overflows and fires after 1 ms. */
@@ -46,6 +46,7 @@ export const OptionsSchema = Type.Object({
   authenticateTimeout: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS })),
   historySize: Type.Optional(Count),
   historyOnJoin: Type.Optional(Count),
+  maxReactionsPerMessage: Type.Optional(Positive),
   roomPattern: Type.Optional(Type.String({ minLength: 1, description: "a regular expression's source, like '^[a-z]{1,32}$'" })),
 }, { additionalProperties: false, description: "an object of the plugin's options" })
 
@@ -81,8 +82,8 @@ export interface Identity {
 /** A member as the hooks see it: the wire's member object and the `data` its `authenticate` returned. */
 export type HookMember = Member & { data?: unknown }
 
-/** What `rest.authorize` is asked to allow: publishing as the server, or one moderation call. */
-export type RestAction = 'publish' | 'kick' | 'ban' | 'unban' | 'mute' | 'unmute' | 'moderation'
+/** What `rest.authorize` is asked to allow: publishing or deleting a message as the server, or one moderation call. */
+export type RestAction = 'publish' | 'delete' | 'kick' | 'ban' | 'unban' | 'mute' | 'unmute' | 'moderation'
 
 /**
  * Guards the moderation and server-publish routes: only `true` allows the
@@ -96,10 +97,12 @@ export interface RestOptions {
   authorize?: Authorize
 }
 
-/** What `onMessage` sees of a message before it is stored. */
+/** What `onMessage` sees of a message (or of an edit's new text) before it is stored. */
 export interface PendingMessage {
   room: string
   text: string
+  /** Present for an edit: the seq of the message whose text `text` replaces. */
+  edit?: number
 }
 
 /** Options of `fastify.register(chatRooms, options)`. Every field is optional. */
@@ -110,7 +113,7 @@ export interface ChatRoomsOptions extends Omit<DataOptions, 'rest'> {
   authenticate?: (request: FastifyRequest) => Identity | undefined | Promise<Identity | undefined>
   /** May refuse a join (`false`, answered `forbidden`). */
   onJoin?: (room: string, member: HookMember) => boolean | undefined | Promise<boolean | undefined>
-  /** May refuse a message (`false` → `forbidden`) or rewrite its text (return a string). */
+  /** May refuse a message or an edit (`false` → `forbidden`) or rewrite its text (return a string). */
   onMessage?: (message: PendingMessage, member: HookMember) => string | boolean | undefined | Promise<string | boolean | undefined>
   /**
    * May allow (`true`) or refuse (`false`, answered `forbidden`) a `nick`.
@@ -148,6 +151,9 @@ export interface ResolvedOptions {
   readonly authenticateTimeout: number
   readonly historySize: number
   readonly historyOnJoin: number
+  readonly maxReactionsPerMessage: number
+  /** What bounds one message's reactions: `maxReactionsPerMessage`, and bytes so that a message always fits one reply. */
+  readonly reactionLimits: ReactionLimits
   readonly roomPattern: RegExp
 }
 
@@ -172,6 +178,7 @@ export const defaults = Object.freeze({
   authenticateTimeout: 10000,
   historySize: 1000,
   historyOnJoin: 50,
+  maxReactionsPerMessage: DEFAULT_MAX_REACTIONS_PER_MESSAGE,
   roomPattern: DEFAULT_ROOM_PATTERN,
 })
 
@@ -198,6 +205,21 @@ const FRAME_OVERHEAD = 512
 /** The largest `send` a client writes, and `message` a reader gets, for a text of `characters`. */
 function fullFrameBytes (characters: number): number {
   return MAX_BYTES_PER_CHARACTER * characters + FRAME_OVERHEAD
+}
+
+/**
+ * Bytes of reactions (as `reactionBytes` counts them) one message holds at
+ * most: about 2,000 reactions by users with 30-byte ids, and a small share of
+ * what a room's history may hold.
+ */
+const MAX_REACTION_BYTES = 64 * 1024
+
+/**
+ * The bounds of one message's reactions: a message of full size with all its
+ * reactions must fit in a reply (half of `maxBufferedBytes`), like any message.
+ */
+function reactionLimitsFor (maxReactions: number, maxBufferedBytes: number, maxTextLength: number): ReactionLimits {
+  return Object.freeze({ maxReactions, maxBytes: Math.max(0, Math.min(MAX_REACTION_BYTES, Math.floor(maxBufferedBytes / 2) - fullFrameBytes(maxTextLength))) })
 }
 
 /**
@@ -283,7 +305,7 @@ export function optionRuleProblems (data: DataOptions, root = ''): string[] {
 }
 
 /** What the hub calls on a broker. */
-const BROKER_METHODS = ['open', 'subscribe', 'unsubscribe', 'append', 'publish', 'read', 'members', 'rooms', 'changeUser', 'userState', 'moderation', 'signal', 'nodes', 'close'] as const
+const BROKER_METHODS = ['open', 'subscribe', 'unsubscribe', 'append', 'update', 'publish', 'read', 'members', 'rooms', 'changeUser', 'userState', 'moderation', 'signal', 'nodes', 'close'] as const
 
 function isBroker (value: unknown): value is Broker {
   if (typeof value !== 'object' || value === null) return false
@@ -321,6 +343,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
     historyOnJoin: data.historyOnJoin ?? Math.min(defaults.historyOnJoin, historySize),
     // Likewise never more than a small maxBufferedBytes holds, so that it alone may be lowered.
     maxMembersInReply: data.maxMembersInReply ?? Math.min(defaults.maxMembersInReply, membersThatFit(data.maxBufferedBytes ?? defaults.maxBufferedBytes)),
+    reactionLimits: reactionLimitsFor(data.maxReactionsPerMessage ?? defaults.maxReactionsPerMessage, data.maxBufferedBytes ?? defaults.maxBufferedBytes, data.maxTextLength ?? defaults.maxTextLength),
     roomPattern: compileRoomPattern(data.roomPattern ?? defaults.roomPattern),
     authenticate,
     onJoin,

@@ -44,6 +44,10 @@ export const MEMBER_REPLY_BYTES = 320
  * never has to look at an unbounded string. `maxTextLength` may not exceed it.
  */
 export const MAX_RAW_STRING = 65536
+/** A reaction is a short token (an emoji, `+1`): at most this many characters. */
+export const MAX_REACTION_LENGTH = 32
+/** Distinct reactions one message may carry, by default (`maxReactionsPerMessage`). */
+export const DEFAULT_MAX_REACTIONS_PER_MESSAGE = 20
 
 /** The limits of one server instance that shape what a client message may hold. */
 export interface WireLimits {
@@ -59,6 +63,11 @@ export const DEFAULT_MAX_TEXT_LENGTH = 2000
 const Ref = Type.String({ maxLength: MAX_REF_LENGTH })
 const Room = Type.String({ minLength: 1, maxLength: MAX_RAW_STRING })
 const Seq = Type.Integer({ minimum: 0 })
+/** The seq of a stored entry: the first is 1. */
+const EntrySeq = Type.Integer({ minimum: 1 })
+const Cid = Type.String({ minLength: 1, maxLength: MAX_CID_LENGTH })
+/** Read only up to a bound: `reaction` is checked closely (MAX_REACTION_LENGTH characters) once it passes. */
+const RawReaction = Type.String({ minLength: 1, maxLength: 4 * MAX_REACTION_LENGTH })
 
 /**
  * A member as every frame shows it: `id` names the connection (one tab or
@@ -78,8 +87,11 @@ export const LeaveSchema = clientMessage('leave', { room: Room })
 export const SendSchema = clientMessage('send', {
   room: Room,
   text: Type.String({ minLength: 1, maxLength: MAX_RAW_STRING }),
-  cid: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_CID_LENGTH })),
+  cid: Type.Optional(Cid),
 })
+export const EditSchema = clientMessage('edit', { room: Room, seq: EntrySeq, text: Type.String({ minLength: 1, maxLength: MAX_RAW_STRING }), cid: Type.Optional(Cid) })
+export const DeleteSchema = clientMessage('delete', { room: Room, seq: EntrySeq, cid: Type.Optional(Cid) })
+export const ReactSchema = clientMessage('react', { room: Room, seq: EntrySeq, reaction: RawReaction, on: Type.Boolean(), cid: Type.Optional(Cid) })
 export const TypingSchema = clientMessage('typing', { room: Room })
 export const NickSchema = clientMessage('nick', { name: Type.String({ maxLength: MAX_RAW_NAME_LENGTH }) })
 export const HistorySchema = clientMessage('history', {
@@ -99,6 +111,9 @@ export const ClientSchemas = {
   join: JoinSchema,
   leave: LeaveSchema,
   send: SendSchema,
+  edit: EditSchema,
+  delete: DeleteSchema,
+  react: ReactSchema,
   typing: TypingSchema,
   nick: NickSchema,
   history: HistorySchema,
@@ -122,8 +137,38 @@ export const MessageSchema = Type.Object({
   text: Type.String(),
   ts: Type.Integer(),
   cid: Type.Optional(Type.String()),
+  /** When the text was last edited (the edit's `ts`). */
+  edited: Type.Optional(Type.Integer()),
+  /** The message was deleted: its `text` is empty, its reactions gone. */
+  deleted: Type.Optional(Type.Literal(true)),
+  /** Reaction → the users who gave it, in the order they did; only non-empty lists. */
+  reactions: Type.Optional(Type.Record(Type.String(), Type.Array(Type.String()))),
 }, { additionalProperties: false })
 export type Message = Static<typeof MessageSchema>
+
+export const UpdateActionSchema = Type.Union([Type.Literal('edit'), Type.Literal('delete'), Type.Literal('react'), Type.Literal('unreact')])
+export type UpdateAction = Static<typeof UpdateActionSchema>
+
+/**
+ * A change of a stored message, as an entry of the room's stream with its own
+ * seq: `text` with `edit`, `reaction` with `react` and `unreact`.
+ */
+export const UpdateSchema = Type.Object({
+  type: Type.Literal('update'),
+  room: Type.String(),
+  seq: EntrySeq,
+  target: EntrySeq,
+  action: UpdateActionSchema,
+  by: MemberSchema,
+  ts: Type.Integer(),
+  text: Type.Optional(Type.String()),
+  reaction: Type.Optional(Type.String()),
+  cid: Type.Optional(Type.String()),
+}, { additionalProperties: false })
+export type Update = Static<typeof UpdateSchema>
+
+/** An entry of a room's stream: what gets a seq. */
+export type Entry = Message | Update
 
 function serverFrame<const T extends string, const P extends Record<string, TSchema>> (type: T, fields: P) {
   return Type.Object({ type: Type.Literal(type), ...fields }, { additionalProperties: false })
@@ -137,7 +182,8 @@ export const JoinedSchema = serverFrame('joined', {
   seq: Seq,
   members: Type.Array(MemberSchema),
   memberCount: Seq,
-  history: Type.Array(MessageSchema),
+  /** Without `since`: messages in their current state; with it, every entry after it (messages and updates). */
+  history: Type.Array(Type.Union([MessageSchema, UpdateSchema])),
   recovered: Type.Optional(Type.Boolean()),
   /** The user's read marker in the room (0 when none). */
   read: Seq,
@@ -185,6 +231,7 @@ export const ServerSchemas = {
   joined: JoinedSchema,
   left: LeftSchema,
   message: MessageSchema,
+  update: UpdateSchema,
   presence: PresenceSchema,
   typing: TypingEventSchema,
   ack: AckSchema,
@@ -201,8 +248,13 @@ export type ServerFrameOf<K extends ServerFrameType> = Static<(typeof ServerSche
 export type ServerFrame = { [K in ServerFrameType]: ServerFrameOf<K> }[ServerFrameType]
 export type Presence = ServerFrameOf<'presence'>
 export type TypingEvent = ServerFrameOf<'typing'>
-/** What a broker carries between nodes for a room: stored messages and ephemeral events. */
-export type RoomEvent = Message | Presence | TypingEvent
+/** What a broker carries between nodes for a room: stored entries and ephemeral events. */
+export type RoomEvent = Entry | Presence | TypingEvent
+
+/** Whether `event` is a stored entry of the room's stream (it has a seq). */
+export function isEntry (event: { type: string }): event is Entry {
+  return event.type === 'message' || event.type === 'update'
+}
 
 const serverValidator = Compile(Type.Union(Object.values(ServerSchemas)))
 
@@ -220,6 +272,7 @@ export function encodeFrame (frame: ServerFrame): Buffer {
 
 // Unicode general category Cc: C0 controls, DEL and C1 controls.
 const CONTROL_CHARACTER = /\p{Cc}/u
+const WHITESPACE_OR_CONTROL = /[\s\p{Cc}]/u
 // A `u` regex reads a surrogate pair as one character, so only a lone surrogate is in category Cs.
 const LONE_SURROGATE = /\p{Cs}/u
 
@@ -265,6 +318,13 @@ export function normalizeName (raw: string): string {
   if (CONTROL_CHARACTER.test(name)) throw new ChatError('invalid', 'name: must not contain control characters')
   assertWellFormed('name', name)
   return name
+}
+
+/** What is wrong with `reaction` (PROTOCOL.md: 1–32 characters, no whitespace or control characters), if anything. */
+export function reactionProblem (reaction: string): string | undefined {
+  if (characterCount(reaction, MAX_REACTION_LENGTH) > MAX_REACTION_LENGTH) return `reaction: must be at most ${MAX_REACTION_LENGTH} characters`
+  if (WHITESPACE_OR_CONTROL.test(reaction)) return 'reaction: must not contain whitespace or control characters'
+  return undefined
 }
 
 // ---------------------------------------------------------- decoding
@@ -316,8 +376,12 @@ export function createDecoder (limits: WireLimits): (data: string) => Decoded {
     if ('room' in message && !roomPattern.test(message.room)) {
       return fail('invalid', `room: must match ${roomPattern.source}`)
     }
-    if (message.type === 'send' && characterCount(message.text, maxTextLength) > maxTextLength) {
+    if ((message.type === 'send' || message.type === 'edit') && characterCount(message.text, maxTextLength) > maxTextLength) {
       return fail('invalid', `text: must be at most ${maxTextLength} characters`)
+    }
+    if (message.type === 'react') {
+      const problem = reactionProblem(message.reaction)
+      if (problem !== undefined) return fail('invalid', problem)
     }
     return { ok: true, message }
   }

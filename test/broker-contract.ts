@@ -6,8 +6,9 @@ import assert from 'node:assert/strict'
 import { hostname } from 'node:os'
 import { describe, it, type TestContext } from 'node:test'
 import type { Broker } from '../lib/broker.js'
-import type { Member, Message } from '../lib/protocol.js'
+import type { Entry, Member } from '../lib/protocol.js'
 import { RecordingNode } from './helpers/recording-node.js'
+import { messageChangesContract } from './message-changes-contract.js'
 
 /** Makes a fresh, unopened broker with a store of its own; registers its cleanup on `t`. */
 export type BrokerFactory = (t: TestContext) => Broker
@@ -24,6 +25,8 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
   }
 
   describe(`${name} keeps the broker contract`, { skip: options.skip ?? false }, () => {
+    messageChangesContract(name, makeBroker)
+
     it('gives a room seq 1, 2, 3… and stores each message as given', async (t) => {
       const { broker } = await open(t)
       const first = await broker.append('r', { from: alice, text: 'hello' })
@@ -83,7 +86,7 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
     it('reads forward after a seq and backward before one, oldest first, telling whether older ones are stored', async (t) => {
       const { broker } = await open(t)
       for (let i = 1; i <= 10; i++) await broker.append('r', { from: alice, text: `m${i}` })
-      const seqs = (messages: Message[]): number[] => messages.map((m) => m.seq)
+      const seqs = (messages: Entry[]): number[] => messages.map((m) => m.seq)
       const newest = await broker.read('r', { limit: 3 })
       assert.deepEqual([seqs(newest.messages), newest.more, newest.seq], [[8, 9, 10], true, 10])
       const before = await broker.read('r', { before: 8, limit: 3 })

@@ -85,12 +85,13 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ authenticateTimeout: 0 }, 'option authenticateTimeout: must be an integer from 1 to 2147483647'],
     [{ historySize: -1 }, 'option historySize: must be an integer >= 0'],
     [{ historyOnJoin: 'all' }, 'option historyOnJoin: must be an integer >= 0'],
+    [{ maxReactionsPerMessage: 0 }, 'option maxReactionsPerMessage: must be an integer >= 1'],
     [{ roomPattern: '' }, "option roomPattern: must be a regular expression's source, like '^[a-z]{1,32}$'"],
     [{ roomPattern: '(' }, 'option roomPattern: must be a valid regular expression (Invalid regular expression: /(/u: Unterminated group)'],
     [{ authenticate: 'yes' }, 'option authenticate: must be a function'],
     [{ onJoin: true }, 'option onJoin: must be a function'],
     [{ onMessage: {} }, 'option onMessage: must be a function'],
-    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, publish, read, members, rooms, changeUser, userState, moderation, signal, nodes, close)'],
+    [{ broker: {} }, 'option broker: must implement the Broker interface (open, subscribe, unsubscribe, append, update, publish, read, members, rooms, changeUser, userState, moderation, signal, nodes, close)'],
   ]
   for (const [options, message] of cases) assert.equal(errorOf(options), message, JSON.stringify(options))
 })

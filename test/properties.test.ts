@@ -353,7 +353,7 @@ function comparable (frame: ServerFrame): object {
   if (frame.type === 'message') return { type: 'message', room: frame.room, ...message(frame) }
   if (frame.type === 'joined') {
     const { ref: _ref, epoch: _epoch, ...rest } = frame
-    return { ...rest, members: sortById(frame.members), history: frame.history.map(message) }
+    return { ...rest, members: sortById(frame.members), history: frame.history.map((entry) => entry.type === 'message' ? message(entry) : entry) }
   }
   return frame
 }

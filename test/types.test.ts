@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
-import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type NodeInfo, type HubStats, type HubEvents, type Member, type ModerationEntry, type RestrictionOptions } from '../lib/index.js'
+import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type NodeInfo, type HubStats, type HubEvents, type Member, type ModerationEntry, type RestrictionOptions, type Update } from '../lib/index.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_: T): void {}
@@ -23,6 +23,8 @@ test('fastify.hub is typed through declaration merging, and options are checked'
   expectType<Equal<Awaited<ReturnType<Hub['moderation']>>, ModerationEntry[]>>(true)
   expectType<Equal<HubEvents['leave'][0]['last'], boolean | undefined>>(true)
   expectType<Equal<HubEvents['message'], [message: Message]>>(true)
+  expectType<Equal<HubEvents['update'], [update: Update]>>(true)
+  expectType<Equal<Awaited<ReturnType<Hub['editMessage']>>, number>>(true)
   expectType<Equal<HubEvents['join'][0]['room'], string>>(true)
   expectType<Equal<HubEvents['leave'][0]['member']['name'], string>>(true)
   const seen: string[] = []
@@ -80,6 +82,8 @@ test('fastify.hub has the server API only: member actions are not on it', async 
   void app.hub.isMember
   // @ts-expect-error read markers move through the user's connections
   void app.hub.read
-  assert.deepEqual(Object.keys(app.hub).sort(), ['ban', 'broadcast', 'disconnect', 'disconnectUser', 'history', 'kick', 'members', 'moderation', 'mute', 'nodes', 'off', 'on', 'once', 'rooms', 'stats', 'unban', 'unmute'])
+  // @ts-expect-error members change messages through their connection; the server uses editMessage and deleteMessage
+  void app.hub.changeMessage
+  assert.deepEqual(Object.keys(app.hub).sort(), ['ban', 'broadcast', 'deleteMessage', 'disconnect', 'disconnectUser', 'editMessage', 'history', 'kick', 'members', 'moderation', 'mute', 'nodes', 'off', 'on', 'once', 'rooms', 'stats', 'unban', 'unmute'])
   assert.ok(Object.isFrozen(app.hub))
 })

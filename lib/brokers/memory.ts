@@ -4,10 +4,10 @@
  */
 import { randomUUID } from 'node:crypto'
 import { ChatError } from '../errors.js'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, UserChange, UserState } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, NO_USER_STATE, appendRefusal, changedUserState, currentUserState, inForce, messageIds, newMessage, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, UpdateDraft, UpdateResult, UserChange, UserState } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_IDLE_ROOM_TTL_MS, NO_STREAM_YET, NO_USER_STATE, appendRefusal, changedMessage, changedUserState, currentUserState, inForce, messageIds, messageNotFound, newMessage, newUpdate, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
 import { HistoryRing, messageBytes } from '../history.js'
-import type { Member, Presence, TypingEvent } from '../protocol.js'
+import type { Entry, Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { InProcessNode } from './in-process.js'
 
 export interface MemoryBrokerOptions {
@@ -105,23 +105,55 @@ export class MemoryBroker implements Broker {
     const state = this.touch(room, now)
     const refusal = appendRefusal(state.users?.get(draft.from.user), now)
     if (refusal) throw restrictionError(room, refusal)
-    if (draft.cid !== undefined) {
-      const seen = state.cids?.get(draft.cid)
-      const original = seen && state.history.get(seen.seq)
-      if (original) return { message: original, duplicate: true }
-      if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
-    }
+    const retried = this.retried(state, draft.cid)
+    if (retried?.entry?.type === 'message') return { message: retried.entry, duplicate: true }
+    if (retried) return retryOfTrimmed(room, draft, retried.seq, retried.ts)
     const message = newMessage(room, state.seq + 1, this.nextId(), draft, now)
     this.makeSpace(room, state, state.history.capacity === 0 ? 0 : messageBytes(message))
-    state.seq = message.seq
+    this.store(room, state, message, draft.cid, now)
+    return { message, duplicate: false }
+  }
+
+  async update (room: string, draft: UpdateDraft): Promise<UpdateResult> {
+    const node = this.local.opened()
+    const now = Date.now()
+    const state = this.rooms_.get(room)
+    if (!state) throw messageNotFound(room, draft.target)
+    this.touch(room, now)
+    const retried = this.retried(state, draft.cid)
+    if (retried) return { seq: retried.seq, duplicate: true }
+    const target = state.history.get(draft.target)
+    const changed = changedMessage(room, target, draft, state.users?.get(draft.by.user), node.reactionLimits, now)
+    if (changed === undefined || target === undefined) return { seq: state.seq, duplicate: false }
+    const update = newUpdate(room, state.seq + 1, draft, now)
+    this.makeSpace(room, state, messageBytes(update) + messageBytes(changed) - messageBytes(target))
+    // Making space may have dropped the target itself, as one of the room's oldest entries: then nothing is stored.
+    if (state.history.get(draft.target) === undefined) throw messageNotFound(room, draft.target)
+    this.store(room, state, update, draft.cid, now, changed)
+    return { seq: update.seq, update, duplicate: false }
+  }
+
+  /** The entry a `cid` already stored in the room names (undefined `entry`: trimmed since), if any. */
+  private retried (state: RoomState, cid: string | undefined): { seq: number, ts: number, entry: Entry | undefined } | undefined {
+    const seen = cid === undefined ? undefined : state.cids?.get(cid)
+    return seen && { ...seen, entry: state.history.get(seen.seq) }
+  }
+
+  /**
+   * Stores `entry` as the room's next, with `changed` (the new state of the
+   * message an update changes) in its place, and delivers it. `makeSpace`
+   * has made room for both.
+   */
+  private store (room: string, state: RoomState, entry: Entry, cid: string | undefined, now: number, changed?: Message): void {
+    state.seq = entry.seq
     this.emptyRooms.delete(room)
-    if (draft.cid !== undefined) (state.cids ??= new Map()).set(draft.cid, { seq: message.seq, ts: now })
+    if (cid !== undefined) (state.cids ??= new Map()).set(cid, { seq: entry.seq, ts: now })
     this.newestBytes -= state.history.newestBytes
-    this.storedBytes += state.history.push(message)
+    if (changed) this.storedBytes += state.history.replace(changed)
+    this.storedBytes += state.history.push(entry)
     this.newestBytes += state.history.newestBytes
     if (state.history.length > 1) this.trimmableRooms.add(room)
-    this.local.deliver(room, message)
-    return { message, duplicate: false }
+    this.local.deliver(room, entry)
   }
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {

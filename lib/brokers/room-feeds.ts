@@ -1,6 +1,6 @@
 /**
  * Turns what Redis pub/sub delivers into what `BrokerNode.deliver` promises:
- * per room, messages in seq order with no gap and no duplicate. Pub/sub loses
+ * per room, entries (messages and updates) in seq order with no gap and no duplicate. Pub/sub loses
  * whatever is published while a subscriber reconnects, so each subscribed
  * room remembers the last seq it delivered; a message further ahead, or a
  * reconnect, fills the gap from the stored history first. Events received
@@ -9,6 +9,7 @@
  * stream began again under a new epoch) is reported to `outOfSync`.
  */
 import type { BrokerEvent, BrokerLogger, BrokerNode, ReadRange, ReadResult } from '../broker.js'
+import { isEntry } from '../protocol.js'
 
 /** What travels on a room's channel (its wire events and user changes); stored messages carry the epoch of their stream. */
 export interface Envelope {
@@ -103,8 +104,8 @@ export class RoomFeeds {
   }
 
   private apply (room: string, feed: Feed, { epoch, event }: Envelope): void {
-    // Presence, typing and user events are delivered in the order they came, between the messages.
-    if (event.type !== 'message') {
+    // Presence, typing and user events are delivered in the order they came, between the entries.
+    if (!isEntry(event)) {
       this.deliver(room, event)
       return
     }
@@ -119,7 +120,7 @@ export class RoomFeeds {
     void this.fill(room, feed)
   }
 
-  /** Delivers stored messages after `lastSeq` up to the latest, then the held events. */
+  /** Delivers stored entries after `lastSeq` up to the latest, then the held events. */
   private async fill (room: string, feed: Feed): Promise<void> {
     do {
       feed.recheck = false
@@ -152,9 +153,9 @@ export class RoomFeeds {
       return true
     }
     if (first.seq > feed.lastSeq + 1) this.lost(room, feed.lastSeq + 1, first.seq - 1)
-    for (const message of page.messages) {
-      feed.lastSeq = message.seq
-      this.deliver(room, message)
+    for (const entry of page.messages) {
+      feed.lastSeq = entry.seq
+      this.deliver(room, entry)
     }
     return feed.lastSeq >= page.seq
   }

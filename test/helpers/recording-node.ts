@@ -3,8 +3,9 @@
  * tests can run without a hub or sockets.
  */
 import { EventEmitter } from 'node:events'
-import type { BrokerEvent, BrokerNode, NodeSignal, UserEvent } from '../../lib/broker.js'
-import type { Message, RoomEvent } from '../../lib/protocol.js'
+import type { BrokerEvent, BrokerNode, NodeSignal, ReactionLimits, UserEvent } from '../../lib/broker.js'
+import { isEntry, type Entry, type Message, type RoomEvent } from '../../lib/protocol.js'
+import { resolveOptions } from '../../lib/options.js'
 
 /** Long enough for a delivery through Redis on a busy machine. */
 const WAIT_TIMEOUT_MS = 10_000
@@ -23,7 +24,8 @@ export class RecordingNode implements BrokerNode {
   /** What `connections()` answers: a test sets it to see it listed in `nodes()`. */
   connectionCount = 0
 
-  constructor (readonly historySize = 100) {}
+  /** Bounds of reactions: the plugin's defaults unless a test gives its own. */
+  constructor (readonly historySize = 100, readonly reactionLimits: ReactionLimits = resolveOptions().reactionLimits) {}
 
   connections (): number {
     return this.connectionCount
@@ -57,6 +59,11 @@ export class RecordingNode implements BrokerNode {
 
   userEvents (room: string): UserEvent[] {
     return this.delivered.filter((entry) => entry.room === room).map((entry) => entry.event).filter((event): event is UserEvent => event.type === 'user')
+  }
+
+  /** The stored entries delivered for `room`: messages and updates. */
+  entries (room: string): Entry[] {
+    return this.events(room).filter(isEntry)
   }
 
   messages (room: string): Message[] {

@@ -1,0 +1,84 @@
+/**
+ * What an update does to a message's state: the one rule that the brokers
+ * apply when they store a change and that the client's room store applies
+ * when it receives one, so both end in the same state. No imports at run
+ * time, so the browser loads it beside the client as it is.
+ */
+import type { Message, Update } from '../protocol.js'
+
+/** A change of a message's state, as an `update` entry carries it (`text` with `edit`, `reaction` with `react`/`unreact`). */
+export type MessageChange = Pick<Update, 'action' | 'text' | 'reaction' | 'ts'> & { user: string }
+
+/** "r":[], around a reaction's name in JSON. */
+export const REACTION_KEY_BYTES = 6
+/** "u", around a user in a reaction's list. */
+export const REACTION_USER_BYTES = 3
+
+/** UTF-8 bytes of `text`, without encoding it. */
+export function utf8Bytes (text: string): number {
+  let bytes = 0
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i)
+    if (unit < 0x80) bytes += 1
+    else if (unit < 0x800) bytes += 2
+    // A surrogate pair is one 4-byte character, counted 2 per half; a lone surrogate counts 3, as its replacement would.
+    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4
+      i++
+    } else bytes += 3
+  }
+  return bytes
+}
+
+/**
+ * What a message's reactions add to its JSON, counted the same way by every
+ * store (UTF-8 bytes of each reaction and user, plus quotes, separators and
+ * brackets): their JSON size when nothing needs escaping.
+ */
+export function reactionBytes (reactions: Record<string, string[]> | undefined): number {
+  let bytes = 0
+  for (const reaction in reactions) {
+    bytes += utf8Bytes(reaction) + REACTION_KEY_BYTES
+    for (const user of reactions[reaction] ?? []) bytes += utf8Bytes(user) + REACTION_USER_BYTES
+  }
+  return bytes
+}
+
+/**
+ * `message` after `change`, as a new object (`message` is left as it was), or
+ * undefined when the change changes nothing: a reaction the user already gave,
+ * or one it did not give taken back. Checks nothing: who may change what is
+ * the server's to decide before it stores the update.
+ */
+export function applyChange (message: Message, change: MessageChange): Message | undefined {
+  switch (change.action) {
+    case 'edit':
+      return { ...message, text: change.text ?? '', edited: change.ts }
+    case 'delete': {
+      // seq, id, from, ts (and cid) stay; the text, its edit time and the reactions go.
+      const { edited: _edited, reactions: _reactions, ...kept } = message
+      return { ...kept, text: '', deleted: true }
+    }
+    case 'react': {
+      const reaction = change.reaction ?? ''
+      const users = message.reactions?.[reaction] ?? []
+      if (users.includes(change.user)) return undefined
+      return { ...message, reactions: { ...message.reactions, [reaction]: [...users, change.user] } }
+    }
+    case 'unreact': {
+      const reaction = change.reaction ?? ''
+      const users = message.reactions?.[reaction]
+      if (users === undefined || !users.includes(change.user)) return undefined
+      const { [reaction]: _, ...others } = message.reactions ?? {}
+      const left = users.filter((user) => user !== change.user)
+      const reactions = left.length === 0 ? others : { ...others, [reaction]: left }
+      const { reactions: _reactions, ...rest } = message
+      return Object.keys(reactions).length === 0 ? rest : { ...rest, reactions }
+    }
+  }
+}
+
+/** `message` after `update` (one that targets it), or `message` itself when the update changes nothing. */
+export function appliedUpdate (message: Message, update: Update): Message {
+  return applyChange(message, { action: update.action, text: update.text, reaction: update.reaction, ts: update.ts, user: update.by.user }) ?? message
+}
