@@ -11,6 +11,7 @@ import Database from 'better-sqlite3'
 import { MIGRATIONS } from '../lib/brokers/sqlite-schema.js'
 import { SqliteBroker, type SqliteBrokerOptions } from '../lib/sqlite.js'
 import type { Member } from '../lib/protocol.js'
+import { pageMessages } from '../lib/broker.js'
 import { brokerContract } from './broker-contract.js'
 import { RawClient } from './helpers/client.js'
 import { RecordingNode } from './helpers/recording-node.js'
@@ -111,7 +112,7 @@ test('pages back through 10,000 messages with read({ before, limit })', async (t
 })
 
 /** Runs test/helpers/sqlite-process.js; `lines` gets each line it prints. */
-function child (mode: 'burst' | 'users' | 'open', file: string, lines: (line: string) => void) {
+function child (mode: 'burst' | 'users' | 'changes' | 'open', file: string, lines: (line: string) => void) {
   const proc = spawn(process.execPath, [PROCESS, mode, file], { stdio: ['ignore', 'pipe', 'inherit'] })
   let rest = ''
   proc.stdout.on('data', (chunk: Buffer) => {
@@ -198,7 +199,7 @@ test('the sweep deletes messages past retention.age and forgets rooms idle past 
   t.mock.timers.tick(30_000)
   await broker.append('r', { from: alice, text: 'new' })
   t.mock.timers.tick(30_001)
-  const texts = async (room: string): Promise<string[]> => (await broker.read(room, { limit: 10 })).messages.map((m) => m.text)
+  const texts = async (room: string): Promise<string[]> => pageMessages((await broker.read(room, { limit: 10 })).messages).map((m) => m.text)
   await eventually('the old message is deleted', async () => (await texts('r')).join() === 'new')
   const retry = await broker.append('r', { from: alice, text: 'old', cid: 'old' })
   assert.deepEqual([retry.duplicate, retry.message.seq], [true, 1], 'a retry of a deleted message is still recognised')
@@ -311,6 +312,26 @@ test('a ban and a read marker acknowledged before a SIGKILL are kept', async (t)
   await assert.rejects(joinRoom(broker, { id: 's1', user: 'spammer', name: 'spam' }), forbidden)
 })
 
+test('an edit, a reaction and a delete acknowledged before a SIGKILL are kept, in the stream and in the messages\' state', async (t) => {
+  const file = await tempFile(t)
+  let acked: (line: string) => void = () => {}
+  const done = new Promise<string>((resolve) => { acked = resolve })
+  const holder = child('changes', file, (line) => { if (line.startsWith('acked')) acked(line) })
+  t.after(() => holder.proc.kill('SIGKILL'))
+  const line = await done
+  holder.proc.kill('SIGKILL')
+  await holder.exited
+  assert.equal(line, 'acked 4 5 6')
+  const broker = await openBroker(t, { file })
+  const page = pageMessages((await broker.read('r', { limit: 10 })).messages)
+  assert.deepEqual(page.map((m) => [m.seq, m.text, m.edited !== undefined, m.deleted ?? false, m.reactions]), [
+    [1, 'one, edited', true, false, undefined], [2, 'two', false, false, { '👍': ['x'] }], [3, '', false, true, undefined],
+  ])
+  const stream = await broker.read('r', { after: 3, limit: 10 })
+  assert.deepEqual(stream.messages.map((entry) => entry.type === 'update' && [entry.seq, entry.target, entry.action]), [[4, 1, 'edit'], [5, 2, 'react'], [6, 3, 'delete']])
+  assert.deepEqual(await broker.update('r', { by: { id: 'w', user: 'w', name: 'w' }, target: 1, action: 'edit', text: 'one, edited', cid: 'e1' }), { seq: 4, duplicate: true }, 'a retry of the acknowledged edit')
+})
+
 test('a ban or mute with until ends on time, in a running broker and across a restart', async (t) => {
   t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 })
   const file = await tempFile(t)
@@ -374,12 +395,57 @@ test('a file of schema version 1 is migrated in place, its messages from.user be
   assert.equal(broker.database.pragma('user_version', { simple: true }), MIGRATIONS.length)
   const before = await broker.read('r', { limit: 10 })
   assert.deepEqual([before.epoch, before.seq], ['old-epoch', 2])
-  assert.deepEqual(before.messages.map((m) => m.from), [{ id: 'conn-1', user: 'conn-1', name: 'ann' }, { id: 'conn-2', user: 'conn-2', name: 'ben' }])
+  assert.deepEqual(pageMessages(before.messages).map((m) => m.from), [{ id: 'conn-1', user: 'conn-1', name: 'ann' }, { id: 'conn-2', user: 'conn-2', name: 'ben' }])
   assert.equal((await broker.append('r', { from: alice, text: 'hello', cid: 'c1' })).duplicate, true, 'cids stored before still count')
   const tab: Member = { id: 'a1.tab2', user: 'a1', name: 'alice' }
   assert.deepEqual((await broker.append('r', { from: tab, text: 'new' })).message.from, tab)
-  assert.deepEqual((await broker.read('r', { after: 2, limit: 10 })).messages.map((m) => m.from), [tab], 'a new message keeps its user')
+  assert.deepEqual(pageMessages((await broker.read('r', { after: 2, limit: 10 })).messages).map((m) => m.from), [tab], 'a new message keeps its user')
   assert.deepEqual((await broker.changeUser('r', 'a1', { kind: 'read', seq: 3 })).state, { read: 3 })
+})
+
+test('a file of schema version 2 is migrated to 3: its messages read as they were, and can be edited, reacted to and deleted', async (t) => {
+  const file = await tempFile(t)
+  const old = new Database(file)
+  old.exec(MIGRATIONS[0]! + MIGRATIONS[1]!)
+  old.pragma('user_version = 2')
+  old.prepare('INSERT INTO rooms (name, epoch, seq, last_active) VALUES (?, ?, ?, ?)').run('r', 'v2-epoch', 3, Date.now())
+  const insert = old.prepare('INSERT INTO messages (room_id, seq, id, from_id, from_user, from_name, text, ts, cid) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)')
+  insert.run(1, 'm1', 'a1.tab', 'a1', 'alice', 'hello', 1000, 'c1')
+  insert.run(2, 'm2', 'b1', 'b1', 'bob', 'hi', 2000, null)
+  insert.run(3, 'm3', 'a1.tab', 'a1', 'alice', 'bye', 3000, null)
+  old.close()
+
+  const broker = await openBroker(t, { file })
+  assert.equal(broker.database.pragma('user_version', { simple: true }), 3)
+  const tab: Member = { id: 'a1.tab', user: 'a1', name: 'alice' }
+  const stored = [
+    { type: 'message', room: 'r', seq: 1, id: 'm1', from: tab, text: 'hello', ts: 1000, cid: 'c1' },
+    { type: 'message', room: 'r', seq: 2, id: 'm2', from: bob, text: 'hi', ts: 2000 },
+    { type: 'message', room: 'r', seq: 3, id: 'm3', from: tab, text: 'bye', ts: 3000 },
+  ]
+  const before = await broker.read('r', { limit: 10 })
+  assert.deepEqual([before.epoch, before.seq, before.messages, before.more], ['v2-epoch', 3, stored, false], 'old rows read exactly as they were')
+  assert.deepEqual((await broker.read('r', { after: 0, limit: 10 })).messages, stored)
+  assert.equal((await broker.update('r', { by: alice, target: 1, action: 'edit', text: 'hello again' })).seq, 4)
+  assert.equal((await broker.update('r', { by: alice, target: 2, action: 'react', reaction: '👍' })).seq, 5)
+  assert.equal((await broker.update('r', { by: tab, target: 3, action: 'delete' })).seq, 6)
+  await assert.rejects(broker.update('r', { by: alice, target: 2, action: 'edit', text: 'mine' }), forbidden, "an old message keeps its author's user")
+  const after = pageMessages((await broker.read('r', { limit: 10 })).messages)
+  assert.deepEqual(after.map((m) => [m.seq, m.text, m.edited !== undefined, m.deleted ?? false, m.reactions]), [
+    [1, 'hello again', true, false, undefined], [2, 'hi', false, false, { '👍': ['a1'] }], [3, '', false, true, undefined],
+  ])
+  assert.equal((await broker.append('r', { from: alice, text: 'hello', cid: 'c1' })).duplicate, true, 'cids stored before still count')
+})
+
+test('retention by count trims updates with the messages, as entries of the stream', async (t) => {
+  const broker = await openBroker(t, { file: await tempFile(t), retention: { messages: 4 } })
+  for (const text of ['one', 'two', 'three']) await broker.append('r', { from: alice, text })
+  for (const reaction of ['a', 'b', 'c']) await broker.update('r', { by: bob, target: 3, action: 'react', reaction })
+  const rows = (): number => (broker.database.prepare('SELECT count(*) AS n FROM messages').get() as { n: number }).n
+  assert.equal(rows(), 4, 'the newest four entries: message 3 and its three reactions')
+  assert.deepEqual((await broker.read('r', { after: 0, limit: 10 })).messages.map((entry) => entry.seq), [3, 4, 5, 6])
+  await assert.rejects(broker.update('r', { by: alice, target: 2, action: 'edit', text: 'gone' }), (error: { code?: string }) => error.code === 'not_found')
+  assert.deepEqual(pageMessages((await broker.read('r', { limit: 10 })).messages).map((m) => m.reactions), [{ a: ['b1'], b: ['b1'], c: ['b1'] }])
 })
 
 test('a room forgotten for idleness takes its bans, mutes and markers with it', async (t) => {

@@ -1,7 +1,8 @@
 /**
- * What the SQLite broker deletes: messages beyond the newest `keep` of their
- * room or older than `age` (keeping their cids for CID_RETENTION_MS, so a
- * retry is still recognised), and rooms idle past `idleRoomTtl`, with their
+ * What the SQLite broker deletes: entries of a room's stream (messages and
+ * updates, rows of one table) beyond the newest `keep` of their room or older
+ * than `age` (keeping their cids for CID_RETENTION_MS, so a retry is still
+ * recognised), and rooms idle past `idleRoomTtl`, with their
  * messages and users' state. One small batch per transaction, yielding to
  * the event loop between batches, so appends are never held up for long.
  */
@@ -13,7 +14,7 @@ import { CID_RETENTION_MS } from '../broker.js'
 const TRIM_BATCH = 500
 
 export interface SqliteRetentionOptions {
-  /** The newest messages kept per room (`retention.messages`, resolved). */
+  /** The newest entries kept per room (`retention.messages`, resolved). */
   keep: number | undefined
   age: number | undefined
   idleRoomTtl: number | undefined
@@ -32,7 +33,7 @@ export class SqliteRetention {
   }
 
   /**
-   * Deletes a batch of a room's messages with seq ≤ `upTo`, keeping their
+   * Deletes a batch of a room's entries with seq ≤ `upTo`, keeping their
    * cids; true when more are left. Runs inside the caller's transaction.
    */
   trimRoom (roomId: number, upTo: number): boolean {

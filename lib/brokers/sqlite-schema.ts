@@ -6,8 +6,13 @@
  *   rooms          one row per room stream: its epoch and latest seq. A room
  *                  forgotten (idleRoomTtl) loses its row; a later use makes a
  *                  new row, with a new id and epoch, so old rows never mix in.
- *   messages       the history, keyed (room_id, seq); cid unique per room;
- *                  from_user is NULL in rows stored before members had a user.
+ *   messages       the room's stream, keyed (room_id, seq): messages, in their
+ *                  current state (edited, deleted, reactions as JSON), and the
+ *                  updates that changed them (`target` NOT NULL: the changed
+ *                  message's seq; `from_*` is who changed it, `text` an edit's
+ *                  text), sharing one seq, one cid index and one retention.
+ *                  cid unique per room; from_user is NULL in rows stored
+ *                  before members had a user.
  *   trimmed_cids   cids of messages removed by retention, kept CID_RETENTION_MS
  *                  so that a retry of one is still recognised.
  *   user_states    per room and user: the read marker, the ban and the mute
@@ -72,6 +77,20 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (room_id, user)
   ) WITHOUT ROWID;
   CREATE INDEX user_states_restricted ON user_states (room_id) WHERE banned = 1 OR muted = 1;
+  `,
+  // Messages that change: updates are rows of the stream too, and a message
+  // row holds its current state. Old rows are messages as they were (no
+  // target, not edited, not deleted, no reactions), so no row is rewritten.
+  // A page reads messages only: the partial index finds "the newest N before
+  // X" without stepping over the updates between them.
+  `
+  ALTER TABLE messages ADD COLUMN target INTEGER;
+  ALTER TABLE messages ADD COLUMN action TEXT;
+  ALTER TABLE messages ADD COLUMN reaction TEXT;
+  ALTER TABLE messages ADD COLUMN edited INTEGER;
+  ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE messages ADD COLUMN reactions TEXT;
+  CREATE INDEX messages_only ON messages (room_id, seq) WHERE target IS NULL;
   `,
 ]
 

@@ -36,6 +36,11 @@ export class SqliteUsers {
     return appendRefusal(this.restrictions(room, user), now)
   }
 
+  /** The user's ban and mute as the transaction under way has them (a change of a message is checked against them). */
+  restrictions (room: string, user: string): Restrictions | undefined {
+    return this.pending.get(room)?.get(user) ?? this.committed.get(room)?.get(user)
+  }
+
   /**
    * Applies `change` inside the caller's transaction: `roomId` is the room's
    * row (undefined: the room has none, so there is nothing to read or keep),
@@ -92,10 +97,6 @@ export class SqliteUsers {
         if (!inForce(kept.ban, now) && !inForce(kept.mute, now)) this.forgetUser(room, user)
       }
     }
-  }
-
-  private restrictions (room: string, user: string): Restrictions | undefined {
-    return this.pending.get(room)?.get(user) ?? this.committed.get(room)?.get(user)
   }
 
   private forgetUser (room: string, user: string): void {

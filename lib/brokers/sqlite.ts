@@ -1,21 +1,22 @@
 /**
- * The durable one-process broker: rooms' seq, epoch, history, cids and users'
- * state (read markers, bans, mutes) in a SQLite file, events delivered
- * in-process as by the memory broker. Appends and user changes of one
- * event-loop turn are committed together (and, with `synchronous: 'full'`,
+ * The durable one-process broker: rooms' seq, epoch, stream (messages and
+ * their updates), cids and users' state (read markers, bans, mutes) in a
+ * SQLite file, events delivered in-process as by the memory broker. Appends,
+ * message changes and user changes of one event-loop turn are committed together (and, with `synchronous: 'full'`,
  * those made while a commit is being flushed to disk); each is delivered and
  * acknowledged only once that commit is done (and on disk, with 'full').
  */
 import { randomUUID } from 'node:crypto'
 import type Database from 'better-sqlite3'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, UserChange, UserState } from '../broker.js'
-import { NO_STREAM_YET, keptPerRoom, messageIds, newMessage, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReactionLimits, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
+import { NO_STREAM_YET, changedMessage, keptPerRoom, messageIds, messageNotFound, newMessage, newUpdate, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
 import { ChatError } from '../errors.js'
-import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+import type { Member, Presence, TypingEvent } from '../protocol.js'
 import { GroupCommit, type Pending } from './group-commit.js'
 import { InProcessNode } from './in-process.js'
 import { SqliteRetention } from './sqlite-retention.js'
 import { type DurableFile, openDatabase } from './sqlite-schema.js'
+import { SqliteStream, type StoredCid } from './sqlite-stream.js'
 import { SqliteUsers } from './sqlite-users.js'
 
 export interface SqliteBrokerOptions {
@@ -60,17 +61,17 @@ const BACKGROUND_FLUSH_MS = 1000
 
 
 interface RoomRow { id: number, epoch: string, seq: number }
-interface MessageRow { seq: number, id: string, from_id: string, from_user: string | null, from_name: string, text: string, ts: number, cid: string | null }
 
-/** A call that waits for the next group commit: an append, a user change, or an event that must not overtake one. */
+/** A call that waits for the next group commit: an append, a message change, a user change, or an event that must not overtake one. */
 type Call =
   | { kind: 'append', room: string, draft: MessageDraft }
+  | { kind: 'update', room: string, draft: UpdateDraft }
   | { kind: 'event', room: string, event: Presence | TypingEvent, options: PublishOptions }
   | { kind: 'user', room: string, user: string, change: UserChange, connection: string | undefined }
 
 interface UserResult { state: UserState, changed: boolean }
 /** What a call's commit answers (per its kind), or the refusal of that call alone. */
-type Outcome = AppendResult | UserResult | undefined | ChatError
+type Outcome = AppendResult | UpdateResult | UserResult | undefined | ChatError
 
 export class SqliteBroker implements Broker {
   // Rosters live in memory only: members are this process's connections, and
@@ -78,6 +79,7 @@ export class SqliteBroker implements Broker {
   private readonly local = new InProcessNode('SqliteBroker')
   private file: DurableFile | undefined
   private statements: ReturnType<typeof prepare> | undefined
+  private stream: SqliteStream | undefined
   private users: SqliteUsers | undefined
   /** Set when a flush to disk failed: what the disk holds is unknown, so nothing more is acknowledged. */
   private failure: Error | undefined
@@ -120,10 +122,11 @@ export class SqliteBroker implements Broker {
     }
     this.failure = undefined
     this.statements = prepare(this.file.db)
+    this.stream = new SqliteStream(this.file.db)
     this.users = new SqliteUsers(this.file.db, Date.now())
     this.keep = keptPerRoom(this.options.retention, node)
     this.roomRows.clear()
-    this.mayHaveTrimmedCids = this.options.retention !== undefined || this.statements.anyTrimmedCid.get() !== undefined
+    this.mayHaveTrimmedCids = this.options.retention !== undefined || this.stream.anyTrimmedCid()
     const { age } = this.options.retention ?? {}
     const { idleRoomTtl } = this.options
     this.retention = new SqliteRetention(this.file.db, {
@@ -150,6 +153,12 @@ export class SqliteBroker implements Broker {
     this.roomRows.delete(room)
   }
 
+  async update (room: string, draft: UpdateDraft): Promise<UpdateResult> {
+    this.prepared()
+    // Through the group commit, as an append: its seq in call order, acknowledged and delivered once committed.
+    return await this.commits.add({ kind: 'update', room, draft }) as UpdateResult
+  }
+
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
     this.prepared()
     return await this.commits.add({ kind: 'append', room, draft }) as AppendResult
@@ -168,17 +177,7 @@ export class SqliteBroker implements Broker {
     const s = this.prepared()
     const row = s.room.get(room) as RoomRow | undefined
     if (!row) return { epoch: NO_STREAM_YET, seq: 0, messages: [], more: false }
-    // Retention by count may lag behind in the file; reads never show what it will delete.
-    const floor = this.keep === undefined ? 0 : Math.max(0, row.seq - this.keep)
-    let rows: MessageRow[] = []
-    if (range.limit > 0) {
-      rows = range.after !== undefined
-        ? s.readAfter.all(row.id, Math.max(floor, range.after), range.limit) as MessageRow[]
-        : (s.readBefore.all(row.id, floor, range.before ?? row.seq + 1, range.limit) as MessageRow[]).reverse()
-    }
-    const below = rows[0]?.seq ?? (range.after !== undefined ? row.seq + 1 : range.before ?? row.seq + 1)
-    const more = s.anyBetween.get(row.id, floor, below) !== undefined
-    return { epoch: row.epoch, seq: row.seq, messages: rows.map((r) => toMessage(room, r)), more }
+    return { epoch: row.epoch, seq: row.seq, ...this.stream!.read(row.id, room, this.floor(row.seq), row.seq, range) }
   }
 
   async members (room: string): Promise<Member[]> {
@@ -235,6 +234,7 @@ export class SqliteBroker implements Broker {
     this.file?.close()
     this.file = undefined
     this.statements = undefined
+    this.stream = undefined
     this.users = undefined
     this.retention = undefined
     this.local.close()
@@ -256,7 +256,7 @@ export class SqliteBroker implements Broker {
   private async commit (batch: Array<Pending<Call, Outcome>>): Promise<void> {
     const s = this.prepared()
     const users = this.users!
-    const log = this.local.opened().log
+    const { log, reactionLimits } = this.local.opened()
     let outcomes: Outcome[]
     // The batch's rooms as it leaves them: each row is written once per batch, not once per append.
     const touched = new Map<string, RoomRow>()
@@ -278,7 +278,12 @@ export class SqliteBroker implements Broker {
             case 'append': {
               const refusal = users.appendRefusal(call.room, call.draft.from.user, now)
               if (refusal) return restrictionError(call.room, refusal)
-              return this.store(s, roomRow(call.room), call.room, call.draft, now)
+              return this.store(roomRow(call.room), call.room, call.draft, now)
+            }
+            case 'update': {
+              // A room never used makes no row: it holds no message to change.
+              const row = existing(call.room) && roomRow(call.room)
+              return refusalOf(() => this.change(row, call.room, call.draft, reactionLimits, now))
             }
             case 'event':
               if (call.event.type === 'typing') return undefined
@@ -315,6 +320,11 @@ export class SqliteBroker implements Broker {
       if (call.kind === 'append') {
         const result = outcome as AppendResult
         if (!result.duplicate) this.local.deliver(call.room, result.message)
+        return resolve(result)
+      }
+      if (call.kind === 'update') {
+        const result = outcome as UpdateResult
+        if (result.update) this.local.deliver(call.room, result.update)
         return resolve(result)
       }
       if (call.kind === 'user') {
@@ -360,29 +370,57 @@ export class SqliteBroker implements Broker {
     }
   }
 
+  /** The seq at and below which retention by count hides a room's entries, when its latest is `latest`. */
+  private floor (latest: number): number {
+    // Retention by count may lag behind in the file; reads and changes never see what it will delete.
+    return this.keep === undefined ? 0 : Math.max(0, latest - this.keep)
+  }
+
+  /** The entry `cid` names in the room of `row`, if any. */
+  private retried (row: RoomRow, room: string, cid: string | undefined): StoredCid | undefined {
+    return cid === undefined ? undefined : this.stream!.retried(row.id, room, cid, this.floor(row.seq), this.mayHaveTrimmedCids)
+  }
+
   /** One append inside the group's transaction; takes the next seq of `row` (the room's row as the batch has it so far). */
-  private store (s: ReturnType<typeof prepare>, row: RoomRow, room: string, draft: MessageDraft, now: number): AppendResult {
-    if (draft.cid !== undefined) {
-      const stored = s.byCid.get(row.id, draft.cid) as MessageRow | undefined
-      if (stored && (this.keep === undefined || stored.seq > row.seq - this.keep)) return { message: toMessage(room, stored), duplicate: true }
-      const seen = stored ?? (this.mayHaveTrimmedCids ? s.trimmedCid.get(row.id, draft.cid) as { seq: number, ts: number } | undefined : undefined)
-      if (seen) return retryOfTrimmed(room, draft, seen.seq, seen.ts)
-    }
+  private store (row: RoomRow, room: string, draft: MessageDraft, now: number): AppendResult {
+    const retried = this.retried(row, room, draft.cid)
+    if (retried?.entry?.type === 'message') return { message: retried.entry, duplicate: true }
+    if (retried) return retryOfTrimmed(room, draft, retried.seq, retried.ts)
     const message = newMessage(room, row.seq + 1, this.nextId(), draft, now)
-    s.insert.run(row.id, message.seq, message.id, message.from.id, message.from.user, message.from.name, message.text, now, draft.cid ?? null)
+    this.stream!.addMessage(row.id, message)
     row.seq = message.seq
     return { message, duplicate: false }
   }
+
+  /**
+   * One change of a message inside the group's transaction (`changedMessage`
+   * decides and throws its refusal): the message's new state and the update
+   * with the next seq of `row` (undefined: the room has no row).
+   */
+  private change (row: RoomRow | undefined, room: string, draft: UpdateDraft, limits: ReactionLimits, now: number): UpdateResult {
+    if (!row) throw messageNotFound(room, draft.target)
+    const retried = this.retried(row, room, draft.cid)
+    if (retried) return { seq: retried.seq, duplicate: true }
+    const target = this.stream!.entry(row.id, room, draft.target, this.floor(row.seq))
+    // The bans and mutes an append is checked against, as the batch has them so far.
+    const changed = changedMessage(room, target, draft, this.users!.restrictions(room, draft.by.user), limits, now)
+    if (changed === undefined) return { seq: row.seq, duplicate: false }
+    const update = newUpdate(room, row.seq + 1, draft, now)
+    this.stream!.addUpdate(row.id, update, changed)
+    row.seq = update.seq
+    return { seq: update.seq, update, duplicate: false }
+  }
 }
 
-function toMessage (room: string, row: MessageRow): Message {
-  // A row stored before members had a user has none: its sender's connection id was its user then (as `storedMessage`).
-  const message: Message = { type: 'message', room, seq: row.seq, id: row.id, from: { id: row.from_id, user: row.from_user ?? row.from_id, name: row.from_name }, text: row.text, ts: row.ts }
-  if (row.cid !== null) message.cid = row.cid
-  return message
+/** What `decide` answers, or the ChatError it throws: that call's refusal alone, not its batch's. */
+function refusalOf<T> (decide: () => T): T | ChatError {
+  try {
+    return decide()
+  } catch (error) {
+    if (error instanceof ChatError) return error
+    throw error
+  }
 }
-
-const COLUMNS = 'seq, id, from_id, from_user, from_name, text, ts, cid'
 
 function prepare (db: Database.Database) {
   return {
@@ -390,12 +428,5 @@ function prepare (db: Database.Database) {
     room: db.prepare('SELECT id, epoch, seq FROM rooms WHERE name = ?'),
     createRoom: db.prepare('INSERT INTO rooms (name, epoch, seq, last_active) VALUES (?, ?, 0, ?) RETURNING id, epoch, seq'),
     setRoom: db.prepare('UPDATE rooms SET seq = ?, last_active = ? WHERE id = ?'),
-    insert: db.prepare('INSERT INTO messages (room_id, seq, id, from_id, from_user, from_name, text, ts, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
-    byCid: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND cid = ?`),
-    trimmedCid: db.prepare('SELECT seq, ts FROM trimmed_cids WHERE room_id = ? AND cid = ?'),
-    anyTrimmedCid: db.prepare('SELECT 1 FROM trimmed_cids LIMIT 1'),
-    readAfter: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?`),
-    readBefore: db.prepare(`SELECT ${COLUMNS} FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?`),
-    anyBetween: db.prepare('SELECT 1 FROM messages WHERE room_id = ? AND seq > ? AND seq < ? LIMIT 1'),
   }
 }

@@ -3,6 +3,9 @@
  * tests: `burst FILE` appends without end, printing each acked seq until
  * killed; `users FILE` stores two messages, a read marker of 2 for `reader`
  * and a ban of `spammer` in room `r`, prints `stored` and waits to be killed;
+ * `changes FILE` stores three messages in room `r`, edits the first (cid
+ * `e1`), reacts to the second and deletes the third, prints the changes' seqs
+ * as they are acknowledged (`acked 4 5 6`) and waits to be killed;
  * `open FILE` opens the file and prints `opened`, or the error.
  */
 import { SqliteBroker } from '../../lib/sqlite.js'
@@ -24,6 +27,18 @@ if (mode === 'burst') {
       .then(({ message }) => { process.stdout.write(`${message.seq}\n`) }))
     await Promise.all(sends)
   }
+}
+if (mode === 'changes') {
+  const writer = { id: 'w', user: 'w', name: 'w' }
+  for (const text of ['one', 'two', 'three']) await broker.append('r', { from: writer, text })
+  const seqs = [
+    await broker.update('r', { by: writer, target: 1, action: 'edit', text: 'one, edited', cid: 'e1' }),
+    await broker.update('r', { by: { id: 'x', user: 'x', name: 'x' }, target: 2, action: 'react', reaction: '👍' }),
+    await broker.update('r', { by: writer, target: 3, action: 'delete' }),
+  ].map(({ seq }) => seq)
+  // Killed on this line, at once: the changes were acknowledged and nothing else happened since.
+  process.stdout.write(`acked ${seqs.join(' ')}\n`)
+  setInterval(() => {}, 60_000)
 }
 if (mode === 'users') {
   for (const text of ['one', 'two']) await broker.append('r', { from: { id: 'w', user: 'w', name: 'w' }, text })
