@@ -105,6 +105,21 @@ describe('RedisBroker when Redis fails', { skip }, () => {
     assert.deepEqual(outageLogs(senderNode), { warn: 1, info: 1 }, 'the outage and the recovery are logged once each')
   })
 
+  it('answers unavailable for an update while Redis hangs, then stores its retry (same cid) once and delivers it without a gap', async (t) => {
+    const { server, sender, receiverNode } = await setup(t)
+    await sender.append('r', { from: alice, text: 'typo' })
+    const edit = { by: alice, target: 1, action: 'edit', text: 'fixed', cid: 'e-1' } as const
+    server.pause()
+    await assertUnavailable('update during the hang', () => sender.update('r', edit))
+    server.resume()
+    // The hung call may have reached Redis after all: then the retry is recognised by its cid.
+    assert.equal((await untilAvailable(() => sender.update('r', edit))).seq, 2)
+    const { messages: entries } = await sender.read('r', { after: 0, limit: 10 })
+    assert.deepEqual(entries.map((entry) => [entry.seq, entry.type, entry.text]), [[1, 'message', 'fixed'], [2, 'update', 'fixed']])
+    await receiverNode.until('the update', () => receiverNode.entries('r').length === 2)
+    assert.deepEqual(receiverNode.entries('r')[1], entries[1])
+  })
+
   it('answers unavailable while Redis is down, then reconnects, resubscribes and delivers its new stream', async (t) => {
     const { server, prefix, sender, senderNode, receiver, receiverNode } = await setup(t)
     for (let i = 0; i < 3; i++) await sender.append('r', { from: alice, text: `before ${i}` })
@@ -115,6 +130,7 @@ describe('RedisBroker when Redis fails', { skip }, () => {
     for (let i = 0; i < 5; i++) await assertUnavailable('append while down', () => sender.append('r', { from: alice, text: 'lost', cid: `down-${i}` }))
     await assertUnavailable('presence while down', () => sender.publish('r', { type: 'presence', room: 'r', action: 'join', member: alice }))
     await assertUnavailable('subscribe while down', () => receiver.subscribe('other'))
+    await assertUnavailable('update while down', () => sender.update('r', { by: alice, target: 1, action: 'edit', text: 'lost' }))
 
     await server.start()
     const { message } = await untilAvailable(() => sender.append('r', { from: alice, text: 'after', cid: 'down-0' }))

@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { RedisKeys } from '../lib/brokers/redis-keys.js'
 import { RedisBroker, type RedisBrokerOptions } from '../lib/redis.js'
-import type { NodeInfo } from '../lib/broker.js'
-import type { Member, Presence } from '../lib/protocol.js'
+import { pageMessages, type NodeInfo } from '../lib/broker.js'
+import type { Entry, Member, Presence } from '../lib/protocol.js'
 import { brokerContract } from './broker-contract.js'
 import { RecordingNode } from './helpers/recording-node.js'
 import { REDIS_URL, deleteKeys, keysUnder, skipUnlessRedis, uniquePrefix } from './helpers/redis.js'
@@ -50,6 +50,17 @@ async function until (what: string, done: () => Promise<boolean>): Promise<void>
   }
 }
 
+/** Drops `broker`'s subscriber connection from the Redis side: what is published until it reconnects is lost to it. */
+async function killSubscriber (t: TestContext, broker: RedisBroker): Promise<void> {
+  const admin = new Redis(REDIS_URL)
+  t.after(() => admin.disconnect())
+  const clients = await admin.client('LIST') as string
+  const line = clients.split('\n').find((entry) => entry.includes(`name=fastify-chat-rooms-subscriber-${broker.nodeId}`))
+  const id = /\bid=(\d+)/.exec(line ?? '')?.[1]
+  assert.ok(id, 'the subscriber connection is listed')
+  await admin.client('KILL', 'ID', id)
+}
+
 const alice: Member = { id: 'a1', user: 'a1', name: 'alice' }
 const ghost: Member = { id: 'g1', user: 'g1', name: 'ghost' }
 const isLeaveOf = (member: Member) => (event: { type: string }): boolean =>
@@ -85,6 +96,41 @@ describe('RedisBroker across nodes', { skip }, () => {
     }
   })
 
+  it('delivers every node the same edits, deletes and reactions in seq order, and fills from history those a subscriber missed', async (t) => {
+    const [a, b] = await cluster(t, 2)
+    await Promise.all([a!, b!].map(({ broker }) => broker.subscribe('r')))
+    for (const text of ['one', 'two', 'three']) await a!.broker.append('r', { from: alice, text })
+    const bob: Member = { id: 'b1', user: 'b1', name: 'bob' }
+    // Both nodes change the messages at once: one seq per entry, whichever node stored it.
+    await Promise.all([
+      ...[alice, bob].flatMap((by, n) => [1, 3].map((target) => [a!, b!][n]!.broker.update('r', { by, target, action: 'react', reaction: '👍' }))),
+      a!.broker.update('r', { by: alice, target: 1, action: 'edit', text: 'one, edited' }),
+      b!.broker.update('r', { by: alice, target: 2, action: 'delete' }),
+      b!.broker.append('r', { from: bob, text: 'four' }),
+    ])
+    const stored = async (): Promise<Entry[]> => (await a!.broker.read('r', { after: 0, limit: 100 })).messages
+    const updates = (entries: Entry[]): Entry[] => entries.filter((entry) => entry.type === 'update')
+    let entries = await stored()
+    assert.deepEqual(entries.map((entry) => entry.seq), Array.from({ length: 10 }, (_, i) => i + 1))
+    for (const { node } of [a!, b!]) {
+      await node.until('every entry', () => node.entries('r').length === entries.length)
+      assert.deepEqual(updates(node.entries('r')), updates(entries), 'the same updates, in seq order')
+    }
+
+    await killSubscriber(t, b!.broker)
+    for (const target of [1, 3]) await a!.broker.update('r', { by: bob, target, action: 'unreact', reaction: '👍' })
+    await a!.broker.update('r', { by: alice, target: 3, action: 'edit', text: 'three, edited' })
+    entries = await stored()
+    for (const { node } of [a!, b!]) await node.until('the updates published while B\'s subscriber was down', () => node.entries('r').length === entries.length)
+    assert.deepEqual(b!.node.entries('r'), a!.node.entries('r'), 'B filled the gap from history: no entry lost, none twice')
+    assert.deepEqual(updates(b!.node.entries('r')), updates(entries))
+    assert.deepEqual(b!.node.outOfSyncs.filter(({ epoch }) => epoch === undefined), [], 'nothing was lost')
+    const page = pageMessages((await b!.broker.read('r', { limit: 10 })).messages)
+    assert.deepEqual(page.map((m) => [m.text, m.deleted ?? false, m.reactions]), [
+      ['one, edited', false, { '👍': ['a1'] }], ['', true, undefined], ['three, edited', false, { '👍': ['a1'] }], ['four', false, undefined],
+    ])
+  })
+
   it('lists members of every node and tells every node of presence', async (t) => {
     const [a, b] = await cluster(t, 2)
     await b!.broker.subscribe('r')
@@ -101,13 +147,7 @@ describe('RedisBroker across nodes', { skip }, () => {
     await receiver!.broker.subscribe('r')
     await sender!.broker.append('r', { from: alice, text: 'before' })
     await receiver!.node.until('the first message', () => receiver!.node.messages('r').length === 1)
-    const admin = new Redis(REDIS_URL)
-    t.after(() => admin.disconnect())
-    const clients = await admin.client('LIST') as string
-    const line = clients.split('\n').find((entry) => entry.includes(`name=fastify-chat-rooms-subscriber-${receiver!.broker.nodeId}`))
-    const id = /\bid=(\d+)/.exec(line ?? '')?.[1]
-    assert.ok(id, 'the receiver\'s subscriber connection is listed')
-    await admin.client('KILL', 'ID', id)
+    await killSubscriber(t, receiver!.broker)
     for (let i = 0; i < 30; i++) await sender!.broker.append('r', { from: alice, text: `m${i}` })
     await receiver!.node.until('all 31 messages', () => receiver!.node.messages('r').length >= 31)
     assert.deepEqual(receiver!.node.messages('r').map((m) => m.seq), Array.from({ length: 31 }, (_, i) => i + 1))

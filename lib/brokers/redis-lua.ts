@@ -124,6 +124,59 @@ local function encoded(state)
 end
 `
 
+/** Whether a stored entry is an update: updates are written by `JSON.stringify`, type first; anything else is a message. */
+export const IS_UPDATE = `
+local function isUpdate(entry) return string.sub(entry, 1, 16) == '{"type":"update"' end
+`
+
+/**
+ * A room's stream of entries (messages and updates) as the scripts that
+ * store one share it: the kept log, the retries recognised by cid, and the
+ * publish. The script names `historySize`, `now`, `cidRetentionMs` and
+ * `channel` among its arguments.
+ */
+export const STREAM = IS_UPDATE + `
+-- Cids forgotten per stored entry, at most: more than the one each entry adds,
+-- so the queue keeps up, and few, so the work per entry stays bounded.
+local FORGET_PER_ENTRY = 2
+local function latestSeq() return tonumber(redis.call('HGET', meta, 'seq') or '0') end
+local function firstKept(last) return last - redis.call('LLEN', log) + 1 end
+-- The seq and time (text) an entry with this cid was stored with, or nil.
+local function retried(cid)
+  if cid == '' then return nil end
+  local seen = redis.call('HGET', cids, cid)
+  local seq, ts
+  if seen then seq, ts = string.match(seen, '^(%d+):(%d+)$') end
+  if seq then return tonumber(seq), ts end
+  return nil
+end
+-- Keeps entry as the room's newest, with seq, and tells every node.
+local function storeEntry(seq, entry, cid)
+  if historySize > 0 then
+    redis.call('RPUSH', log, entry)
+    redis.call('LTRIM', log, -historySize, -1)
+  end
+  if cid ~= '' then
+    redis.call('HSET', cids, cid, seq .. ':' .. now)
+    redis.call('RPUSH', cidq, cid)
+    local first = firstKept(seq)
+    for _ = 1, FORGET_PER_ENTRY do
+      local oldest = redis.call('LINDEX', cidq, 0)
+      if not oldest then break end
+      local seen = redis.call('HGET', cids, oldest)
+      if seen then
+        local oldSeq, ts = string.match(seen, '^(%d+):(%d+)$')
+        -- An entry no script wrote (no seq in it) goes like an expired one.
+        if oldSeq and (tonumber(oldSeq) >= first or now - tonumber(ts) < cidRetentionMs) then break end
+        redis.call('HDEL', cids, oldest)
+      end
+      redis.call('LPOP', cidq)
+    end
+  end
+  redis.call('PUBLISH', channel, '{"epoch":"' .. redis.call('HGET', meta, 'epoch') .. '","event":' .. entry .. '}')
+end
+`
+
 /** Counts a user's connections in the roster (`present`, by its JSON string): the one whose leave was the last. */
 export const PRESENT = `
 local function leftLast(user)

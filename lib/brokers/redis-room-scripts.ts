@@ -5,7 +5,7 @@
  * change happen in one step or not at all.
  */
 import { ROOM_KEYS } from './redis-keys.js'
-import { PRESENT, TOUCH, USER_STATE, decodeCount, script } from './redis-lua.js'
+import { IS_UPDATE, PRESENT, STREAM, TOUCH, USER_STATE, decodeCount, script } from './redis-lua.js'
 
 export type AppendReply =
   | { outcome: 'new' | 'stored', message: string }
@@ -23,55 +23,25 @@ export type AppendReply =
 export const APPEND = script({
   keys: ROOM_KEYS,
   args: { epoch: 'string', head: 'string', tail: 'string', cid: 'string', historySize: 'number', now: 'number', idleTtl: 'number', channel: 'string', cidRetentionMs: 'number', user: 'string' },
-  body: TOUCH + USER_STATE + `
+  body: TOUCH + USER_STATE + STREAM + `
 local sender = redis.call('HGET', users, user)
 if inForce(sender, 'ban', now) then return { 'banned' } end
 if inForce(sender, 'mute', now) then return { 'muted' } end
 
--- Cids forgotten per append, at most: more than the one each append adds, so
--- the queue keeps up, and few, so the work per append stays bounded.
-local FORGET_PER_APPEND = 2
-local function firstKept(last) return last - redis.call('LLEN', log) + 1 end
-
-if cid ~= '' then
-  local seen = redis.call('HGET', cids, cid)
-  local seq, ts
-  if seen then seq, ts = string.match(seen, '^(%d+):(%d+)$') end
-  if seq then
-    seq = tonumber(seq)
-    local first = firstKept(tonumber(redis.call('HGET', meta, 'seq') or '0'))
-    if seq >= first then return { 'stored', redis.call('LINDEX', log, seq - first) } end
-    return { 'forgotten', seq, ts }
-  end
+local seen, ts = retried(cid)
+if seen then
+  local first = firstKept(latestSeq())
+  local entry = seen >= first and redis.call('LINDEX', log, seen - first)
+  -- A cid an update took answers like one whose message is gone: its seq and time.
+  if entry and not isUpdate(entry) then return { 'stored', entry } end
+  return { 'forgotten', seen, ts }
 end
 
 -- The first write: it fails, having changed nothing, if the stored seq is not a number.
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 redis.call('HSETNX', meta, 'epoch', epoch)
-local stream = redis.call('HGET', meta, 'epoch')
 local message = head .. seq .. tail
-if historySize > 0 then
-  redis.call('RPUSH', log, message)
-  redis.call('LTRIM', log, -historySize, -1)
-end
-if cid ~= '' then
-  redis.call('HSET', cids, cid, seq .. ':' .. now)
-  redis.call('RPUSH', cidq, cid)
-  local first = firstKept(seq)
-  for _ = 1, FORGET_PER_APPEND do
-    local oldest = redis.call('LINDEX', cidq, 0)
-    if not oldest then break end
-    local seen = redis.call('HGET', cids, oldest)
-    if seen then
-      local oldSeq, ts = string.match(seen, '^(%d+):(%d+)$')
-      -- An entry this script did not write (no seq in it) goes like an expired one.
-      if oldSeq and (tonumber(oldSeq) >= first or now - tonumber(ts) < cidRetentionMs) then break end
-      redis.call('HDEL', cids, oldest)
-    end
-    redis.call('LPOP', cidq)
-  end
-end
-redis.call('PUBLISH', channel, '{"epoch":"' .. stream .. '","event":' .. message .. '}')
+storeEntry(seq, message, cid)
 touch()
 return { 'new', message }
 `,
@@ -85,30 +55,52 @@ return { 'new', message }
 
 /**
  * Reads a room's epoch, latest seq and a range of its history, the way
- * `HistoryRing.read` does. Writes nothing: reading a room nobody used leaves
- * no key behind, and its epoch is '' until a join or a message creates it.
+ * `HistoryRing.read` does: after a seq, every entry; otherwise a page of
+ * messages only, found by scanning down from `before` in slices of the log,
+ * so updates are skipped without leaving Redis. Writes nothing: reading a
+ * room nobody used leaves no key behind, and its epoch is '' until a join or
+ * a message creates it.
  */
 export const READ = script({
   keys: ['meta', 'log'],
   args: { after: 'number?', before: 'number?', limit: 'number' },
-  body: `
+  body: IS_UPDATE + `
+-- Entries read per LRANGE while paging, at least: a page with few updates among its messages takes one.
+local MIN_SLICE = 64
 local epoch = redis.call('HGET', meta, 'epoch') or ''
 local last = tonumber(redis.call('HGET', meta, 'seq') or '0')
 local length = redis.call('LLEN', log)
 if length == 0 or limit <= 0 then return { epoch, last, length > 0 and 1 or 0, {} } end
 local first = last - length + 1
-local from, to
 if after then
-  from = math.max(first, after + 1)
-  to = math.min(last, from + limit - 1)
-else
-  to = math.min(last, (before or last + 1) - 1)
-  from = math.max(first, to - limit + 1)
+  local from = math.max(first, after + 1)
+  local to = math.min(last, from + limit - 1)
+  local entries = {}
+  if from <= to then entries = redis.call('LRANGE', log, from - first, to - first) end
+  local more
+  if #entries > 0 then more = from > first else more = to >= first end
+  return { epoch, last, more and 1 or 0, entries }
+end
+local newest = {}
+local more = false
+local top = math.min(last, (before or last + 1) - 1)
+-- Newest first: the page's messages, then one more message tells that older ones are kept.
+while top >= first and not more do
+  local bottom = math.max(first, top - math.max(limit, MIN_SLICE))
+  local slice = redis.call('LRANGE', log, bottom - first, top - first)
+  for i = #slice, 1, -1 do
+    if not isUpdate(slice[i]) then
+      if #newest == limit then
+        more = true
+        break
+      end
+      newest[#newest + 1] = slice[i]
+    end
+  end
+  top = bottom - 1
 end
 local messages = {}
-if from <= to then messages = redis.call('LRANGE', log, from - first, to - first) end
-local more
-if #messages > 0 then more = from > first else more = to >= first end
+for i = #newest, 1, -1 do messages[#messages + 1] = newest[i] end
 return { epoch, last, more and 1 or 0, messages }
 `,
   reply: (raw) => {

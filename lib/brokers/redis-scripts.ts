@@ -12,6 +12,7 @@
 import type { Redis } from 'ioredis'
 import { NOW, decodeCount, script, type Args, type Script, type ScriptInput } from './redis-lua.js'
 import { APPEND, COUNT, EVICT, PRESENCE, READ, USER } from './redis-room-scripts.js'
+import { UPDATE } from './redis-update-script.js'
 
 // ------------------------------------------------------------ registry scripts
 
@@ -144,7 +145,7 @@ return 0
 
 // ------------------------------------------------------------ binding to ioredis
 
-export const SCRIPTS = { append: APPEND, read: READ, presence: PRESENCE, evict: EVICT, user: USER, count: COUNT, renew: RENEW, nodes: NODES, list: LIST, unlist: UNLIST, forget: FORGET, release: RELEASE } as const
+export const SCRIPTS = { append: APPEND, update: UPDATE, read: READ, presence: PRESENCE, evict: EVICT, user: USER, count: COUNT, renew: RENEW, nodes: NODES, list: LIST, unlist: UNLIST, forget: FORGET, release: RELEASE } as const
 type Scripts = typeof SCRIPTS
 
 /** Each script as one typed call. */

@@ -1,8 +1,9 @@
 /**
  * The broker for many processes: rooms live in Redis, so every node that
  * shares one Redis and key prefix serves the same rooms. Each change (a
- * message, a presence event, a user's marker or ban) is one Lua script that
- * checks, stores and publishes it (redis-room-scripts.ts); pub/sub carries
+ * message, a change of one, a presence event, a user's marker or ban) is one
+ * Lua script that checks, stores and publishes it (redis-room-scripts.ts,
+ * redis-update-script.ts); pub/sub carries
  * events to the nodes subscribed to the room and `RoomFeeds` turns that into
  * ordered, gap-free delivery. Node-wide signals have a channel of their own. Each node
  * registers in the `NodeRegistry` and holds a lease; the others remove the
@@ -13,9 +14,9 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, retryOfTrimmed, storedMessage, userEvent } from '../broker.js'
-import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, messageNotFound, newUpdate, notTheAuthor, reconnectDelay, restrictionError, retryOfTrimmed, storedMessage, tooManyReactions, userEvent } from '../broker.js'
+import type { Entry, Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { RedisRegistryStore } from './redis-registry.js'
 import { RedisKeys } from './redis-keys.js'
@@ -123,6 +124,31 @@ export class RedisBroker implements Broker {
     await subscriber.unsubscribe(this.keys.channel(room)).catch(() => {})
   }
 
+  async update (room: string, draft: UpdateDraft): Promise<UpdateResult> {
+    const { node, scripts } = this.opened()
+    const ts = Date.now()
+    // The update's JSON with seq 0: seq is its third field, after type and room, which hold no unescaped quote.
+    const json = JSON.stringify(newUpdate(room, 0, draft, ts))
+    const at = json.indexOf('"seq":0') + '"seq":'.length
+    const { maxReactions, maxBytes } = node.reactionLimits
+    const changed = await this.run(() => scripts.update({
+      ...this.keys.room(room), target: draft.target, action: draft.action, text: draft.action === 'edit' ? draft.text : '',
+      reaction: draft.action === 'react' || draft.action === 'unreact' ? draft.reaction : '', user: JSON.stringify(draft.by.user),
+      asServer: draft.asServer === true, cid: draft.cid ?? '', head: json.slice(0, at), tail: json.slice(at + 1), now: ts,
+      historySize: node.historySize, idleTtl: this.idleRoomTtl, channel: this.keys.channel(room), cidRetentionMs: CID_RETENTION_MS, maxReactions, maxBytes,
+    }))
+    switch (changed.outcome) {
+      case 'new': return { seq: changed.seq, update: newUpdate(room, changed.seq, draft, ts), duplicate: false }
+      case 'duplicate': return { seq: changed.seq, duplicate: true }
+      case 'unchanged': return { seq: changed.seq, duplicate: false }
+      case 'banned':
+      case 'muted': throw restrictionError(room, changed.outcome)
+      case 'not_found': throw messageNotFound(room, draft.target)
+      case 'forbidden': throw notTheAuthor(room, draft.target)
+      case 'too_many_reactions': throw tooManyReactions(room, draft.target, node.reactionLimits)
+    }
+  }
+
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
     const { node, scripts } = this.opened()
     const ts = Date.now()
@@ -150,7 +176,7 @@ export class RedisBroker implements Broker {
     const { scripts } = this.opened()
     const { meta, log } = this.keys.room(room)
     const { epoch, seq, more, messages } = await this.run(() => scripts.read({ meta, log, after: range.after, before: range.before, limit: range.limit }))
-    return { epoch, seq, more, messages: messages.map((json) => storedMessage(JSON.parse(json) as Message)) }
+    return { epoch, seq, more, messages: messages.map((json) => storedEntry(JSON.parse(json) as Entry)) }
   }
 
   /** Members on live nodes (`NodeRegistry.live`): a crashed node's members are gone before they are swept. */
@@ -303,6 +329,11 @@ export class RedisBroker implements Broker {
     if (!this.state) throw new Error('RedisBroker: not open')
     return this.state
   }
+}
+
+/** A stored entry as protocol 2 shows it (`storedMessage`; an update needs nothing). */
+function storedEntry (entry: Entry): Entry {
+  return entry.type === 'message' ? storedMessage(entry) : entry
 }
 
 /** A value the scripts wrote as JSON; undefined for anything else (a field no script wrote). */
