@@ -13,9 +13,11 @@ import { WebSocket } from 'ws'
 import chatRooms from '../lib/index.js'
 import { ChatClient, ChatClientError, type Message } from '../lib/client/index.js'
 import { ChatError } from '../lib/errors.js'
+import type { Entry } from '../lib/protocol.js'
 import { PostgresBroker } from '../lib/postgres.js'
 import { asAdmin, uniqueSchema } from './helpers/postgres.js'
 import { PostgresServer, skipUnlessPostgresServer } from './helpers/postgres-server.js'
+import { resolveOptions } from '../lib/options.js'
 
 const COMMAND_TIMEOUT_MS = 500
 /**
@@ -126,7 +128,7 @@ function outageLogs (node: Node): { warn: number, info: number } {
 const errorLogs = (node: Node): string[] => node.logs.filter((entry) => entry.level >= ERROR).map((entry) => entry.msg ?? '')
 
 /** [seq, cid] of each message: what two members must agree on. */
-const order = (messages: Message[]): Array<[number, string | undefined]> => messages.map((m) => [m.seq, m.cid])
+const order = (messages: Entry[]): Array<[number, string | undefined]> => messages.map((m) => [m.seq, m.cid])
 
 describe('PostgresBroker when PostgreSQL restarts mid-traffic', { skip }, () => {
   for (const how of ['a fast stop and start', 'a crash and start'] as const) {
@@ -272,7 +274,7 @@ describe('PostgresBroker.open while PostgreSQL is down', { skip }, () => {
       await client.query('REVOKE CREATE ON DATABASE postgres FROM PUBLIC')
     }, server.url)
     const quiet = (): void => {}
-    const node = { deliver: quiet, outOfSync: quiet, signal: quiet, historySize: 100, connections: () => 0, log: { info: quiet, warn: quiet, error: quiet } }
+    const node = { deliver: quiet, outOfSync: quiet, signal: quiet, historySize: 100, reactionLimits: resolveOptions().reactionLimits, connections: () => 0, log: { info: quiet, warn: quiet, error: quiet } }
 
     const newer = new PostgresBroker({ connectionString: server.url, schema, commandTimeout: COMMAND_TIMEOUT_MS })
     await assert.rejects(newer.open(node), /cannot prepare schema .* at version 999, newer than this fastify-chat-rooms knows/)

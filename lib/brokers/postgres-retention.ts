@@ -1,6 +1,7 @@
 /**
- * What the PostgreSQL broker deletes: messages beyond the newest `messages`
- * of their room or older than `age`, and rooms idle past `idleRoomTtl`. Each
+ * What the PostgreSQL broker deletes: entries (messages and updates) beyond
+ * the newest `messages` of their room or older than `age`, and rooms idle
+ * past `idleRoomTtl`. Each
  * statement deletes one small batch in its own transaction, so no lock is
  * held for long and appends to the same rooms go on meanwhile. A message is
  * kept for at least the cid retention time, so a retried send is still
@@ -30,18 +31,21 @@ export class PostgresRetention {
   /** Each DELETE with the most rows one run of it removes. */
   private readonly statements: Array<{ sql: string, batch: number }> = []
 
-  /** `keep`: the newest messages kept per room (`retention.messages`, resolved); `age` as in `RetentionOptions`. */
+  /** `keep`: the newest entries kept per room (`retention.messages`, resolved); `age` as in `RetentionOptions`. */
   constructor (private readonly query: Query, table: string, keep: number | undefined, age: number | undefined, idleRoomTtl: number | undefined, private readonly log: BrokerLogger) {
     const young = `m.created_at > now() - ${CID_RETENTION_MS} * interval '1 millisecond'`
-    if (keep !== undefined) {
-      this.statements.push({ batch: BATCH_ROWS, sql: `DELETE FROM ${table}.messages WHERE (room, seq) IN (
-        SELECT m.room, m.seq FROM ${table}.rooms r JOIN ${table}.messages m ON m.room = r.room AND m.seq <= r.seq - ${keep}
-        WHERE NOT (${young}) LIMIT ${BATCH_ROWS})` })
-    }
-    if (age !== undefined) {
-      this.statements.push({ batch: BATCH_ROWS, sql: `DELETE FROM ${table}.messages WHERE (room, seq) IN (
-        SELECT m.room, m.seq FROM ${table}.messages m
-        WHERE m.created_at < now() - ${age} * interval '1 millisecond' AND NOT (${young}) LIMIT ${BATCH_ROWS})` })
+    // Messages and updates share the room's seqs, so the newest `keep` are counted across both tables.
+    for (const entries of [`${table}.messages`, `${table}.updates`]) {
+      if (keep !== undefined) {
+        this.statements.push({ batch: BATCH_ROWS, sql: `DELETE FROM ${entries} WHERE (room, seq) IN (
+          SELECT m.room, m.seq FROM ${table}.rooms r JOIN ${entries} m ON m.room = r.room AND m.seq <= r.seq - ${keep}
+          WHERE NOT (${young}) LIMIT ${BATCH_ROWS})` })
+      }
+      if (age !== undefined) {
+        this.statements.push({ batch: BATCH_ROWS, sql: `DELETE FROM ${entries} WHERE (room, seq) IN (
+          SELECT m.room, m.seq FROM ${entries} m
+          WHERE m.created_at < now() - ${age} * interval '1 millisecond' AND NOT (${young}) LIMIT ${BATCH_ROWS})` })
+      }
     }
     if (idleRoomTtl !== undefined) {
       // Checked again on the row itself: a join or message meanwhile updates changed_at, and the room stays.

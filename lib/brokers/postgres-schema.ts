@@ -17,6 +17,10 @@
  *   members.user_id: the user of each member
  *   room_users (room, user_id) → read marker, ban, mute (each with an optional
  *             end): per-room state of users, deleted with its room
+ * Version 3 (postgres-schema-v3.ts) adds messages that change:
+ *   updates   (room, seq) → cid, body (the update JSON), created_at: edits,
+ *             deletes and reactions, numbered with the room's messages;
+ *             a message's body in `messages` is its current state
  *
  * The functions do each change in one round trip: they lock the room's row,
  * change it and NOTIFY in the caller's transaction, so an event goes out only
@@ -25,6 +29,7 @@
 import type { ClientBase } from 'pg'
 import { SCHEMA_V1 } from './postgres-schema-v1.js'
 import { SCHEMA_V2 } from './postgres-schema-v2.js'
+import { SCHEMA_V3 } from './postgres-schema-v3.js'
 
 /**
  * Migrations may wait for another node's: far longer than one runs, short
@@ -47,7 +52,7 @@ interface Migration {
 }
 
 /** In order; a released migration never changes: a change is a new version. */
-const MIGRATIONS: Migration[] = [{ version: 1, sql: SCHEMA_V1 }, { version: 2, sql: SCHEMA_V2 }]
+const MIGRATIONS: Migration[] = [{ version: 1, sql: SCHEMA_V1 }, { version: 2, sql: SCHEMA_V2 }, { version: 3, sql: SCHEMA_V3 }]
 
 /** The schema was migrated by a newer fastify-chat-rooms: upgrading the package helps, waiting does not. */
 export class NewerSchemaError extends Error {}

@@ -6,8 +6,10 @@
  * NOTIFYs it in one transaction; one LISTEN connection per node receives the
  * events in commit order and `RoomFeeds` turns them into ordered, gap-free
  * delivery (a message too large for NOTIFY is read from the table); node
- * signals take the same channel. Nodes hold leases in the `NodeRegistry`,
- * timed by the database's clock; users' per-room state is `PostgresUsers`'.
+ * signals take the same channel. An edit, a delete or a reaction is one
+ * transaction of `PostgresUpdates` under the same row lock. Nodes hold
+ * leases in the `NodeRegistry`, timed by the database's clock; users'
+ * per-room state is `PostgresUsers`'.
  *
  * When PostgreSQL is down or hung, every call fails with `unavailable` within
  * `commandTimeout`; the broker reconnects by itself and catches its feeds up.
@@ -16,17 +18,19 @@
  */
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
-import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState } from '../broker.js'
+import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, storedMessage } from '../broker.js'
-import type { Member, Message, Presence, TypingEvent } from '../protocol.js'
+import type { Entry, Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { Availability } from './availability.js'
 import { GroupCommit, type Pending } from './group-commit.js'
 import { NodeRegistry } from './node-registry.js'
 import { PostgresRegistryStore, type Query } from './postgres-registry.js'
 import { NewerSchemaError, SCHEMA_PATTERN, channelOf, migrate } from './postgres-schema.js'
 import { PostgresRetention, checkRetention } from './postgres-retention.js'
+import { PostgresUpdates } from './postgres-updates.js'
 import { PostgresUsers } from './postgres-users.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
+import { ChatError } from '../errors.js'
 
 export interface PostgresBrokerOptions extends SharedStoreOptions {
   /** `postgres://` URL of the database. Default: pg's default (the `PG*` environment variables, then localhost). */
@@ -55,6 +59,7 @@ interface Open {
   readonly pool: pg.Pool
   readonly store: PostgresRegistryStore
   readonly users: PostgresUsers
+  readonly updates: PostgresUpdates
   readonly registry: NodeRegistry
   readonly feeds: RoomFeeds
   readonly retention: PostgresRetention
@@ -131,7 +136,8 @@ export class PostgresBroker implements Broker {
     const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), (room, epoch) => node.outOfSync(room, epoch), node.log)
     const keep = keptPerRoom(this.options.retention, node)
     const retention = new PostgresRetention(query, this.table, keep, this.options.retention?.age, this.options.idleRoomTtl, node.log)
-    const state: Open = { node, pool, store, users, registry, feeds, retention, keep, onPoolError, prepared: false, connecting: undefined, listener: undefined, reconnects: 0, timer: undefined }
+    const updates = new PostgresUpdates(pool, this.table, this.channel, keep, node.reactionLimits)
+    const state: Open = { node, pool, store, users, updates, registry, feeds, retention, keep, onPoolError, prepared: false, connecting: undefined, listener: undefined, reconnects: 0, timer: undefined }
     this.state = state
     try {
       await this.attempt(state)
@@ -162,6 +168,13 @@ export class PostgresBroker implements Broker {
 
   async unsubscribe (room: string): Promise<void> {
     this.opened().feeds.close(room)
+  }
+
+  async update (room: string, draft: UpdateDraft): Promise<UpdateResult> {
+    const { updates } = this.opened()
+    const outcome = await this.run(() => updates.apply(room, draft))
+    if (outcome instanceof ChatError) throw outcome
+    return outcome
   }
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
@@ -217,7 +230,7 @@ export class PostgresBroker implements Broker {
     const { rows } = await this.run(() => pool.query<{ r_epoch: string, r_seq: string, r_more: boolean, r_messages: string[] }>(
       `SELECT * FROM ${this.table}.chat_read($1, $2, $3, $4, $5)`, [room, range.after ?? null, range.before ?? null, range.limit, keep ?? null]))
     const [row] = rows
-    return { epoch: row!.r_epoch, seq: Number(row!.r_seq), more: row!.r_more, messages: row!.r_messages.map((json) => storedMessage(JSON.parse(json) as Message)) }
+    return { epoch: row!.r_epoch, seq: Number(row!.r_seq), more: row!.r_more, messages: row!.r_messages.map(storedEntry) }
   }
 
   /** Members on live nodes (`NodeRegistry.live`): a crashed node's members are gone before they are swept. */
@@ -266,7 +279,7 @@ export class PostgresBroker implements Broker {
 
   /**
    * Deletes the history `retention` and `idleRoomTtl` say to delete, now, in
-   * small batches; answers how many messages and rooms went. Every node also
+   * small batches; answers how many entries (messages and updates) and rooms went. Every node also
    * does it at open and once a minute.
    */
   async enforceRetention (): Promise<number> {
@@ -276,8 +289,8 @@ export class PostgresBroker implements Broker {
   async close (): Promise<void> {
     const state = this.state
     if (!state) return
-    // Appends already made are committed (or refused) before the pool closes.
-    await this.appends.settled()
+    // Appends and changes already made are committed (or refused) before the pool closes.
+    await Promise.all([this.appends.settled(), state.updates.settled()])
     this.state = undefined
     // It stops at its next step, seeing the broker closed; what it opened meanwhile is closed below.
     await state.connecting
@@ -411,6 +424,12 @@ export class PostgresBroker implements Broker {
     if (!this.state) throw new Error('PostgresBroker: not open')
     return this.state
   }
+}
+
+/** A stored entry's JSON as read: a message as protocol 2 shows it, or an update. */
+function storedEntry (json: string): Entry {
+  const entry = JSON.parse(json) as Entry
+  return entry.type === 'message' ? storedMessage(entry) : entry
 }
 
 /**

@@ -6,11 +6,12 @@
  * Arguments: url schema leaseMs room memberId memberName [send].
  */
 import { PostgresBroker } from '../../lib/postgres.js'
+import { resolveOptions } from '../../lib/options.js'
 
 const [connectionString, schema, leaseMs, room, id, name, mode] = process.argv.slice(2) as [string, string, string, string, string, string, string?]
 const broker = new PostgresBroker({ connectionString, schema, leaseMs: Number(leaseMs) })
 const quiet = (): void => {}
-await broker.open({ deliver: quiet, outOfSync: quiet, signal: quiet, historySize: 100, connections: () => 0, log: { info: quiet, warn: quiet, error: quiet } })
+await broker.open({ deliver: quiet, outOfSync: quiet, signal: quiet, historySize: 100, reactionLimits: resolveOptions().reactionLimits, connections: () => 0, log: { info: quiet, warn: quiet, error: quiet } })
 await broker.subscribe(room)
 await broker.publish(room, { type: 'presence', room, action: 'join', member: { id, user: id, name } })
 process.stdout.write('ready\n')
