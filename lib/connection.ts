@@ -246,6 +246,13 @@ export class Connection implements MemberLink {
           if (this.sendsInFlight.length >= MAX_SENDS_IN_FLIGHT) await this.sendsInFlight.shift()
           break
         }
+        case 'edit':
+        case 'delete':
+        case 'react': {
+          const seq = await hub.changeMessage(this, message)
+          if (message.ref !== undefined) this.reply({ type: 'ack', ref: message.ref, room: message.room, seq })
+          break
+        }
         case 'typing':
           await hub.typing(this, message.room)
           break

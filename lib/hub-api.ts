@@ -22,6 +22,20 @@ export interface Hub {
    */
   broadcast(room: string, text: string, from?: Member): Promise<Message>
   /**
+   * Replaces the text of message `seq` in `room` as the server (whoever wrote
+   * it): stored and delivered as an `update` entry, like a member's edit.
+   * @returns the update's seq
+   * @throws {ChatError} `invalid` for a room name, seq or text the options do not allow; `not_found` when no such message is kept (or it was deleted); `unavailable` while the broker is down
+   */
+  editMessage(room: string, seq: number, text: string): Promise<number>
+  /**
+   * Deletes message `seq` in `room` as the server (whoever wrote it): it keeps
+   * its place as a tombstone, and members get an `update` entry.
+   * @returns the update's seq
+   * @throws {ChatError} `invalid` for a room name or seq the options do not allow; `not_found` when no such message is kept (or it was already deleted); `unavailable` while the broker is down
+   */
+  deleteMessage(room: string, seq: number): Promise<number>
+  /**
    * Rooms with members, across every node, with each one's latest seq, in
    * code point order of their names. `page` takes those after `after`, at
    * most `limit` (default: all).
@@ -79,7 +93,7 @@ export interface Hub {
   /** Counters of this node. */
   stats(): HubStats
   /**
-   * Listens to an event: `message` (stored through this node), `join` and
+   * Listens to an event: `message` and `update` (stored through this node), `join` and
    * `leave` (of a member on this node). A listener that throws or rejects is
    * logged and never fails the member's request.
    */
@@ -97,6 +111,8 @@ export function hubApi (hub: MemberHub, moderation: Moderation): Hub {
   const events: EventEmitter = hub
   const api: Hub = Object.freeze({
     broadcast: (room: string, text: string, from?: Member) => hub.broadcast(room, text, from),
+    editMessage: (room: string, seq: number, text: string) => hub.editMessage(room, seq, text),
+    deleteMessage: (room: string, seq: number) => hub.deleteMessage(room, seq),
     rooms: (page?: RoomsPage) => hub.rooms(page),
     members: (room: string) => hub.members(room),
     nodes: () => hub.nodes(),

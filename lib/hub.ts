@@ -5,13 +5,14 @@
  * come back through `deliver` and are encoded once for all local members.
  */
 import { EventEmitter } from 'node:events'
-import { NO_STREAM_YET, removalReason, type Broker, type NodeSignal, type BrokerLogger, type NodeInfo, type RoomInfo, type RoomsPage, type UserEvent } from './broker.js'
+import { NO_STREAM_YET, pageMessages, removalReason, type Broker, type UpdateDraft, type NodeSignal, type BrokerLogger, type NodeInfo, type RoomInfo, type RoomsPage, type UserEvent } from './broker.js'
 import { ChatError, CloseCodes } from './errors.js'
 import { LeaveEchoes } from './leave-echoes.js'
 import { Replies } from './replies.js'
 import { RoomUsers } from './room-users.js'
-import { encodeFrame, characterCount, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type ClientMessageOf, type Member, type Message, type Presence, type RoomEvent, type ServerFrameOf } from './protocol.js'
-import type { HookMember, ResolvedOptions } from './options.js'
+import { checkRoom, checkSeq, checkText } from './server-arguments.js'
+import { encodeFrame, isEntry, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type ClientMessageOf, type Member, type Message, type Presence, type RoomEvent, type ServerFrameOf, type Update } from './protocol.js'
+import type { HookMember, PendingMessage, ResolvedOptions } from './options.js'
 import { TokenBucket } from './rate-limit.js'
 
 /** What the hub needs of a connection. */
@@ -87,6 +88,8 @@ export interface HubStats {
 export interface HubEvents {
   /** A message was stored through this node (by a member here, or `broadcast`). */
   message: [message: Message]
+  /** A message was changed through this node (by a member here, or `editMessage`/`deleteMessage`). */
+  update: [update: Update]
   /** A member on this node joined a room; `first`: its user had no other connection there, on any node. */
   join: [event: { room: string, member: Member, first: boolean }]
   /**
@@ -97,7 +100,7 @@ export interface HubEvents {
   leave: [event: { room: string, member: Member, last?: boolean }]
 }
 
-type HubOptions = Pick<ResolvedOptions,
+type HubOptions = Pick<ResolvedOptions, 'reactionLimits' |
   'maxRoomsPerConnection' | 'maxMembersPerRoom' | 'maxMembersInReply' | 'historyOnJoin' | 'historySize' | 'onJoin' | 'onMessage' | 'onRename' | 'roomPattern' | 'maxTextLength' | 'maxBufferedBytes'>
 
 /** Where a member is in a room's stream: the epoch its `joined` carried and the newest seq it was given. */
@@ -111,7 +114,7 @@ interface RoomMember {
   /** Events that arrived while the join was being served; flushed after `joined`. */
   pending: Held[] | undefined
   /**
-   * Set by its `joined`; a message at or below `seq` is never delivered to it
+   * Set by its `joined`; an entry at or below `seq` is never delivered to it
    * (it was in `joined` or came before it), whichever broker delivers it late.
    */
   position: StreamPosition
@@ -134,6 +137,8 @@ interface LocalRoom {
 }
 
 type JoinRequest = ClientMessageOf<'join'>
+/** A member's change of a stored message. */
+type ChangeRequest = ClientMessageOf<'edit' | 'delete' | 'react'>
 
 interface LinkEntry {
   readonly link: MemberLink
@@ -168,6 +173,7 @@ export class Hub extends EventEmitter<HubEvents> {
       signal: (event) => this.signal(event),
       outOfSync: (room, epoch) => this.outOfSync(room, epoch),
       historySize: this.options.historySize,
+      reactionLimits: this.options.reactionLimits,
       connections: () => this.links.size,
       log: this.log,
     })
@@ -294,12 +300,7 @@ export class Hub extends EventEmitter<HubEvents> {
   async acceptSend (link: MemberLink, request: ClientMessageOf<'send'>): Promise<{ stored: Promise<Message> }> {
     const { room } = request
     this.memberEntry(link, room)
-    let text = request.text
-    if (this.options.onMessage) {
-      const verdict = await this.options.onMessage({ room, text }, hookMember(link))
-      if (verdict === false) throw new ChatError('forbidden', 'the message was refused')
-      if (typeof verdict === 'string') text = verdict
-    }
+    const text = await this.vetted(link, { room, text: request.text })
     const member = memberOf(link)
     const draft = request.cid === undefined ? { from: member, text } : { from: member, text, cid: request.cid }
     const stored = this.broker.append(room, draft).then(({ message, duplicate }) => {
@@ -307,6 +308,26 @@ export class Hub extends EventEmitter<HubEvents> {
       return message
     })
     return { stored }
+  }
+
+  /**
+   * A member's `edit`, `delete` or `react` (PROTOCOL.md, "Messages that
+   * change"): an edit's new text passes the `onMessage` hook as a send's does;
+   * who may change what, the broker decides. Resolves with the entry's seq.
+   */
+  async changeMessage (link: MemberLink, request: ChangeRequest): Promise<number> {
+    const { room, seq: target } = request
+    this.memberEntry(link, room)
+    const by = memberOf(link)
+    const cid = request.cid === undefined ? {} : { cid: request.cid }
+    switch (request.type) {
+      case 'edit':
+        return await this.update(room, { by, target, action: 'edit', text: await this.vetted(link, { room, text: request.text, edit: target }), ...cid })
+      case 'delete':
+        return await this.update(room, { by, target, action: 'delete', ...cid })
+      case 'react':
+        return await this.update(room, { by, target, action: request.on ? 'react' : 'unreact', reaction: request.reaction, ...cid })
+    }
   }
 
   /** Tells the room the member is typing; a muted user's typing is dropped (PROTOCOL.md), as this node knows its mutes. */
@@ -361,16 +382,27 @@ export class Hub extends EventEmitter<HubEvents> {
    * stored and delivered exactly like a member's message.
    */
   async broadcast (room: string, text: string, from: Member = SERVER_MEMBER): Promise<Message> {
-    if (!this.options.roomPattern.test(room)) throw new ChatError('invalid', `room: must match ${this.options.roomPattern.source}`)
-    if (text.length === 0 || characterCount(text, this.options.maxTextLength) > this.options.maxTextLength) {
-      throw new ChatError('invalid', `text: must be 1 to ${this.options.maxTextLength} characters`)
-    }
-    assertWellFormed('room', room)
-    assertWellFormed('text', text)
+    checkRoom(room, this.options.roomPattern)
+    checkText(text, this.options.maxTextLength)
     assertWellFormed('from', from.id, from.name)
     const { message } = await this.broker.append(room, { from: { id: from.id, user: from.user, name: from.name }, text })
     this.tell('message', message)
     return message
+  }
+
+  /** Replaces the text of message `seq` in `room` as the server, whoever wrote it; resolves with the update's seq. */
+  async editMessage (room: string, seq: number, text: string): Promise<number> {
+    checkRoom(room, this.options.roomPattern)
+    checkSeq(seq)
+    checkText(text, this.options.maxTextLength)
+    return await this.update(room, { by: SERVER_MEMBER, target: seq, action: 'edit', text, asServer: true })
+  }
+
+  /** Deletes message `seq` in `room` as the server, whoever wrote it; resolves with the update's seq. */
+  async deleteMessage (room: string, seq: number): Promise<number> {
+    checkRoom(room, this.options.roomPattern)
+    checkSeq(seq)
+    return await this.update(room, { by: SERVER_MEMBER, target: seq, action: 'delete', asServer: true })
   }
 
   /** Rooms with members, across every node, by name; `page` takes those after a name, at most so many. */
@@ -392,7 +424,7 @@ export class Hub extends EventEmitter<HubEvents> {
   async history (room: string, query: { before?: number, limit?: number } = {}): Promise<{ messages: Message[], more: boolean }> {
     const limit = Math.min(Math.max(query.limit ?? DEFAULT_HISTORY_LIMIT, 1), MAX_HISTORY_LIMIT)
     const { messages, more } = await this.broker.read(room, query.before === undefined ? { limit } : { before: query.before, limit })
-    return { messages, more }
+    return { messages: pageMessages(messages), more }
   }
 
   /** Closes the connection with `id` on this node; false when there is none. */
@@ -430,6 +462,21 @@ export class Hub extends EventEmitter<HubEvents> {
     this.log.error({ err: error, event }, 'a chat hub listener failed')
   }
 
+  /** The text `onMessage` lets through for `pending`: its own, or the hook's replacement; a refusal is `forbidden`. */
+  private async vetted (link: MemberLink, pending: PendingMessage): Promise<string> {
+    if (!this.options.onMessage) return pending.text
+    const verdict = await this.options.onMessage(pending, hookMember(link))
+    if (verdict === false) throw new ChatError('forbidden', pending.edit === undefined ? 'the message was refused' : 'the edit was refused')
+    return typeof verdict === 'string' ? verdict : pending.text
+  }
+
+  /** Hands a change to the broker and tells the hub's `update` event when it was applied; resolves with the entry's seq. */
+  private async update (room: string, draft: UpdateDraft): Promise<number> {
+    const { seq, update } = await this.broker.update(room, draft)
+    if (update) this.tell('update', update)
+    return seq
+  }
+
   /** Keeps a departure (leaves being told) for shutdown to wait for. */
   private async track (departure: Promise<void>): Promise<void> {
     this.departures.add(departure)
@@ -445,7 +492,7 @@ export class Hub extends EventEmitter<HubEvents> {
     const local = this.rooms_.get(room)
     if (!local) return
     if (event.type === 'presence') this.heardPresence(room, local, event)
-    const skip = event.type === 'message' ? undefined : event.member.id
+    const skip = isEntry(event) ? undefined : event.member.id
     let frame: Buffer | undefined
     const encoded = (): Buffer => (frame ??= encodeFrame(event))
     for (const member of local.members.values()) {
@@ -495,8 +542,8 @@ export class Hub extends EventEmitter<HubEvents> {
   }
 
   /**
-   * Delivers `event` to a member: held while it joins, dropped when it is a
-   * message the member already has.
+   * Delivers `event` to a member: held while it joins, dropped when it is an
+   * entry (a message or an update) the member already has.
    */
   private forward (member: RoomMember, event: Held, encoded: () => Buffer): void {
     if (member.pending) {
@@ -504,7 +551,7 @@ export class Hub extends EventEmitter<HubEvents> {
       else member.pending.push(event)
       return
     }
-    if (event.type === 'message') {
+    if (isEntry(event)) {
       if (event.seq <= member.position.seq) return
       member.position.seq = event.seq
     }

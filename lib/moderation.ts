@@ -7,6 +7,7 @@
 import type { Broker, ModerationEntry, UserChange, UserState } from './broker.js'
 import { ChatError } from './errors.js'
 import { assertWellFormed } from './protocol.js'
+import { checkRoom } from './server-arguments.js'
 
 /**
  * The longest user id the moderation calls take: far above any id an
@@ -66,7 +67,7 @@ export class Moderation {
   }
 
   async moderation (room: string): Promise<ModerationEntry[]> {
-    this.checkRoom(room)
+    checkRoom(room, this.roomPattern)
     return await this.broker.moderation(room)
   }
 
@@ -76,14 +77,9 @@ export class Moderation {
   }
 
   private async change (room: string, user: string, change: UserChange): Promise<ModerationEntry> {
-    this.checkRoom(room)
+    checkRoom(room, this.roomPattern)
     checkUser(user)
     const { state } = await this.broker.changeUser(room, user, change)
     return entryOf(user, state)
-  }
-
-  private checkRoom (room: unknown): asserts room is string {
-    if (typeof room !== 'string' || !this.roomPattern.test(room)) throw new ChatError('invalid', `room: must match ${this.roomPattern.source}`)
-    assertWellFormed('room', room)
   }
 }

@@ -5,7 +5,7 @@
  * reader can never make it a slow consumer.
  */
 import type { Broker, ReadResult, UserState } from './broker.js'
-import { encodeFrame, MEMBER_REPLY_BYTES, type ClientMessageOf, type Member, type Message, type ServerFrame } from './protocol.js'
+import { encodeFrame, MEMBER_REPLY_BYTES, type ClientMessageOf, type Entry, type Member, type Message, type ServerFrame } from './protocol.js'
 import type { ResolvedOptions } from './options.js'
 
 type ReplyOptions = Pick<ResolvedOptions, 'maxMembersInReply' | 'historyOnJoin' | 'historySize' | 'maxBufferedBytes'>
@@ -17,7 +17,7 @@ export interface MemberPage {
   total: number
 }
 
-/** The messages `joined` carries, with whether nothing was lost since the client's `since`. */
+/** The entries `joined` carries, with whether nothing was lost since the client's `since`. */
 export type Snapshot = ReadResult & { recovered?: boolean }
 
 /** A `joined` reply, encoded, and what the hub needs of it: its stream position and the user's state. */
@@ -28,7 +28,7 @@ export interface Joined {
 }
 
 /** The newest of `messages` (oldest first) whose encoded size adds up to at most `budget` bytes. */
-function newestThatFit (messages: Message[], budget: number): Message[] {
+function newestThatFit<E extends Entry> (messages: E[], budget: number): E[] {
   let used = 0
   let first = messages.length
   while (first > 0) {
@@ -97,24 +97,26 @@ export class Replies {
     return { members, more: from + members.length < roster.length, total: roster.length }
   }
 
-  /** What `joined` carries: the newest messages, or those after `since` with whether nothing was lost. */
+  /**
+   * What `joined` carries: the newest messages in their current state, or
+   * every entry after `since` (messages and updates, to replay) with whether
+   * nothing was lost. When the entries cannot be replayed (lost, another
+   * stream, too many for one reply), the newest messages, and `recovered: false`.
+   */
   private async snapshot (request: ClientMessageOf<'join'>): Promise<Snapshot> {
     const { room } = request
-    const latest = { limit: this.options.historyOnJoin }
     const fitting = (read: ReadResult): ReadResult => ({ ...read, messages: newestThatFit(read.messages, this.messageBudget) })
-    if (request.since === undefined) return fitting(await this.broker.read(room, latest))
+    const newest = async (): Promise<ReadResult> => fitting(await this.broker.read(room, { limit: this.options.historyOnJoin }))
+    if (request.since === undefined) return await newest()
     const since = request.since
     const after = await this.broker.read(room, { after: since, limit: this.options.historySize })
     const sameStream = request.epoch === undefined || request.epoch === after.epoch
     // A store that keeps more than `historySize` (SQLite) may hold more after `since` than one reply hands out.
     const reachesLatest = since === after.seq || after.messages.at(-1)?.seq === after.seq
-    if (sameStream && since <= after.seq && reachesLatest) {
-      const recovered = since === after.seq || after.messages[0]?.seq === since + 1
-      const fit = fitting(after)
-      // What was missed is stored but too much for one reply: the client pages back with `history`.
-      if (fit.messages.length === after.messages.length) return { ...fit, recovered }
-      return { ...fitting({ ...after, messages: after.messages.slice(-this.options.historyOnJoin) }), recovered: false }
-    }
-    return { ...fitting(await this.broker.read(room, latest)), recovered: false }
+    const recovered = since === after.seq || after.messages[0]?.seq === since + 1
+    // What was missed may be stored but too much for one reply: then the client pages back with `history`.
+    const fit = fitting(after)
+    if (sameStream && since <= after.seq && reachesLatest && fit.messages.length === after.messages.length) return { ...fit, recovered }
+    return { ...(await newest()), recovered: false }
   }
 }

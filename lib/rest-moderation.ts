@@ -1,8 +1,9 @@
 /**
  * The HTTP API's routes that act rather than read (PROTOCOL.md, "Moderation"):
- * publishing as the server, kick, ban, unban, mute, unmute and the list of
- * bans and mutes. They exist only with `rest.authorize`, which is asked about
- * every request after `authenticate`; a refusal is 403.
+ * publishing and deleting messages as the server, kick, ban, unban, mute,
+ * unmute and the list of bans and mutes. They exist only with
+ * `rest.authorize`, which is asked about every request after `authenticate`;
+ * a refusal is 403.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
@@ -18,6 +19,9 @@ const Entry = { user: Type.String(), ban: Type.Optional(Restriction), mute: Type
 const ModerationReply = Type.Object({ room: Type.String(), ...Entry })
 const ModerationListReply = Type.Object({ room: Type.String(), moderation: Type.Array(Type.Object(Entry)) })
 const PublishBody = Type.Object({ text: Type.String({ minLength: 1, maxLength: MAX_RAW_STRING }) }, { additionalProperties: false })
+const DeletedReply = Type.Object({ seq: Type.Integer() })
+/** A message's seq in a path, as the route's schema checks it (400 otherwise). */
+const MessageParams = Type.Object({ room: Type.String(), seq: Type.Integer({ minimum: 1 }) })
 const ModerationBody = Type.Object({
   user: Type.String({ minLength: 1, maxLength: MAX_USER_LENGTH }),
   ms: Type.Optional(Type.Integer({ minimum: 1 })),
@@ -57,6 +61,11 @@ export function moderationRoutes (api: FastifyInstance, { hub, authorize, roomPa
     preValidation: guard('publish'),
     schema: { body: PublishBody, response: { 200: MessageSchema } },
   }, async (request: RoomRequest<{ text: string }>) => await hub.broadcast(request.params.room, request.body.text))
+
+  api.delete<{ Params: { room: string, seq: number } }>('/rooms/:room/messages/:seq', {
+    preValidation: guard('delete'),
+    schema: { params: MessageParams, response: { 200: DeletedReply } },
+  }, async (request) => ({ seq: await hub.deleteMessage(request.params.room, request.params.seq) }))
 
   for (const action of CALLS) {
     api.post(`/rooms/:room/${action}`, {

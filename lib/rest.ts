@@ -62,10 +62,12 @@ export async function restApi (api: FastifyInstance, { hub, options, authenticat
     })
   }
   // Every route reads the broker: while it is down, the answer is 503 in the error shape; an argument the hub
-  // refuses (a text too long for `maxTextLength`) is 400; other errors go on to the application's handler.
+  // refuses (a text too long for `maxTextLength`) is 400, a message it cannot find 404; other errors go on to
+  // the application's handler.
   api.setErrorHandler(async (error, _request, reply) => {
     if (error instanceof ChatError && error.code === 'unavailable') return refuse(reply, 503, error.message)
     if (error instanceof ChatError && error.code === 'invalid') return refuse(reply, 400, error.message)
+    if (error instanceof ChatError && error.code === 'not_found') return refuse(reply, 404, error.message)
     throw error
   })
   api.get<{ Querystring: { after?: string, limit?: number } }>('/rooms', {

@@ -1,7 +1,7 @@
 /** The hub without sockets: fake members, the memory broker, assertions on frames. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { MemoryBroker, resolveOptions, ChatError, type ServerFrame, type ChatRoomsOptions, type Message } from '../lib/index.js'
+import { MemoryBroker, resolveOptions, ChatError, type ServerFrame, type ChatRoomsOptions, type Message, type ReadRange, type ReadResult } from '../lib/index.js'
 import { Hub, MAX_EVENTS_HELD_WHILE_JOINING, type MemberLink } from '../lib/hub.js'
 import { hubApi } from '../lib/hub-api.js'
 import { Moderation } from '../lib/moderation.js'
@@ -118,6 +118,33 @@ test('a join works with historySize: 0, while other members send and type during
   assert.ok(joiner.of('typing').length > 0, 'typing held during the join was delivered after it')
   const after = Array.from({ length: 30 - (joined?.seq ?? 0) }, (_, i) => (joined?.seq ?? 0) + i + 1)
   assert.deepEqual(joiner.of('message').map((m) => m.seq), after, 'every message after the snapshot, once, in order')
+})
+
+test('an update made while a member joins is in its joined or delivered after it, never both', async (t) => {
+  /** Makes an update just before the join's snapshot is read: the joiner is held it, and the snapshot holds it too. */
+  class UpdateBeforeRead extends MemoryBroker {
+    updateNext = false
+    override async read (room: string, range: ReadRange): Promise<ReadResult> {
+      if (this.updateNext) {
+        this.updateNext = false
+        await this.update(room, { by: { id: 'a', user: 'a', name: 'a' }, target: 1, action: 'edit', text: 'edited' })
+      }
+      return await super.read(room, range)
+    }
+  }
+  const broker = new UpdateBeforeRead()
+  const hub = new Hub(broker, resolveOptions({}), silent)
+  await hub.open()
+  t.after(() => hub.close())
+  const a = await member(hub, 'a', 'r')
+  await hub.send(a, { type: 'send', room: 'r', text: 'first' })
+  const joiner = new FakeMember('c', 'c')
+  hub.attach(joiner)
+  broker.updateNext = true
+  await hub.join(joiner, { type: 'join', room: 'r', since: 0 })
+  assert.deepEqual(joiner.of('joined')[0]?.history.map((entry) => entry.seq), [1, 2])
+  assert.equal(joiner.of('update').length, 0, 'the held copy is not delivered again')
+  assert.deepEqual(a.of('update').map((update) => update.seq), [2], 'and the others get it live, encoded once')
 })
 
 test(`a joiner is held up to ${MAX_EVENTS_HELD_WHILE_JOINING} events behind; one more closes it with 4008`, async (t) => {

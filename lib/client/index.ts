@@ -627,6 +627,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
         return this.answer(frame.ref, frame)
       case 'error': return this.failed(frame)
       case 'pong': return
+      case 'update': return // SCAFFOLD: the client's update event and room store
       default: return this.answer(frame.ref, frame)
     }
   }
@@ -660,7 +661,8 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
         if (frame.recovered === false && previousEpoch !== undefined) {
           this.emit('gap', { room: frame.room, since, previousEpoch, epoch: frame.epoch })
         }
-        for (const message of frame.history) this.deliver(message)
+        // SCAFFOLD: updates are applied by the client's room store.
+        for (const message of frame.history) if (message.type === 'message') this.deliver(message)
         position.seq = Math.max(position.seq, frame.seq)
       }
     }
