@@ -59,7 +59,7 @@ function connect (t: TestContext, url: string, options: ChatClientOptions = {}):
 
 /** Everything a client emits, by event name, in order. */
 function record (client: ChatClient): { [K in keyof ChatClientEvents]: Array<ChatClientEvents[K]> } {
-  const events = { welcome: [], status: [], joined: [], message: [], presence: [], typing: [], read: [], left: [], gap: [], error: [] }
+  const events = { welcome: [], status: [], joined: [], message: [], update: [], presence: [], typing: [], read: [], left: [], gap: [], error: [] }
   for (const type of Object.keys(events) as Array<keyof ChatClientEvents>) {
     client.on(type, (event) => { (events[type] as unknown[]).push(event) })
   }

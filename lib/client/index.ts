@@ -1,17 +1,20 @@
 /**
  * The chat client (`fastify-chat-rooms/client`): typed requests and events over
  * one WebSocket, reconnect with backoff, and exact resume of every room from the
- * last seq seen. Only type imports, so the compiled file has no imports at all
- * and a browser loads it as is with `<script type="module">`.
+ * last seq seen, and a store per room of its messages in their current state.
+ * It imports only its siblings in this directory, so a browser loads the
+ * compiled files as they are with `<script type="module">`.
  */
 import type { CloseCodes, ErrorCode } from '../errors.js'
-import type { ClientMessage, ClientMessageOf, LeftReason, Member, Message, Presence, ServerFrame, ServerFrameOf, TypingEvent } from '../protocol.js'
+import type { ClientMessage, ClientMessageOf, Entry, LeftReason, Member, Message, Presence, ServerFrame, ServerFrameOf, TypingEvent, Update } from '../protocol.js'
+import { DEFAULT_STORED_MESSAGES, RoomStore } from './room-store.js'
 import type {
   ChatClientEvents, ChatClientOptions, ClientErrorCode, ConnectionStatus, Joined, ReadMarker, Removed, StatusChange, Welcome, WebSocketConstructor, WebSocketLike,
 } from './types.js'
 
-export type { ErrorCode, LeftReason, Member, Message, Presence, TypingEvent }
+export type { Entry, ErrorCode, LeftReason, Member, Message, Presence, TypingEvent, Update }
 export type * from './types.js'
+export { RoomStore }
 
 type Close = typeof CloseCodes
 /** Closes after which reconnecting cannot help (PROTOCOL.md): a deliberate close, or our own bug. */
@@ -115,8 +118,11 @@ export class TypedEmitter<Events> {
 
 // ---------------------------------------------------------------- the client
 
-type RequestType = 'join' | 'leave' | 'send' | 'history' | 'members' | 'nick' | 'read'
+/** Requests that store an entry: each carries a cid, so that retrying it after a lost connection stores it once. */
+type ChangeType = 'send' | 'edit' | 'delete' | 'react'
+type RequestType = ChangeType | 'join' | 'leave' | 'history' | 'members' | 'nick' | 'read'
 type Outgoing = { [K in RequestType]: Omit<ClientMessageOf<K>, 'ref'> }[RequestType]
+type Change = Extract<Outgoing, { type: ChangeType }> & { cid: string }
 
 interface Pending {
   readonly frame: Outgoing
@@ -158,6 +164,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   private readonly pingInterval: number
   private readonly requestTimeout: number
   private readonly maxQueuedSends: number
+  private readonly storedMessages: number
 
   private currentStatus: ConnectionStatus = 'connecting'
   private currentName: string | undefined
@@ -184,10 +191,12 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   private pacedRef: string | undefined
 
   private readonly positions = new Map<string, RoomPosition>()
+  /** Each room's messages in their current state, for as long as the client is in it. */
+  private readonly stores = new Map<string, RoomStore>()
   /** Requests not answered yet, by ref, in call order (the order they are written). */
   private readonly pending = new Map<string, Pending>()
-  /** Refs of pending sends by cid: a send is answered by its `ack` or by its own `message`. */
-  private readonly sendRefs = new Map<string, string>()
+  /** Refs of pending changes (sends, edits, deletes, reactions) by cid: each is answered by its `ack` or by its own entry. */
+  private readonly changeRefs = new Map<string, string>()
   /** Refs of the joins written before `ready`: `ready` comes when none is left. */
   private readonly rejoining = new Set<string>()
   private lastRef = 0
@@ -209,6 +218,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     this.pingInterval = options.pingInterval ?? DEFAULTS.pingInterval
     this.requestTimeout = options.requestTimeout ?? DEFAULTS.requestTimeout
     this.maxQueuedSends = options.maxQueuedSends ?? DEFAULTS.maxQueuedSends
+    this.storedMessages = options.storedMessages ?? DEFAULT_STORED_MESSAGES
     this.connect()
   }
 
@@ -226,18 +236,27 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   get rooms (): string[] { return [...this.positions.keys()] }
 
   /**
+   * `room`'s messages in their current state, edits, deletes and reactions
+   * applied, oldest first; pages from `history()` are merged in. Undefined
+   * when the client is not in the room. Render it on `message` and `update`.
+   */
+  store (room: string): RoomStore | undefined {
+    return this.stores.get(room)
+  }
+
+  /**
    * Joins `room`, now or as soon as connected, and keeps it joined across
    * reconnects. Its messages come as `message` events, the newest stored ones first.
    * Rejects on an `error`, a timeout, or `close()`; a room that was not joined before is then not kept.
    */
   async join (room: string): Promise<Joined> {
     const isNew = !this.positions.has(room)
-    if (isNew) this.positions.set(room, { epoch: undefined, seq: 0 })
+    if (isNew) this.enter(room)
     try {
       return await this.request({ type: 'join', room }, 'call') as Joined
     } catch (error) {
       if (!isNew) throw error
-      this.positions.delete(room)
+      this.forget(room)
       // The join may still be served after its timeout: leave, so the server does not keep us there.
       if (error instanceof ChatClientError && error.code === 'timeout') this.leave(room).catch(() => {})
       throw error
@@ -246,7 +265,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   /** Leaves `room`; resolves at once when offline, since the server forgot it with the connection. */
   async leave (room: string): Promise<void> {
-    this.positions.delete(room)
+    this.forget(room)
     if (!this.live) {
       for (const [ref, pending] of this.pending) {
         if (pending.frame.type === 'join' && pending.frame.room === room) {
@@ -269,15 +288,35 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * by a lost connection is retried with the same `cid`, so it is stored once.
    */
   async send (room: string, text: string, options: { cid?: string } = {}): Promise<number> {
-    const waiting = [...this.pending.values()].filter((pending) => pending.frame.type === 'send' && !pending.written).length
-    if (waiting >= this.maxQueuedSends) throw new ChatClientError('queue_full', `${waiting} sends are already waiting for a connection`)
-    const answer = await this.request({ type: 'send', room, text, cid: options.cid ?? randomCid() }, 'write')
-    return (answer as ServerFrameOf<'ack'> | Message).seq
+    return await this.change({ type: 'send', room, text, cid: options.cid ?? randomCid() })
+  }
+
+  /**
+   * Replaces the text of this user's message `seq` and resolves with the seq
+   * of the `update` entry. Waits offline and is retried with its cid like a send.
+   */
+  async edit (room: string, seq: number, text: string, options: { cid?: string } = {}): Promise<number> {
+    return await this.change({ type: 'edit', room, seq, text, cid: options.cid ?? randomCid() })
+  }
+
+  /** Deletes this user's message `seq`; resolves with the seq of the `update` entry. Waits offline like a send. */
+  async delete (room: string, seq: number, options: { cid?: string } = {}): Promise<number> {
+    return await this.change({ type: 'delete', room, seq, cid: options.cid ?? randomCid() })
+  }
+
+  /**
+   * Adds this user's `reaction` to message `seq` (`on: false` takes it back)
+   * and resolves with the seq of the `update` entry, or with the room's latest
+   * seq when it changed nothing (given twice, or taken back when not given).
+   */
+  async react (room: string, seq: number, reaction: string, on = true, options: { cid?: string } = {}): Promise<number> {
+    return await this.change({ type: 'react', room, seq, reaction, on, cid: options.cid ?? randomCid() })
   }
 
   /** Pages backwards through `room`'s stored messages (seq < `before`), oldest first. */
   async history (room: string, query: { before?: number, limit?: number } = {}): Promise<{ messages: Message[], more: boolean }> {
     const { messages, more } = await this.request({ type: 'history', room, ...query }, 'call') as ServerFrameOf<'history'>
+    this.stores.get(room)?.addPage(messages)
     return { messages, more }
   }
 
@@ -439,6 +478,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     this.stopPacing()
     // Before the rejections: a rejoin that fails because the client closed is no lost room to report.
     this.positions.clear()
+    this.stores.clear()
     const error = new ChatClientError('closed', `the client is closed (${code} ${reason})`.trim())
     for (const [ref, pending] of this.pending) {
       this.settle(ref, pending)
@@ -476,7 +516,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   /** A join that no caller waits for: the room was joined on an earlier connection. */
   private rejoin (room: string): void {
     this.track({ type: 'join', room }, 'none', () => {}, (error) => {
-      if (this.positions.delete(room)) this.emit('error', error)
+      if (this.forget(room)) this.emit('error', error)
     })
   }
 
@@ -497,6 +537,26 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   // ------------------------------------------------------------ requests
 
+  /** A room this client joins: where it is in the stream, and its messages. */
+  private enter (room: string): void {
+    this.positions.set(room, { epoch: undefined, seq: 0 })
+    this.stores.set(room, new RoomStore(room, this.storedMessages))
+  }
+
+  /** Whether the client was in `room`, which it now forgets. */
+  private forget (room: string): boolean {
+    this.stores.delete(room)
+    return this.positions.delete(room)
+  }
+
+  /** A request that stores an entry: it may wait for a connection (up to `maxQueuedSends`) and resolves with the entry's seq. */
+  private async change (frame: Change): Promise<number> {
+    const waiting = [...this.pending.values()].filter((pending) => changeCid(pending.frame) !== undefined && !pending.written).length
+    if (waiting >= this.maxQueuedSends) throw new ChatClientError('queue_full', `${waiting} sends are already waiting for a connection`)
+    const answer = await this.request(frame, 'write')
+    return (answer as ServerFrameOf<'ack'> | Entry).seq
+  }
+
   private request (frame: Outgoing, deadline: 'call' | 'write'): Promise<ServerFrame> {
     if (this.ended) return Promise.reject(new ChatClientError('closed', 'the client is closed'))
     return new Promise((resolve, reject) => this.track(frame, deadline, resolve, reject))
@@ -506,7 +566,8 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     const ref = String(++this.lastRef)
     const pending: Pending = { frame, resolve, reject, deadline, timer: undefined, written: false }
     this.pending.set(ref, pending)
-    if (frame.type === 'send') this.sendRefs.set(frame.cid as string, ref)
+    const cid = changeCid(frame)
+    if (cid !== undefined) this.changeRefs.set(cid, ref)
     if (deadline === 'call') pending.timer = setTimeout(() => this.expire(ref), this.requestTimeout)
     if (this.writable(pending)) this.writeRequest(ref, pending)
   }
@@ -517,7 +578,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * out, and while pacing, one at a time.
    */
   private writable (pending: Pending): boolean {
-    const needsRooms = pending.frame.type === 'send' || pending.frame.type === 'history' || pending.frame.type === 'members' || pending.frame.type === 'read'
+    const needsRooms = pending.frame.type !== 'join' && pending.frame.type !== 'leave' && pending.frame.type !== 'nick'
     const rateAllows = !this.pacing || (this.paceTimer === undefined && this.pacedRef === undefined)
     return this.live && !pending.written && (this.ready || !needsRooms) && rateAllows
   }
@@ -552,7 +613,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     const pending = this.pending.get(ref)
     if (!pending) return
     this.settle(ref, pending)
-    const cid = pending.frame.type === 'send' ? pending.frame.cid : undefined
+    const cid = changeCid(pending.frame)
     const mayBeStored = cid === undefined ? '' : ' (it may have been stored: retry with the same cid)'
     pending.reject(new ChatClientError('timeout', `no answer to ${pending.frame.type} within ${this.requestTimeout} ms${mayBeStored}`, cid))
   }
@@ -561,7 +622,8 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   private settle (ref: string, pending: Pending): void {
     this.pending.delete(ref)
     clearTimeout(pending.timer)
-    if (pending.frame.type === 'send') this.sendRefs.delete(pending.frame.cid as string)
+    const cid = changeCid(pending.frame)
+    if (cid !== undefined) this.changeRefs.delete(cid)
     if (this.rejoining.delete(ref) && this.rejoining.size === 0) this.becomeReady()
     if (ref === this.pacedRef) this.nextPaced()
   }
@@ -626,8 +688,8 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
         this.currentName = frame.name
         return this.answer(frame.ref, frame)
       case 'error': return this.failed(frame)
+      case 'update': return this.deliver(frame)
       case 'pong': return
-      case 'update': return // SCAFFOLD: the client's update event and room store
       default: return this.answer(frame.ref, frame)
     }
   }
@@ -643,7 +705,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * fails with `not_joined`, as the server answers).
    */
   private removed (frame: ServerFrameOf<'left'>): void {
-    if (!this.positions.delete(frame.room)) return
+    if (!this.forget(frame.room)) return
     const removal: Removed = frame.reason === undefined ? { room: frame.room } : { room: frame.room, reason: frame.reason }
     this.emit('left', removal)
   }
@@ -652,8 +714,12 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     const position = this.positions.get(frame.room)
     if (position) {
       const { epoch: previousEpoch, seq: since } = position
-      // Not recovered: seq may have restarted (new epoch), so what was seen says nothing about what comes.
-      if (frame.recovered === false) position.seq = 0
+      // Not recovered: seq may have restarted (new epoch), so what was seen says nothing about what comes,
+      // and the messages held may miss changes: the store starts again from the history.
+      if (frame.recovered !== true) {
+        position.seq = 0
+        this.stores.get(frame.room)?.clear()
+      }
       position.epoch = frame.epoch
       this.emit('joined', frame)
       // Unless a listener left the room or closed the client: then nothing more of the room is reported.
@@ -661,21 +727,23 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
         if (frame.recovered === false && previousEpoch !== undefined) {
           this.emit('gap', { room: frame.room, since, previousEpoch, epoch: frame.epoch })
         }
-        // SCAFFOLD: updates are applied by the client's room store.
-        for (const message of frame.history) if (message.type === 'message') this.deliver(message)
+        for (const entry of frame.history) this.deliver(entry)
         position.seq = Math.max(position.seq, frame.seq)
       }
     }
     this.answer(frame.ref, frame)
   }
 
-  private deliver (message: Message): void {
-    // Our own message answers its send even when the ack was lost with a connection.
-    if (message.cid !== undefined) this.answer(this.sendRefs.get(message.cid), message)
-    const position = this.positions.get(message.room)
-    if (!position || message.seq <= position.seq) return
-    position.seq = message.seq
-    this.emit('message', message)
+  /** A room's next entry, live or from a join's history: applied to the room's store, then reported. */
+  private deliver (entry: Entry): void {
+    // Our own entry answers its request even when the ack was lost with a connection.
+    if (entry.cid !== undefined) this.answer(this.changeRefs.get(entry.cid), entry)
+    const position = this.positions.get(entry.room)
+    if (!position || entry.seq <= position.seq) return
+    position.seq = entry.seq
+    this.stores.get(entry.room)?.apply(entry)
+    if (entry.type === 'message') this.emit('message', entry)
+    else this.emit('update', entry)
   }
 
   private failed (frame: ServerFrameOf<'error'>): void {
@@ -685,7 +753,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       if (pending) this.retryLater(pending, frame.retryAfter)
       return
     }
-    const cid = pending?.frame.type === 'send' ? pending.frame.cid : undefined
+    const cid = pending === undefined ? undefined : changeCid(pending.frame)
     const error = new ChatClientError(frame.code, frame.message, cid)
     if (!pending || frame.ref === undefined) return this.emit('error', error)
     this.settle(frame.ref, pending)
@@ -700,6 +768,11 @@ function socketUrl (url: string | URL): URL {
   if (resolved.protocol === 'http:') resolved.protocol = 'ws:'
   if (resolved.protocol === 'https:') resolved.protocol = 'wss:'
   return resolved
+}
+
+/** The cid of a request that stores an entry. */
+function changeCid (frame: Outgoing): string | undefined {
+  return 'cid' in frame ? frame.cid : undefined
 }
 
 /** 128 random bits; `getRandomValues` works on plain-http pages too, unlike `randomUUID`. */

@@ -47,10 +47,12 @@ export function reactionBytes (reactions: Record<string, string[]> | undefined):
 /**
  * `message` after `change`, as a new object (`message` is left as it was), or
  * undefined when the change changes nothing: a reaction the user already gave,
- * or one it did not give taken back. Checks nothing: who may change what is
+ * or one it did not give taken back, or any change of a deleted message. Checks nothing: who may change what is
  * the server's to decide before it stores the update.
  */
 export function applyChange (message: Message, change: MessageChange): Message | undefined {
+  // The server changes no deleted message; a change applied again (a page's message, see RoomStore) must not revive one.
+  if (message.deleted === true) return undefined
   switch (change.action) {
     case 'edit':
       return { ...message, text: change.text ?? '', edited: change.ts }

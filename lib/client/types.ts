@@ -3,7 +3,7 @@
  * nothing, so `index.js` stays one self-contained file for browsers.
  */
 import type { ErrorCode } from '../errors.js'
-import type { LeftReason, Message, Presence, ServerFrameOf, TypingEvent } from '../protocol.js'
+import type { LeftReason, Message, Presence, ServerFrameOf, TypingEvent, Update } from '../protocol.js'
 import type { ChatClientError } from './index.js'
 
 export type Welcome = ServerFrameOf<'welcome'>
@@ -46,8 +46,10 @@ export interface ChatClientOptions {
   pingInterval?: number
   /** ms a request waits for its answer, and a connection for its `welcome` and rejoins. Default 10000. */
   requestTimeout?: number
-  /** How many sends may wait for a connection, or for the server's rate limit; more are refused with `queue_full`. Default 100. */
+  /** How many sends, edits, deletes and reactions may wait for a connection, or for the server's rate limit; more are refused with `queue_full`. Default 100. */
   maxQueuedSends?: number
+  /** How many live messages each room's store (`store(room)`) keeps, dropping the oldest; pages asked for with `history()` are kept besides. Default 1000. */
+  storedMessages?: number
 }
 
 /**
@@ -90,8 +92,14 @@ export interface ChatClientEvents {
    * come as `message`), and `read`, this user's read marker in the room.
    */
   joined: Joined
-  /** Every message of a joined room, from live delivery or a join's history, once each and in seq order. */
+  /** Every message of a joined room, from live delivery or a join's history, once each and in seq order (with the updates). */
   message: Message
+  /**
+   * A message was edited, deleted or reacted to: every change of a joined
+   * room, live or replayed by a resume, once each and in seq order. The room's
+   * store already holds the changed message (`store(room).get(update.target)`).
+   */
+  update: Update
   /**
    * Someone joined, left or renamed. A `join` has `first` (the user had no
    * other connection in the room) and a `leave` has `last` (the user has none
