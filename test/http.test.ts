@@ -85,13 +85,22 @@ test('without rest there is no HTTP API', async (t) => {
 
 test('the home page is served at / (or its prefix) with the client library, and not with home: false', async (t) => {
   const served = await startServer(t)
+  const { httpUrl } = served
   const page = await fetch(`${served.httpUrl}/`)
   assert.equal(page.status, 200)
   assert.match(page.headers.get('content-type') ?? '', /text\/html/)
   assert.match(await page.text(), /<html/i)
-  const client = await fetch(`${served.httpUrl}/client/index.js`)
+  const client = await fetch(`${httpUrl}/client/index.js`)
   assert.equal(client.status, 200)
   assert.match(client.headers.get('content-type') ?? '', /javascript/)
+  // What the library imports, and what that imports, is served beside it, so a browser loads it as is.
+  const modules = ['index.js']
+  for (const module of modules) {
+    const response = module === 'index.js' ? client : await fetch(`${httpUrl}/client/${module}`)
+    assert.equal(response.status, 200, module)
+    for (const [, imported] of (await response.text()).matchAll(/from '\.\/([\w-]+\.js)'/g)) if (!modules.includes(imported as string)) modules.push(imported as string)
+  }
+  assert.ok(modules.length > 1, 'the client imports its siblings')
 
   const prefixed = await startServer(t, { home: { prefix: '/chat' } })
   assert.equal((await fetch(`${prefixed.httpUrl}/chat/`)).status, 200)

@@ -1,6 +1,6 @@
 /**
  * The client library's public types. Types only: this file compiles to
- * nothing, so `index.js` stays one self-contained file for browsers.
+ * nothing, and the modules a browser loads import no more than they need.
  */
 import type { ErrorCode } from '../errors.js'
 import type { LeftReason, Message, Presence, ServerFrameOf, TypingEvent, Update } from '../protocol.js'
