@@ -6,7 +6,7 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import net, { type AddressInfo } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -15,6 +15,7 @@ import chatRooms, { MemoryBroker, type ChatRoomsOptions } from '../lib/index.js'
 import { ChatClient, ChatClientError, type ChatClientEvents, type ChatClientOptions, type WebSocketConstructor, type WebSocketLike } from '../lib/client/index.js'
 import { CloseCodes } from '../lib/errors.js'
 import { byQuery } from './helpers/users.js'
+import { startRelay, type Relay } from './helpers/relay.js'
 
 const WAIT_MS = 5000
 
@@ -77,34 +78,11 @@ async function until (condition: () => boolean, what: string, waitMs = WAIT_MS):
 const opened = (client: ChatClient): Promise<void> => until(() => client.status === 'open', 'status open')
 const texts = (messages: Array<{ text: string }>): string[] => messages.map((message) => message.text)
 
-/** A TCP relay in front of a server, to lose the network in ways a socket close cannot show. */
-async function relay (t: TestContext, targetPort: number): Promise<{ url: string, mute: (direction: 'to-client' | 'both') => void, cut: () => void }> {
-  const pipes = new Set<{ client: net.Socket, upstream: net.Socket, toClient: boolean, toServer: boolean }>()
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, '127.0.0.1')
-    const pipe = { client, upstream, toClient: true, toServer: true }
-    pipes.add(pipe)
-    client.on('data', (data) => { if (pipe.toServer) upstream.write(data) })
-    upstream.on('data', (data) => { if (pipe.toClient) client.write(data) })
-    const end = (): void => { pipes.delete(pipe); client.destroy(); upstream.destroy() }
-    for (const socket of [client, upstream]) socket.on('close', end).on('error', end)
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  onCleanup(t, () => { for (const pipe of pipes) pipe.client.destroy(); server.close() })
-  return {
-    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/ws`,
-    /** Silently drops what flows on the current connections, as a dead network does; new connections flow. */
-    mute (direction) {
-      for (const pipe of pipes) {
-        pipe.toClient = false
-        if (direction === 'both') pipe.toServer = false
-      }
-    },
-    /** Resets the current connections. */
-    cut () {
-      for (const pipe of pipes) pipe.client.destroy()
-    },
-  }
+/** A relay in front of the server on `port`, closed after the test's clients. */
+async function relay (t: TestContext, port: number): Promise<Relay> {
+  const network = await startRelay(port)
+  onCleanup(t, () => network.close())
+  return network
 }
 
 test('requests resolve with their answers and room events reach the other members', async (t) => {
@@ -566,4 +544,97 @@ test('a refused authentication ends the client as unauthorized instead of retryi
   // The same server lets in a good token: it is the refusal, not the server, that ended those clients.
   const allowed = connect(t, `${url}?token=good`, { WebSocket: StatusHidingWebSocket as unknown as WebSocketConstructor })
   await opened(allowed)
+})
+
+// ------------------------------------------------------------ messages that change
+
+const stateOf = (client: ChatClient, room: string): unknown => client.store(room)?.messages.map(({ seq, text, edited, deleted, reactions }) => ({ seq, text, edited, deleted, reactions }))
+
+test('edit, delete and react resolve with their entry\'s seq; both members get the updates and hold the same state in their stores', async (t) => {
+  const { url } = await serve(t, users)
+  const alice = connect(t, `${url}?user=alice`)
+  const bob = connect(t, `${url}?user=bob`)
+  const bobSaw = record(bob)
+  await alice.join('a')
+  await bob.join('a')
+  const first = await alice.send('a', 'helo')
+  const second = await alice.send('a', 'to be taken back')
+
+  assert.equal(await alice.edit('a', first, 'hello'), 3)
+  assert.equal(await bob.react('a', first, '👍'), 4)
+  assert.equal(await bob.react('a', first, '👍'), 4, 'a reaction given twice changes nothing: acked with the latest seq')
+  assert.equal(await alice.react('a', first, '👍'), 5)
+  assert.equal(await bob.react('a', first, '👍', false), 6)
+  assert.equal(await alice.delete('a', second), 7)
+
+  await until(() => bobSaw.update.length === 5, 'the five updates')
+  assert.deepEqual(bobSaw.update.map(({ seq, target, action, by }) => [seq, target, action, by.user]), [
+    [3, 1, 'edit', 'alice'], [4, 1, 'react', 'bob'], [5, 1, 'react', 'alice'], [6, 1, 'unreact', 'bob'], [7, 2, 'delete', 'alice'],
+  ])
+  const edited = bobSaw.update[0]?.ts
+  const expected = [
+    { seq: 1, text: 'hello', edited, deleted: undefined, reactions: { '👍': ['alice'] } },
+    { seq: 2, text: '', edited: undefined, deleted: true, reactions: undefined },
+  ]
+  assert.deepEqual(stateOf(bob, 'a'), expected)
+  assert.deepEqual(stateOf(alice, 'a'), expected)
+
+  const refused = async (change: Promise<number>): Promise<string> => await change.then(() => 'stored', (error: ChatClientError) => error.code)
+  assert.equal(await refused(bob.edit('a', first, 'not yours')), 'forbidden')
+  assert.equal(await refused(alice.edit('a', second, 'gone')), 'not_found')
+  assert.equal(await refused(alice.react('a', 3, '👍')), 'not_found', 'an update is no message')
+
+  // A newcomer's store starts from the messages in their current state.
+  const carol = connect(t, `${url}?user=carol`)
+  await carol.join('a')
+  assert.deepEqual(stateOf(carol, 'a'), expected)
+})
+
+test('a change cut off by a network drop after the server stored it resolves once, from the rejoin\'s replay', async (t) => {
+  const { url, port } = await serve(t, users)
+  const network = await relay(t, port)
+  const alice = connect(t, `${network.url}?user=alice`)
+  const bob = connect(t, `${url}?user=bob`)
+  const aliceSaw = record(alice)
+  const bobSaw = record(bob)
+  await alice.join('a')
+  await bob.join('a')
+  const seq = await alice.send('a', 'typo')
+
+  network.mute('to-client')
+  const edited = alice.edit('a', seq, 'fixed')
+  await until(() => bobSaw.update.length === 1, 'the server stored the edit')
+  network.cut()
+  assert.equal(await edited, 2)
+  await opened(alice)
+  assert.deepEqual(aliceSaw.update.map((update) => [update.seq, update.text]), [[2, 'fixed']], 'replayed once by the resume')
+  assert.equal(alice.store('a')?.get(seq)?.text, 'fixed')
+  assert.equal(await alice.send('a', 'next'), 3, 'stored once')
+})
+
+test('the store merges history pages, keeps storedMessages and what pages brought, dropping the oldest, and starts again after a gap', async (t) => {
+  const broker = new MemoryBroker()
+  const first = await serve(t, { ...users, broker, historyOnJoin: 2 })
+  for (const text of ['m1', 'm2', 'm3', 'm4']) await first.app.hub.broadcast('a', text)
+  const alice = connect(t, `${first.url}?user=alice`, { storedMessages: 3 })
+  await alice.join('a')
+  assert.deepEqual(texts(alice.store('a')?.messages ?? []), ['m3', 'm4'])
+  await first.app.hub.editMessage('a', 1, 'm1 edited')
+  await until(() => alice.store('a')?.size === 2 && alice.store('a')?.get(1) === undefined, 'an edit of a message not held')
+  await alice.history('a', { before: 3 })
+  assert.deepEqual(texts(alice.store('a')?.messages ?? []), ['m1 edited', 'm2', 'm3', 'm4'], 'a page goes in before the live messages')
+  await first.app.hub.broadcast('a', 'm6')
+  await until(() => alice.store('a')?.get(6) !== undefined, 'm6')
+  assert.deepEqual(texts(alice.store('a')?.messages ?? []), ['m1 edited', 'm2', 'm3', 'm4', 'm6'], 'room for what the page brought')
+  await first.app.hub.broadcast('a', 'm7')
+  await until(() => alice.store('a')?.get(7) !== undefined, 'm7')
+  assert.deepEqual(texts(alice.store('a')?.messages ?? []), ['m2', 'm3', 'm4', 'm6', 'm7'])
+
+  // A fresh broker is a new epoch: what the store held says nothing of the new stream.
+  await first.app.close()
+  await serve(t, { ...users, broker: new MemoryBroker(), port: first.port }, (app) => app.hub.broadcast('a', 'new 1'))
+  await until(() => alice.store('a')?.messages.length === 1, 'the new stream alone')
+  assert.deepEqual(texts(alice.store('a')?.messages ?? []), ['new 1'])
+  await alice.leave('a')
+  assert.equal(alice.store('a'), undefined)
 })

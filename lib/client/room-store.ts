@@ -12,7 +12,7 @@ export const DEFAULT_STORED_MESSAGES = 1000
 
 export class RoomStore {
   readonly room: string
-  /** How many messages are kept: the limit given, or more once pages were asked for (what was paged stays). */
+  /** How many messages are kept: the limit given, and one more for each message a page brought in. */
   private capacity: number
   private readonly bySeq = new Map<number, Message>()
   /** `bySeq`'s messages in seq order. */
@@ -72,8 +72,8 @@ export class RoomStore {
       let current = message
       for (const update of this.unheld) if (update.target === message.seq) current = appliedUpdate(current, update)
       this.put(current)
+      this.capacity++
     }
-    this.capacity = Math.max(this.capacity, this.ordered.length)
   }
 
   /** Forgets everything: the stream went on without this client (a gap or a new epoch). */

@@ -48,7 +48,7 @@ export interface ChatClientOptions {
   requestTimeout?: number
   /** How many sends, edits, deletes and reactions may wait for a connection, or for the server's rate limit; more are refused with `queue_full`. Default 100. */
   maxQueuedSends?: number
-  /** How many live messages each room's store (`store(room)`) keeps, dropping the oldest; pages asked for with `history()` are kept besides. Default 1000. */
+  /** How many messages each room's store (`store(room)`) keeps, dropping the oldest; each message a `history()` page brings in raises it by one. Default 1000. */
   storedMessages?: number
 }
 
