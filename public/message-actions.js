@@ -14,7 +14,7 @@ function actionButton (action, textContent, label, onClick) {
 /**
  * The controls of `item` (a message item showing `message`): `edit(text)` when
  * given offers Edit, `remove()` Delete (asked once more before it is done).
- * Each returns a promise; the server's update redraws the item.
+ * Each returns a promise of false when it failed; the server's update redraws the item.
  */
 export function messageActions (item, message, { edit, remove }) {
   const bar = el('span', { className: 'message-actions' })
@@ -22,7 +22,11 @@ export function messageActions (item, message, { edit, remove }) {
     edit && actionButton('edit', 'Edit', 'Edit this message', () => openEditor(item, message.text, edit)),
     remove && actionButton('delete', 'Delete', 'Delete this message', () => {
       bar.replaceChildren(el('span', { textContent: 'Delete? ' }),
-        actionButton('confirm-delete', 'Yes', 'Yes, delete this message', () => remove()),
+        actionButton('confirm-delete', 'Yes', 'Yes, delete this message', async (event) => {
+          // Once: the update then redraws the item as deleted; a failure offers Delete again.
+          event.currentTarget.disabled = true
+          if (await remove() === false) bar.replaceChildren(...idle)
+        }),
         actionButton('keep', 'No', 'No, keep this message', () => bar.replaceChildren(...idle)))
       bar.querySelector('[data-action="keep"]').focus()
     }),

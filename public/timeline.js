@@ -8,26 +8,19 @@ const GROUP_WITHIN_MS = 5 * 60_000
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
 
-function timeOf (ts) {
-  const when = new Date(ts)
-  return el('time', { dateTime: when.toISOString(), textContent: timeFormat.format(when), title: dateFormat.format(when) })
-}
-
 /**
  * A stored message in its current state; `mine` marks our own. Its text is
  * text, with http(s) addresses as links; an edited one says so, and a
  * deleted one keeps its place as "message deleted".
  */
 export function messageItem (message, mine) {
+  const when = new Date(message.ts)
+  const time = el('time', { dateTime: when.toISOString(), textContent: timeFormat.format(when), title: dateFormat.format(when) })
   const text = message.deleted === true
     ? el('span', { className: 'text', textContent: 'message deleted' })
     : el('span', { className: 'text' }, ...linkedText(message.text))
-  const item = el('li', {}, el('span', { className: 'from', textContent: message.from.name }), timeOf(message.ts), text)
-  if (message.edited !== undefined) {
-    const edited = el('span', { className: 'edited', textContent: '(edited)' })
-    edited.title = `edited ${dateFormat.format(new Date(message.edited))}`
-    item.append(edited)
-  }
+  const item = el('li', {}, el('span', { className: 'from', textContent: message.from.name }), time, text)
+  if (message.edited !== undefined) item.append(el('span', { className: 'edited', textContent: '(edited)', title: `edited ${dateFormat.format(new Date(message.edited))}` }))
   if (message.deleted === true) item.classList.add('deleted')
   item.dataset.seq = String(message.seq)
   item.dataset.user = message.from.user
