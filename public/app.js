@@ -3,9 +3,11 @@
 import { ChatClient } from './client/index.js'
 import { el } from './dom.js'
 import { messageItem as timelineItem, noticeItem, pendingItem as pendingTimelineItem, regroup } from './timeline.js'
+import { carryEditor, messageActions } from './message-actions.js'
+import { reactionBar } from './reactions.js'
 import { roomDirectory } from './directory.js'
 import { memberItems } from './members.js'
-import { showRestrictions } from './moderation.js'
+import { deleteMessage, showRestrictions } from './moderation.js'
 import { signIn, whoAmI } from './accounts.js'
 
 const NAME_KEY = 'chat-rooms.name'
@@ -122,9 +124,55 @@ function renderRestrictions () {
   })
 }
 
-/** A message as the list shows it; ours (from any of this page's connections, or another tab of our user) marked so. */
-function messageItem (message) {
-  return timelineItem(message, myIds.has(message.from.id) || message.from.user === myUser)
+/**
+ * A message of `room` as the list shows it, in its current state: ours (from any of this page's connections, or
+ * another tab of our user) marked so, with edit and delete when our user wrote it (delete for an admin on any),
+ * and its reactions.
+ */
+function messageItem (room, message) {
+  const item = timelineItem(message, myIds.has(message.from.id) || message.from.user === myUser)
+  if (message.deleted === true) return item
+  const own = message.from.user === myUser
+  const failed = (what) => (error) => {
+    notice(room, `Could not ${what}: ${error.message}`)
+    return false
+  }
+  const actions = {
+    edit: own ? (text) => client.edit(room, message.seq, text).then(() => true, failed('edit the message')) : undefined,
+    remove: own ? () => client.delete(room, message.seq).catch(failed('delete the message'))
+      : moderating() ? () => deleteMessage(window.chatConfig.rest, room, message.seq).catch(failed('delete the message')) : undefined,
+  }
+  if (actions.edit || actions.remove) item.prepend(messageActions(item, message, actions))
+  item.append(reactionBar(message, myUser, (reaction, on) => {
+    client.react(room, message.seq, reaction, on).catch(failed(`react with ${reaction}`))
+  }))
+  return item
+}
+
+/**
+ * Shows `message` of `room` in its new state (edited, deleted, reacted to), in its place; what had
+ * the keyboard's focus in its item keeps it, and an edit being written stays open.
+ */
+function showChanged (room, message) {
+  rooms.get(room)?.messages.set(message.seq, message)
+  const old = room === current ? messageList.querySelector(`li[data-seq="${message.seq}"]`) : null
+  if (!old) return
+  const item = messageItem(room, message)
+  carryEditor(old, item)
+  const focused = old.contains(document.activeElement) ? document.activeElement : undefined
+  old.replaceWith(item)
+  regroup([item])
+  if (focused) sameControl(item, focused)?.focus()
+}
+
+/** The control of `item` that does what `control` (of the item it replaced) did. */
+function sameControl (item, control) {
+  if (item.contains(control)) return control
+  const { action, reaction, quick } = control.dataset
+  if (action) return item.querySelector(`[data-action="${action}"]`)
+  if (reaction) return [...item.querySelectorAll('[data-reaction]')].find((button) => button.dataset.reaction === reaction)
+  if (quick) return item.querySelector('.add-reaction summary')
+  return undefined
 }
 
 function pendingItem (body) {
@@ -146,7 +194,7 @@ function renderMessages () {
   if (!state) return messageList.replaceChildren()
   // A notice stands after the message that was newest when it came.
   const timeline = [
-    ...[...state.messages.values()].map((message) => ({ at: message.seq, order: 0, node: () => messageItem(message) })),
+    ...[...state.messages.values()].map((message) => ({ at: message.seq, order: 0, node: () => messageItem(current, message) })),
     ...state.notices.map((entry, order) => ({ at: entry.afterSeq, order: order + 1, node: () => noticeItem(entry.line) })),
   ].sort((a, b) => a.at - b.at || a.order - b.order)
   for (const entry of state.pending.values()) entry.node = pendingItem(entry.text)
@@ -283,11 +331,13 @@ async function loadOlder () {
   state.loadingOlder = true
   try {
     const page = await client.history(room, { before: oldest, limit: PAGE_SIZE })
-    for (const message of page.messages) state.messages.set(message.seq, message)
+    // The store applied to them the changes that came while the page was on its way.
+    const messages = page.messages.map((message) => client.store(room)?.get(message.seq) ?? message)
+    for (const message of messages) state.messages.set(message.seq, message)
     state.more = page.more
     if (room === current) {
       const fromBottom = messageList.scrollHeight - messageList.scrollTop
-      const items = page.messages.map(messageItem)
+      const items = messages.map((message) => messageItem(room, message))
       const firstBefore = messageList.firstElementChild
       messageList.prepend(...items)
       regroup(firstBefore ? [...items, firstBefore] : items)
@@ -336,7 +386,8 @@ function start (name) {
   })
   client.on('message', (message) => {
     const state = roomState(message.room)
-    if (state.messages.has(message.seq)) return
+    // Known already: a rejoin's history brings it again, in its current state.
+    if (state.messages.has(message.seq)) return showChanged(message.room, message)
     state.messages.set(message.seq, message)
     knownNames.set(message.from.user, message.from.name)
     state.lastSeq = Math.max(state.lastSeq, message.seq)
@@ -349,7 +400,7 @@ function start (name) {
     }
     if (message.room === current) {
       const stick = nearBottom() || message.from.id === myId
-      const item = messageItem(message)
+      const item = messageItem(message.room, message)
       // Before the "sending…" items, which stand at the end until their messages come.
       const firstPending = messageList.querySelector('li.pending')
       messageList.insertBefore(item, firstPending)
@@ -358,6 +409,15 @@ function start (name) {
       renderTyping()
       markRead(message.room)
     }
+    renderRooms()
+  })
+  client.on('update', ({ room, seq, target }) => {
+    const state = roomState(room)
+    // An update is an entry of the stream as a message is: the read marker and `joined.seq` count it.
+    state.latest = Math.max(state.latest, seq)
+    const message = client.store(room)?.get(target)
+    if (message && state.messages.has(target)) showChanged(room, message)
+    if (room === current) markRead(room)
     renderRooms()
   })
   client.on('read', ({ room, seq }) => {

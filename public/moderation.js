@@ -1,5 +1,6 @@
-// What an admin sees on another member: kick, ban and mute, through the
-// plugin's HTTP API (its moderation routes, which `rest.authorize` guards).
+// What an admin may do to another member: kick, ban and mute, and delete
+// their messages, through the plugin's HTTP API (its moderation routes,
+// which `rest.authorize` guards).
 import { el } from './dom.js'
 
 /** How long a ban or mute lasts: the choices offered, in ms (none: until lifted). */
@@ -19,19 +20,26 @@ const DONE = {
   unmute: (name) => `unmuted ${name}`,
 }
 
-/**
- * Asks the server to `action` (kick, ban, unban, mute, unmute) `user` in
- * `room`; resolves when done, or throws an Error saying what the server answered.
- */
+/** Calls a moderation route of `room` (`path` after it); resolves when done, or throws an Error saying what the server answered. */
+async function callRoute (restPrefix, room, path, init) {
+  const response = await fetch(`${restPrefix}/rooms/${encodeURIComponent(room)}/${path}`, init)
+  if (response.ok) return
+  const body = await response.json().catch(() => ({}))
+  throw new Error(typeof body.message === 'string' ? `${response.status} ${body.message}` : `the server answered ${response.status}`)
+}
+
+/** Asks the server to `action` (kick, ban, unban, mute, unmute) `user` in `room`. */
 async function moderate (restPrefix, room, action, user, ms) {
-  const response = await fetch(`${restPrefix}/rooms/${encodeURIComponent(room)}/${action}`, {
+  await callRoute(restPrefix, room, action, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(ms === undefined ? { user } : { user, ms }),
   })
-  if (response.ok) return
-  const body = await response.json().catch(() => ({}))
-  throw new Error(typeof body.message === 'string' ? `${response.status} ${body.message}` : `the server answered ${response.status}`)
+}
+
+/** Deletes anyone's message `seq` of `room`, as the server: every member then gets its update. */
+export async function deleteMessage (restPrefix, room, seq) {
+  await callRoute(restPrefix, room, `messages/${seq}`, { method: 'DELETE' })
 }
 
 /**

@@ -8,14 +8,20 @@ const GROUP_WITHIN_MS = 5 * 60_000
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' })
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' })
 
-/** A stored message; `mine` marks our own. Its text is text, with http(s) addresses as links. */
+/**
+ * A stored message in its current state; `mine` marks our own. Its text is
+ * text, with http(s) addresses as links; an edited one says so, and a
+ * deleted one keeps its place as "message deleted".
+ */
 export function messageItem (message, mine) {
   const when = new Date(message.ts)
   const time = el('time', { dateTime: when.toISOString(), textContent: timeFormat.format(when), title: dateFormat.format(when) })
-  const item = el('li', {},
-    el('span', { className: 'from', textContent: message.from.name }),
-    time,
-    el('span', { className: 'text' }, ...linkedText(message.text)))
+  const text = message.deleted === true
+    ? el('span', { className: 'text', textContent: 'message deleted' })
+    : el('span', { className: 'text' }, ...linkedText(message.text))
+  const item = el('li', {}, el('span', { className: 'from', textContent: message.from.name }), time, text)
+  if (message.edited !== undefined) item.append(el('span', { className: 'edited', textContent: '(edited)', title: `edited ${dateFormat.format(new Date(message.edited))}` }))
+  if (message.deleted === true) item.classList.add('deleted')
   item.dataset.seq = String(message.seq)
   item.dataset.user = message.from.user
   item.dataset.ts = String(message.ts)
