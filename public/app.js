@@ -35,7 +35,7 @@ const text = $('text')
  * memberCount, typing: Map<id, {name, timer}>, more, loadingOlder, notices, lastSeq, pending: Map<cid, {text, node}>,
  * latest (the room's newest seq known), read (the user's read marker), reading (a read request is out),
  * epoch, joinedBefore, removed ('kicked', 'banned' or 'refused' while we are not in it) }
- * Unread is latest − read.
+ * Unread are the messages held with a seq above read (see unreadLabel).
  */
 const rooms = new Map()
 let current
@@ -82,15 +82,26 @@ function renderRooms () {
       button.classList.add('removed')
       button.title = `You are not in ${room} (${state.removed})`
     }
-    const unread = Math.max(0, state.latest - state.read)
-    if (unread > 0) {
-      const badge = el('span', { className: 'unread', textContent: String(unread) })
+    const unread = unreadLabel(state)
+    if (unread !== '') {
+      const badge = el('span', { className: 'unread', textContent: unread })
       badge.setAttribute('aria-label', `${unread} unread`)
       button.append(badge)
     }
     button.addEventListener('click', () => switchTo(room))
     return el('li', {}, button)
   }))
+}
+
+/**
+ * The messages above the read marker, among those the page holds (a join
+ * brings the newest): edits and reactions move seqs, and so the marker, but
+ * are no news.
+ */
+function unreadLabel (state) {
+  let unread = 0
+  for (const seq of state.messages.keys()) if (seq > state.read) unread++
+  return unread === 0 ? '' : String(unread)
 }
 
 /** An admin, on a server with the HTTP API: moderation is offered. */
@@ -413,7 +424,7 @@ function start (name) {
   })
   client.on('update', ({ room, seq, target }) => {
     const state = roomState(room)
-    // An update is an entry of the stream as a message is: the read marker and `joined.seq` count it.
+    // An update is an entry of the stream as a message is: the read marker counts it, the badge does not.
     state.latest = Math.max(state.latest, seq)
     const message = client.store(room)?.get(target)
     if (message && state.messages.has(target)) showChanged(room, message)
