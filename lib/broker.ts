@@ -455,6 +455,12 @@ export interface Broker {
   close(): Promise<void>
 }
 
+/** Every method of `Broker`: what the options check a broker has, and what the metrics time (one label value each). */
+export const BROKER_METHODS = ['open', 'subscribe', 'unsubscribe', 'append', 'update', 'publish', 'read', 'members', 'rooms', 'changeUser', 'userState', 'moderation', 'signal', 'nodes', 'close'] as const satisfies ReadonlyArray<keyof Broker>
+
+/** One of the broker's methods, by name. */
+export type BrokerOperation = (typeof BROKER_METHODS)[number]
+
 /** Messages with a `cid` are recognised as retries for at least this long (PROTOCOL.md). */
 export const CID_RETENTION_MS = 10 * 60 * 1000
 

@@ -27,7 +27,8 @@ export interface SocketLike extends WritableSocket {
   resume(): void
   on(event: 'message', listener: (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => void): unknown
   on(event: 'pong', listener: () => void): unknown
-  on(event: 'close', listener: () => void): unknown
+  /** `code`: the peer's close code; 1005 when its close frame had none, 1006 when there was no close frame. */
+  on(event: 'close', listener: (code: number) => void): unknown
 }
 
 /**
@@ -72,6 +73,8 @@ export class Connection implements MemberLink {
   /** Set by a pong; the heartbeat terminates a connection that stays silent for a whole interval. */
   alive = true
   private closing = false
+  /** The code of the close this server began, which the metrics count rather than the peer's echo of it. */
+  private closeCode: number | undefined
   private readonly outbox: Outbox
   private graceTimer: NodeJS.Timeout | undefined
   /** A message is being handled; the next waits in `inbox`, so a `send` right after a `join` finds the room joined. */
@@ -113,7 +116,7 @@ export class Connection implements MemberLink {
     // Listeners are attached before anything awaits, so no early frame is lost.
     socket.on('message', (data, isBinary) => this.receive(data, isBinary))
     socket.on('pong', () => { this.alive = true })
-    socket.on('close', () => this.closed())
+    socket.on('close', (code) => this.closed(code))
     context.hub.attach(this)
     this.reply({ type: 'welcome', protocol: PROTOCOL_VERSION, id: this.id, user: this.user, name: this.name })
   }
@@ -143,6 +146,7 @@ export class Connection implements MemberLink {
   close (code: number, reason: string): void {
     if (this.closing) return
     this.closing = true
+    this.closeCode = code
     // What this turn queued goes before the close frame.
     this.outbox.write()
     if (this.socket.readyState === OPEN) this.socket.close(code, reason)
@@ -185,6 +189,7 @@ export class Connection implements MemberLink {
       if (!held) this.rateHeldUntil = now + Math.max(this.rate.msUntilToken(), RATE_LIMIT_HOLD_MS)
       // Flow control, not a mistake of the client's: it is told when to retry, and its error budget is untouched.
       const ref = decoded.message.ref === undefined ? {} : { ref: decoded.message.ref }
+      this.context.hub.metrics.refused('rate_limited')
       return this.reply({ type: 'error', ...ref, code: 'rate_limited', message: 'too many messages; slow down', retryAfter: this.rateHeldUntil - now })
     }
     if (!this.busy) {
@@ -313,6 +318,7 @@ export class Connection implements MemberLink {
   /** Answers a refused message with an `error`; a client that keeps erring is closed with 1008. */
   private refuse (error: { ok: false, code: ErrorCode, message: string }, ref: string | undefined): void {
     this.reply({ type: 'error', ...(ref === undefined ? {} : { ref }), code: error.code, message: error.message })
+    this.context.hub.metrics.refused(error.code)
     // An outage is not the client's fault; everything else counts against its budget.
     if (error.code === 'unavailable') return
     const { count, windowMs } = this.context.options.errorLimit
@@ -326,9 +332,10 @@ export class Connection implements MemberLink {
     this.deliver(encodeFrame(frame))
   }
 
-  private closed (): void {
+  private closed (peerCode: number): void {
     this.closing = true
     clearTimeout(this.graceTimer)
+    this.context.hub.metrics.closed(this.closeCode ?? peerCode)
     this.context.closed(this)
     this.context.hub.detach(this).catch((error: unknown) => {
       this.context.log.warn({ err: error, id: this.id }, 'chat connection left its rooms with an error')

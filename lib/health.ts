@@ -7,6 +7,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import Type from 'typebox'
+import type { NodeInfo } from './broker.js'
 import type { Hub } from './hub-api.js'
 
 /**
@@ -27,19 +28,19 @@ export interface HealthOptions {
 }
 
 /**
- * Whether the broker answers: it lists the live nodes, a read of the store
- * every broker has (the Redis broker: one script on the registry's keys) that
- * costs little and needs no primitive of its own in the broker seam.
- * @returns undefined when it answered, else why not
+ * The live nodes, as the broker lists them: a read of the store every broker
+ * has (the Redis broker: one script on the registry's keys) that costs little
+ * and needs no primitive of its own in the broker seam, so it also tells
+ * whether the broker answers (readiness and the metrics ask it).
+ * @returns the nodes, or why the broker did not answer within READY_TIMEOUT_MS
  */
-async function brokerProblem (hub: Hub): Promise<string | undefined> {
+export async function nodesWithin (hub: Pick<Hub, 'nodes'>): Promise<NodeInfo[] | string> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<string>((resolve) => {
     timer = setTimeout(() => resolve(`did not answer within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS)
   })
   try {
-    const problem = await Promise.race([hub.nodes().then(() => undefined, (error: Error) => error.message), timeout])
-    return problem === undefined ? undefined : `broker unavailable: ${problem}`
+    return await Promise.race([hub.nodes().catch((error: Error) => error.message), timeout])
   } finally {
     clearTimeout(timer)
   }
@@ -49,8 +50,8 @@ async function brokerProblem (hub: Hub): Promise<string | undefined> {
 export async function healthRoutes (api: FastifyInstance, { hub, shuttingDown }: HealthOptions): Promise<void> {
   api.get('/live', { schema: { response: { 200: Status } } }, async () => ({ status: 'ok' as const }))
   api.get('/ready', { schema: { response: { 200: Status, 503: NotReady } } }, async (_request, reply) => {
-    const problem = shuttingDown() ? 'shutting down' : await brokerProblem(hub)
-    if (problem === undefined) return { status: 'ok' as const }
-    return reply.code(503).send({ reason: problem })
+    const nodes = shuttingDown() ? undefined : await nodesWithin(hub)
+    if (Array.isArray(nodes)) return { status: 'ok' as const }
+    return reply.code(503).send({ reason: nodes === undefined ? 'shutting down' : `broker unavailable: ${nodes}` })
   })
 }

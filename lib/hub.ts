@@ -6,9 +6,10 @@
  */
 import { EventEmitter } from 'node:events'
 import { NO_STREAM_YET, pageMessages, removalReason, type Broker, type UpdateDraft, type NodeSignal, type BrokerLogger, type NodeInfo, type RoomInfo, type RoomsPage, type UserEvent } from './broker.js'
+import { NO_METRICS, type ChatMetrics } from './chat-metrics.js'
 import { ChatError, CloseCodes } from './errors.js'
 import { LeaveEchoes } from './leave-echoes.js'
-import { Replies } from './replies.js'
+import { Replies, type Joined } from './replies.js'
 import { RoomUsers } from './room-users.js'
 import { checkRoom, checkSeq, checkText } from './server-arguments.js'
 import { encodeFrame, isEntry, assertWellFormed, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type ClientMessageOf, type Member, type Message, type Presence, type RoomEvent, type ServerFrameOf, type Update } from './protocol.js'
@@ -161,6 +162,8 @@ export class Hub extends EventEmitter<HubEvents> {
     private readonly broker: Broker,
     private readonly options: HubOptions,
     private readonly log: BrokerLogger,
+    /** What connections and joins report for the `metrics` option; nothing by default. */
+    readonly metrics: ChatMetrics = NO_METRICS,
   ) {
     super({ captureRejections: true })
     this.replies = new Replies(broker, options)
@@ -220,7 +223,7 @@ export class Hub extends EventEmitter<HubEvents> {
     const { room } = request
     const entry = this.linkEntry(link)
     if (entry.rooms.has(room)) {
-      const { frame, snapshot } = await this.replies.joined(request, link.user)
+      const { frame, snapshot } = await this.joinedReply(request, link.user)
       link.deliver(frame)
       // What this snapshot reaches is in this `joined` or came before it: a late copy is not delivered.
       const roomMember = this.rooms_.get(room)?.members.get(link.id)
@@ -251,7 +254,7 @@ export class Hub extends EventEmitter<HubEvents> {
       if (!stillJoining()) return
       roomMember.announced = true
       await this.broker.publish(room, { type: 'presence', room, action: 'join', member: memberOf(link) }, { maxMembers: this.options.maxMembersPerRoom })
-      const { frame, snapshot, state } = await this.replies.joined(request, link.user)
+      const { frame, snapshot, state } = await this.joinedReply(request, link.user)
       local.users.read(link.user, state.mute)
       if (!stillJoining()) return
       if (local.epoch !== undefined && local.epoch !== snapshot.epoch) {
@@ -468,6 +471,13 @@ export class Hub extends EventEmitter<HubEvents> {
     const verdict = await this.options.onMessage(pending, hookMember(link))
     if (verdict === false) throw new ChatError('forbidden', pending.edit === undefined ? 'the message was refused' : 'the edit was refused')
     return typeof verdict === 'string' ? verdict : pending.text
+  }
+
+  /** The `joined` reply to `request`; one with `since` is a resume, counted as recovered or not. */
+  private async joinedReply (request: JoinRequest, user: string): Promise<Joined> {
+    const joined = await this.replies.joined(request, user)
+    if (joined.snapshot.recovered !== undefined) this.metrics.resumed(joined.snapshot.recovered)
+    return joined
   }
 
   /** Hands a change to the broker and tells the hub's `update` event when it was applied; resolves with the entry's seq. */

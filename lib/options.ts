@@ -6,7 +6,7 @@
 import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import type { FastifyRequest } from 'fastify'
-import type { Broker, ReactionLimits } from './broker.js'
+import { BROKER_METHODS, type Broker, type ReactionLimits } from './broker.js'
 import { originOf } from './origin.js'
 import type { Member } from './protocol.js'
 import { DEFAULT_MAX_REACTIONS_PER_MESSAGE, DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN, MAX_RAW_STRING, MEMBER_REPLY_BYTES } from './protocol.js'
@@ -26,6 +26,7 @@ export const OptionsSchema = Type.Object({
   home: Type.Optional(Type.Union([Type.Boolean(), Type.Object({ prefix: Prefix }, { additionalProperties: false })])),
   rest: Type.Optional(Type.Union([Type.Literal(false), Type.Object({ prefix: Prefix }, { additionalProperties: false })])),
   health: Type.Optional(Type.Union([Type.Literal(false), Type.Object({ prefix: Prefix }, { additionalProperties: false })])),
+  metrics: Type.Optional(Type.Boolean({ description: 'true (serve GET /metrics; needs prom-client) or false' })),
   allowedOrigins: Type.Optional(Type.Union([
     Type.Literal('same-origin'),
     Type.Literal('*'),
@@ -57,6 +58,8 @@ const PluginOptionsSchema = Type.Object({
   ...OptionsSchema.properties,
   // In code, `rest` may also name the hook that guards the moderation and server-publish routes.
   rest: Type.Optional(Type.Union([Type.Literal(false), Type.Object({ prefix: Prefix, authorize: Type.Optional(Hook) }, { additionalProperties: false })])),
+  // In code, `metrics` may also name the application's prom-client registry (whose shape `isRegistry` checks).
+  metrics: Type.Optional(Type.Union([Type.Boolean(), Type.Object({ registry: Type.Unknown({ description: 'a prom-client Registry' }) }, { additionalProperties: false, description: '{ registry: a prom-client Registry }' })])),
   authenticate: Type.Optional(Hook),
   onJoin: Type.Optional(Hook),
   onMessage: Type.Optional(Hook),
@@ -105,8 +108,26 @@ export interface PendingMessage {
   edit?: number
 }
 
+/**
+ * What the plugin uses of a prom-client `Registry`, so that these types do
+ * not need prom-client installed. Pass the `Registry` itself.
+ */
+export interface MetricsRegistry {
+  registerMetric(metric: never): void
+  getSingleMetric(name: string): unknown
+  removeSingleMetric(name: string): void
+  metrics(): Promise<string>
+  readonly contentType: string
+}
+
 /** Options of `fastify.register(chatRooms, options)`. Every field is optional. */
-export interface ChatRoomsOptions extends Omit<DataOptions, 'rest'> {
+export interface ChatRoomsOptions extends Omit<DataOptions, 'rest' | 'metrics'> {
+  /**
+   * `GET /metrics` in the Prometheus text format, `chat_*` series (needs
+   * prom-client): `true` keeps them in a registry of the plugin's own;
+   * `{ registry }` puts them in the application's, and the route serves all of it.
+   */
+  metrics?: boolean | { registry: MetricsRegistry }
   /** The HTTP API under `prefix`; with `authorize`, also its moderation and server-publish routes. */
   rest?: false | RestOptions
   /** Decides who a connection is before the upgrade; returning nothing (or throwing) refuses it with 401. */
@@ -131,6 +152,8 @@ export interface ResolvedOptions {
   readonly home: false | { readonly prefix: string }
   readonly rest: false | Readonly<RestOptions>
   readonly health: false | { readonly prefix: string }
+  /** On, with the application's registry if it gave one. */
+  readonly metrics: false | { readonly registry: MetricsRegistry | undefined }
   readonly allowedOrigins: 'same-origin' | '*' | readonly string[]
   readonly authenticate: ChatRoomsOptions['authenticate']
   readonly onJoin: ChatRoomsOptions['onJoin']
@@ -162,6 +185,7 @@ export const defaults = Object.freeze({
   home: Object.freeze({ prefix: '/' }),
   rest: false as const,
   health: false as const,
+  metrics: false as const,
   allowedOrigins: 'same-origin' as const,
   maxPayload: 16384,
   maxTextLength: DEFAULT_MAX_TEXT_LENGTH,
@@ -304,9 +328,6 @@ export function optionRuleProblems (data: DataOptions, root = ''): string[] {
   return problems
 }
 
-/** What the hub calls on a broker. */
-const BROKER_METHODS = ['open', 'subscribe', 'unsubscribe', 'append', 'update', 'publish', 'read', 'members', 'rooms', 'changeUser', 'userState', 'moderation', 'signal', 'nodes', 'close'] as const
-
 function isBroker (value: unknown): value is Broker {
   if (typeof value !== 'object' || value === null) return false
   const candidate = value as Record<string, unknown>
@@ -314,15 +335,27 @@ function isBroker (value: unknown): value is Broker {
     .every((method) => typeof candidate[method] === 'function')
 }
 
+/** The methods of a prom-client `Registry` the plugin calls. */
+const REGISTRY_METHODS = ['registerMetric', 'getSingleMetric', 'removeSingleMetric', 'metrics'] as const
+
+function isRegistry (value: unknown): value is MetricsRegistry {
+  if (typeof value !== 'object' || value === null) return false
+  const candidate = value as Record<string, unknown>
+  return REGISTRY_METHODS.every((method) => typeof candidate[method] === 'function')
+}
+
 /** Validates the caller's options and resolves them into a new frozen object; the caller's object is never written. */
 export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new OptionsError('fastify-chat-rooms: options must be an object')
   }
-  const { authenticate, onJoin, onMessage, onRename, broker, ...data } = options
+  const { authenticate, onJoin, onMessage, onRename, broker, metrics, ...data } = options
   const problems = pluginValidator.Check(options) ? optionRuleProblems(data) : schemaErrors(pluginValidator, options, 'options')
   if (broker !== undefined && !isBroker(broker)) {
     problems.push(`broker: must implement the Broker interface (${BROKER_METHODS.join(', ')})`)
+  }
+  if (typeof metrics === 'object' && metrics !== null && 'registry' in metrics && !isRegistry(metrics.registry)) {
+    problems.push(`metrics.registry: must be a prom-client Registry (with ${REGISTRY_METHODS.join(', ')})`)
   }
   if (problems.length > 0) throw new OptionsError(`fastify-chat-rooms: ${problems.map((problem) => `option ${problem}`).join('; ')}`)
 
@@ -336,6 +369,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
     home: home === false ? false : Object.freeze({ ...home }),
     rest: data.rest ? Object.freeze({ ...data.rest }) : false,
     health: data.health ? Object.freeze({ ...data.health }) : false,
+    metrics: metrics ? Object.freeze({ registry: metrics === true ? undefined : metrics.registry }) : false,
     allowedOrigins: Array.isArray(allowedOrigins) ? Object.freeze([...allowedOrigins]) : (allowedOrigins ?? defaults.allowedOrigins),
     rateLimit: Object.freeze({ ...(data.rateLimit ?? defaults.rateLimit) }),
     errorLimit: Object.freeze({ ...(data.errorLimit ?? defaults.errorLimit) }),

@@ -1,7 +1,8 @@
 /**
  * Fastify wiring only: options, the WebSocket route, the home page, the HTTP
- * API's and health routes' registration, the `hub` decorator and shutdown.
- * Admission is in admission.ts, the HTTP API in rest.ts, health in health.ts.
+ * API's, health and metrics routes' registration, the `hub` decorator and
+ * shutdown. Admission is in admission.ts, the HTTP API in rest.ts, health in
+ * health.ts, metrics in metrics.ts.
  */
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
@@ -13,12 +14,14 @@ import Type from 'typebox'
 import { admission } from './admission.js'
 import { ClientMistakes } from './client-mistakes.js'
 import { MemoryBroker } from './brokers/memory.js'
+import { timedBroker } from './chat-metrics.js'
 import { Connection, Heartbeat } from './connection.js'
 import { CloseCodes } from './errors.js'
 import { healthRoutes } from './health.js'
 import { Hub } from './hub.js'
 import { Moderation } from './moderation.js'
 import { REDACTED_REQUEST_LOG } from './log-redaction.js'
+import { PromMetrics } from './metrics.js'
 import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
 import { createDecoder, MAX_RAW_NAME_LENGTH } from './protocol.js'
@@ -43,10 +46,17 @@ const NameQuery = Type.Object({ name: Type.Optional(Type.String({ maxLength: MAX
 
 async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): Promise<void> {
   const resolved = resolveOptions(options)
-  const broker = resolved.broker ?? new MemoryBroker()
-  const hub = new Hub(broker, resolved, fastify.log)
+  // Without the option, prom-client is never loaded and the broker's calls are not wrapped.
+  const metrics = resolved.metrics ? await PromMetrics.load(resolved.metrics.registry) : undefined
+  const givenBroker = resolved.broker ?? new MemoryBroker()
+  const broker = metrics ? timedBroker(givenBroker, metrics) : givenBroker
+  const hub = new Hub(broker, resolved, fastify.log, metrics)
   // Before the broker opens: a second registration on this instance fails here, holding nothing.
   fastify.decorate('hub', hubApi(hub, new Moderation(broker, resolved.roomPattern)))
+  if (metrics) {
+    metrics.register(hub)
+    fastify.addHook('onClose', async () => metrics.unregister())
+  }
 
   const connections = new Set<Connection>()
   let shuttingDown = false
@@ -140,6 +150,7 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
   if (resolved.health) {
     await fastify.register(healthRoutes, { prefix: resolved.health.prefix.replace(/\/$/, ''), hub: fastify.hub, shuttingDown: () => shuttingDown })
   }
+  metrics?.route(fastify)
 }
 
 /** The fastify-chat-rooms plugin: `fastify.register(chatRooms, options)`. */

@@ -60,6 +60,9 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ rest: { prefix: '/api', authorize: 'admins' } }, 'option rest.authorize: must be a function'],
     [{ health: true }, 'option health: must be false or { prefix: string }'],
     [{ health: { prefix: 'health' } }, "option health.prefix: must be a path starting with '/'"],
+    [{ metrics: 'yes' }, 'option metrics: must be true, false or { registry: a prom-client Registry }'],
+    [{ metrics: {} }, 'option metrics.registry: missing, must be a prom-client Registry'],
+    [{ metrics: { registry: {} } }, 'option metrics.registry: must be a prom-client Registry (with registerMetric, getSingleMetric, removeSingleMetric, metrics)'],
     [{ allowedOrigins: 'http://x' }, "option allowedOrigins: must be 'same-origin', '*' or a list of origins like 'https://example.com'"],
     [{ allowedOrigins: ['https://ok.example', 'not a url'] }, "option allowedOrigins.1: must be an origin like 'https://example.com' (scheme and host, nothing after)"],
     [{ allowedOrigins: ['https://ok.example', 'https://user@host.example'] }, "option allowedOrigins.1: \"https://user@host.example\" is not an origin like 'https://example.com'"],
@@ -98,7 +101,7 @@ test('a wrong value of each option is refused with a message naming it and sayin
 
 test('an unknown option is named, with the options there are', () => {
   const message = errorOf({ maxRoomz: 3 })
-  assert.match(message, /^option maxRoomz: unknown field \(allowed: path, home, rest, health, allowedOrigins, maxPayload, /)
+  assert.match(message, /^option maxRoomz: unknown field \(allowed: path, home, rest, health, metrics, allowedOrigins, maxPayload, /)
   assert.match(message, /authenticate, onJoin, onMessage, onRename, broker\)$/, 'the hooks and the broker are options too')
   assert.match(errorOf({ a: 1, b: 2, c: 3, d: 4 }), /^option a, b, c and 1 more: unknown fields \(allowed: path, /)
 })
