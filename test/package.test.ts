@@ -35,8 +35,11 @@ const client = new ChatClient('ws://127.0.0.1:' + app.server.address().port + '/
 await client.join('lobby')
 const seq = await client.send('lobby', 'hi')
 client.close()
-console.log(JSON.stringify({ home: page.status, seq, rooms: (await app.hub.rooms()).length }))
+const rooms = (await app.hub.rooms()).length
 await app.close()
+// prom-client is an optional peer this project does not install: the metrics option says so at start.
+const metrics = await Fastify().register(chatRooms, { metrics: true }).ready().then(() => 'started', (error) => error.message)
+console.log(JSON.stringify({ home: page.status, seq, rooms, metrics }))
 `
 
 const tsApp = `
@@ -86,8 +89,8 @@ test('the packed package installs and registers from JavaScript and TypeScript',
   // better-sqlite3 (an optional peer) is the one this checkout built: a fresh copy would compile from source again.
   await symlink(join(root, 'node_modules/better-sqlite3'), join(dir, 'node_modules/better-sqlite3'), 'dir')
   await writeFile(join(dir, 'app.mjs'), jsApp)
-  const js = JSON.parse((await run('node', ['app.mjs'], { cwd: dir })).stdout) as { home: number, seq: number, rooms: number }
-  assert.deepEqual(js, { home: 200, seq: 1, rooms: 1 })
+  const js = JSON.parse((await run('node', ['app.mjs'], { cwd: dir })).stdout) as { home: number, seq: number, rooms: number, metrics: string }
+  assert.deepEqual(js, { home: 200, seq: 1, rooms: 1, metrics: 'fastify-chat-rooms: option metrics: needs prom-client, an optional peer dependency that is not installed; run `npm install prom-client`, or leave metrics off' })
 
   await writeFile(join(dir, 'app.ts'), tsApp)
   await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({
