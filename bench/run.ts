@@ -5,7 +5,7 @@
  * core 1; collects one JSON line per workload and server, prints them, then a
  * table of medians, each figure with its reference and their ratio. Workloads
  * whose reference is ours on another workload (`redis-2node`,
- * `sqlite-fanout-100`) measure that too when it is not selected.
+ * `sqlite-fanout-100`, `fanout-100-metrics`) measure that too when it is not selected.
  * Usage: node dist/bench/run.js [--quick] [--runs N] [--only workload,...]
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -18,10 +18,11 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Step, Workload } from './generator.js'
 
-type ServerName = 'ours' | 'baseline' | 'redis-2node' | 'sqlite' | 'postgres'
-/** Each server's script, how many nodes of it one run starts, and the broker they share (memory when none). */
-const SERVERS: Record<ServerName, { file: string, nodes: number, broker?: 'redis' | 'sqlite' | 'postgres' }> = {
+type ServerName = 'ours' | 'ours-metrics' | 'baseline' | 'redis-2node' | 'sqlite' | 'postgres'
+/** Each server's script, how many nodes of it one run starts, the broker they share (memory when none), and more arguments. */
+const SERVERS: Record<ServerName, { file: string, nodes: number, broker?: 'redis' | 'sqlite' | 'postgres', args?: string[] }> = {
   ours: { file: 'server.js', nodes: 1 },
+  'ours-metrics': { file: 'server.js', nodes: 1, args: ['--metrics'] },
   baseline: { file: 'baseline.js', nodes: 1 },
   'redis-2node': { file: 'server.js', nodes: 2, broker: 'redis' },
   sqlite: { file: 'server.js', nodes: 1, broker: 'sqlite' },
@@ -40,6 +41,7 @@ const WORKLOADS: Record<string, { generator: Workload, servers: ServerName[], re
   idle: { generator: 'idle', servers: ['ours', 'baseline'] },
   'redis-2node': { generator: 'fanout-100', servers: ['redis-2node'], reference: 'fanout-100' },
   'sqlite-fanout-100': { generator: 'fanout-100', servers: ['sqlite'], reference: 'fanout-100' },
+  'fanout-100-metrics': { generator: 'fanout-100', servers: ['ours-metrics'], reference: 'fanout-100' },
   appends: { generator: 'appends', servers: ['ours', 'sqlite', 'postgres'] },
 }
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -127,9 +129,9 @@ function brokerOf (server: ServerName, run: number): { spec: string[], cleanUp: 
 }
 
 async function runOne (server: ServerName, workload: Workload, run: number): Promise<Array<Record<string, unknown>>> {
-  const { file, nodes } = SERVERS[server]
+  const { file, nodes, args = [] } = SERVERS[server]
   const broker = brokerOf(server, run)
-  const servers = Array.from({ length: nodes }, () => pinned(SERVER_CORE, ['--expose-gc', here(file), ...broker.spec]))
+  const servers = Array.from({ length: nodes }, () => pinned(SERVER_CORE, ['--expose-gc', here(file), ...broker.spec, ...args]))
   try {
     const ports = await Promise.all(servers.map(async (s) => (JSON.parse(await firstLine(s)) as { port: number }).port))
     const generator = pinned(GENERATOR_CORE, [here('generator.js'), JSON.stringify({ workload, ports, serverPids: servers.map((s) => s.pid), quick })])
@@ -227,6 +229,10 @@ const METRICS: Metric[] = [
   { server: 'sqlite', workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), reference: OURS_ON_ONE_NODE, target: atLeast(0.8) },
   { server: 'sqlite', workload: 'fanout-100', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery'), reference: OURS_ON_ONE_NODE },
   { server: 'sqlite', workload: 'fixed-50k', name: 'p99 ms', pick: fixed('p99'), reference: OURS_ON_ONE_NODE },
+  { server: 'ours-metrics', workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), reference: OURS_ON_ONE_NODE, target: () => 'cost of metrics' },
+  { server: 'ours-metrics', workload: 'fanout-100', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery'), reference: OURS_ON_ONE_NODE },
+  { server: 'ours-metrics', workload: 'fixed-50k', name: 'p99 ms', pick: fixed('p99'), reference: OURS_ON_ONE_NODE },
+  { server: 'ours-metrics', workload: 'fixed-50k', name: 'µs CPU/delivery', pick: fixed('serverUsPerDelivery'), reference: OURS_ON_ONE_NODE, target: (x) => `≤ 1.05×: ${x <= 1.05 ? 'met' : 'NOT met'}` },
   ...appendsRows('sqlite', 20_000),
   ...appendsRows('postgres', 5_000),
 ]

@@ -8,6 +8,8 @@
  * - `redis:PREFIX`: a RedisBroker at $REDIS_URL; nodes with the same prefix share rooms;
  * - `sqlite:FILE`: a SqliteBroker on FILE;
  * - `postgres:SCHEMA`: a PostgresBroker at $POSTGRES_URL, in SCHEMA.
+ * With `--metrics` it also has the `metrics` option on (its series counted,
+ * its broker calls timed), to measure what metrics cost.
  */
 import Fastify from 'fastify'
 import chatRooms, { type Broker } from '../lib/index.js'
@@ -31,8 +33,9 @@ async function brokerOf (spec: string): Promise<Broker | undefined> {
   }
 }
 
-const broker = await brokerOf(process.argv[2] ?? 'memory')
+const args = process.argv.slice(2)
+const broker = await brokerOf(args.find((arg) => arg !== '--metrics') ?? 'memory')
 const app = Fastify({ logger: false })
-await app.register(chatRooms, { home: false, rateLimit: { perSecond: 1e6, burst: 1e6 }, broker })
+await app.register(chatRooms, { home: false, rateLimit: { perSecond: 1e6, burst: 1e6 }, broker, metrics: args.includes('--metrics') })
 await app.ready()
 await serve(app.server, () => process.exit(0))
