@@ -49,12 +49,11 @@ test(`${CLIENTS} clients drained in batches reconnect to the next server spread 
   const broker = new MemoryBroker()
   const first = await serve({ broker, drain: DRAIN })
   const port = (first.server.address() as AddressInfo).port
-  let second: FastifyInstance | undefined
+  const servers = [first]
   const clients: ChatClient[] = []
   t.after(async () => {
     for (const client of clients) client.close()
-    await first.close()
-    await second?.close()
+    for (const server of servers) await server.close()
   })
 
   let restartedAt = 0
@@ -82,7 +81,7 @@ test(`${CLIENTS} clients drained in batches reconnect to the next server spread 
   const during = clients.map((client, i) => client.send(roomOf(i), `during ${i}`))
   await closing
   const drained = Date.now() - restartedAt
-  second = await serve({ broker }, port)
+  servers.push(await serve({ broker }, port))
   await Promise.all(during)
   await until(() => clients.every((client) => client.status === 'open' && seen.get(client)?.length === 2 * ROOM_SIZE), 'every client resumed with every message')
 
