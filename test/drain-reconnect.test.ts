@@ -15,7 +15,7 @@ import { drainSchedule } from '../lib/drain.js'
 
 const CLIENTS = 300
 const ROOM_SIZE = 10
-const DRAIN = { batchSize: 30, intervalMs: 100 }
+const DRAIN = { batchSize: 30, intervalMs: 200 }
 /** The library's first retry after a 1001 comes 250 to 500 ms later (minDelay 500, equal jitter): a window of 250 ms. */
 const FIRST_RETRY_WINDOW_MS = 250
 const WAIT_MS = 30_000
