@@ -31,6 +31,11 @@ test('defaults match the documented table', () => {
   assert.ok(Object.isFrozen(resolved) && Object.isFrozen(resolved.rateLimit))
 })
 
+test('drain: a field left out keeps its default', () => {
+  assert.deepEqual(resolveOptions({ drain: { batchSize: 10 } }).drain, { batchSize: 10, intervalMs: 100 })
+  assert.deepEqual(resolveOptions({ drain: { intervalMs: 0 } }).drain, { batchSize: 250, intervalMs: 0 })
+})
+
 test('the caller\'s options object is never written', () => {
   const options: ChatRoomsOptions = Object.freeze({ rateLimit: Object.freeze({ perSecond: 5, burst: 5 }), home: false })
   const resolved = resolveOptions(options)
