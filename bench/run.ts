@@ -179,6 +179,8 @@ const METRICS: Metric[] = [
     const row = (name: string, pick: Pick, target?: Metric['target']): Metric => ({ server, workload: 'storm', name, pick, reference: 'none', target })
     return [
       row('ms until all resumed', field('resumeMs'), (_, ms) => `≤ 10,000 ms: ${ms <= 10_000 ? 'met' : 'NOT met'}`),
+      row('ms from the stop', field('resumeAfterStopMs')),
+      row('ms draining', field('stopMs')),
       row('share recovered', field('recoveredShare'), (_, share) => `100%: ${share === 1 ? 'met' : 'NOT met'}`),
       row('clients cut off', field('cutOff')),
       row('peak server CPU', field('peakServerCpu')),

@@ -7,7 +7,10 @@
  * plugin's graceful close). Every client cut off reconnects
  * with the library's backoff and resumes with `since`. Prints one JSON line:
  * how long until every one of them resumed, the share resumed with
- * `recovered: true`, gaps, and the servers' peak CPU and RSS.
+ * `recovered: true`, gaps, and the servers' peak CPU and RSS. The time counts
+ * from when the chat could take the clients back (the restarted server
+ * listening; the stop, on Redis, where the other node stays up); the drain
+ * and the restart are reported apart.
  * Usage: node storm.js '{"broker":"sqlite","quick":false}' (pinned by the runner to the generator's core)
  */
 import type { ChildProcess } from 'node:child_process'
@@ -192,7 +195,9 @@ try {
   await until(() => people.every((person) => person.latest === roomLatest.get(person.room)), 5000)
   const { peakCpu, peakRss } = peaks()
   const resumed = cutOff().filter((person) => person.resumed !== undefined)
-  const times = resumed.map((person) => (person.resumed as { at: number }).at - stormStarted).sort((a, b) => a - b)
+  // From when the chat could take them back: the restarted server listening, or (Redis) the stop, the other node being up.
+  const backFrom = args.broker === 'sqlite' ? listening : stormStarted
+  const times = resumed.map((person) => (person.resumed as { at: number }).at - backFrom).sort((a, b) => a - b)
   const resumeMs = everyoneBack ? (times.at(-1) ?? 0) : Infinity
   process.stdout.write(`${JSON.stringify({
     workload: 'storm',
@@ -202,6 +207,7 @@ try {
     resumed: resumed.length,
     resumeMs: Math.round(resumeMs),
     p50ResumeMs: Math.round(times[times.length >> 1] ?? 0),
+    resumeAfterStopMs: Math.round(resumeMs + backFrom - stormStarted),
     stopMs: Math.round(stoppedAt - stormStarted),
     restartMs: Math.round(listening - stoppedAt),
     recoveredShare: resumed.filter((person) => person.resumed?.recovered).length / Math.max(1, cutOff().length),
