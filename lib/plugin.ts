@@ -23,7 +23,7 @@ import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
 import { createDecoder, MAX_RAW_NAME_LENGTH } from './protocol.js'
 import { restApi } from './rest.js'
-import { releaseUpgrade, transportOf } from './upgrade.js'
+import { isInjected, releaseUpgrade, transportOf } from './upgrade.js'
 import { Writer } from './writer.js'
 
 declare module 'fastify' {
@@ -108,7 +108,8 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     const { identity } = upgrade
     const connection = new Connection(socket, transportOf(socket, request.raw), identity, context)
     connections.add(connection)
-    heartbeat.add(connection)
+    // An injected connection has no network to go half-open in, and @fastify/websocket's injected client does not answer pings.
+    if (!isInjected(request)) heartbeat.add(connection)
     if (shuttingDown) connection.close(CloseCodes.goingAway, 'server shutting down')
   })
 
