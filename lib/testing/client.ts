@@ -103,8 +103,14 @@ export async function connect (app: FastifyInstance, options: ConnectOptions = {
   }
   options.t?.after(() => socket.terminate())
   const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS
-  const welcome = await mailbox.take(matcherOf({ type: 'welcome' }), timeout)
-  return new ChatTestClient(socket, mailbox, welcome as ServerFrameOf<'welcome'>, timeout)
+  try {
+    const welcome = await mailbox.take(matcherOf({ type: 'welcome' }), timeout)
+    return new ChatTestClient(socket, mailbox, welcome as ServerFrameOf<'welcome'>, timeout)
+  } catch (error) {
+    // No client to close is returned: the socket is closed here.
+    socket.terminate()
+    throw error
+  }
 }
 
 function listen (socket: WebSocket, mailbox: Mailbox): void {
@@ -118,6 +124,11 @@ function listen (socket: WebSocket, mailbox: Mailbox): void {
   socket.on('error', () => {})
 }
 
+/**
+ * One connection of a test. It keeps the frames it received and the test has
+ * not yet taken, in order: `expect` and the requests take from them, `refute`
+ * looks at them and at what comes next.
+ */
 export class ChatTestClient {
   private refs = 0
 
@@ -151,6 +162,7 @@ export class ChatTestClient {
     return this.request({ type: 'join', room, ...resume }, options)
   }
 
+  /** Leaves `room` and returns `left`. */
   leave (room: string, options?: WaitOptions): Promise<ServerFrameOf<'left'>> {
     return this.request({ type: 'leave', room }, options)
   }
