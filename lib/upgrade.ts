@@ -7,6 +7,8 @@
  *   and ws holds nothing back of its own when frames are not compressed: a
  *   frame written to that socket lands whole, in order, between ws's frames.
  *   Writing a turn's frames there in one call is what makes batching pay.
+ * - @fastify/websocket routes an upgrade synchronously in its 'upgrade'
+ *   listener, so a later listener sees whether Fastify already answered it.
  * - @fastify/websocket gives each socket one 'error' listener that closes over
  *   the upgrade's request and reply, holding them (about 2.5 KB) for the
  *   socket's life, although nothing uses them once upgraded.
@@ -16,6 +18,7 @@
  */
 import type { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 
 /** ws's `readyState` of an open socket (WebSocket.OPEN). */
@@ -86,4 +89,21 @@ export function releaseUpgrade (socket: EventEmitter, response: ServerResponse, 
     socket.on('error', onError)
   }
   if (response.socket) response.detachSocket(response.socket)
+}
+
+/**
+ * While Fastify closes, it answers every request with its own 503 before any
+ * hook runs (`return503OnClosing`), upgrades too, so @fastify/websocket's
+ * onResponse hook, which destroys the socket of a refused upgrade, never runs,
+ * and Node leaves an upgrade's socket to its handler: it stayed open after
+ * the 503 and held `server.close()`, so `fastify.close()` never finished. Such
+ * a socket is ended once its 503 is written, as Node ends an HTTP socket
+ * after a `Connection: close` reply. `server` is the one @fastify/websocket
+ * listens on, with its listener added before this one.
+ */
+export function endAnsweredUpgrades (server: EventEmitter): void {
+  server.on('upgrade', (_request: IncomingMessage, socket: Socket) => {
+    // Nothing else writes to an upgrade's socket before this listener: ws and our admission answer later.
+    if (socket.bytesWritten > 0) socket.end()
+  })
 }
