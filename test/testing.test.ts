@@ -32,6 +32,14 @@ async function appWith (t: TestContext, options: ChatRoomsOptions = {}): Promise
   return app
 }
 
+/** Waits until `condition` holds of frames received and not taken, without taking any. */
+async function received (condition: () => boolean): Promise<void> {
+  for (let waited = 0; !condition(); waited += 10) {
+    if (waited >= 2000) throw new Error('the frames did not arrive')
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
 test('connects as a user through the app\'s authenticate, from a query parameter, a header or a cookie; a refused upgrade rejects', async (t) => {
   const app = await appWith(t)
   const byQuery = await connect(app, { t, query: { token: 'alice-token' } })
@@ -74,18 +82,19 @@ test('a refused request rejects with the error frame', async (t) => {
 
 test('expect fails after its timeout with a message that lists the frames that did arrive', async (t) => {
   const app = await appWith(t)
-  const alice = await connect(app, { t, query: { token: 'alice-token' }, timeout: 50 })
+  const alice = await connect(app, { t, query: { token: 'alice-token' } })
   const bob = await connect(app, { t, query: { token: 'bob-token' } })
   await alice.join('lobby')
   await bob.join('lobby')
   await bob.send('lobby', 'hi')
-  const failure = await alice.expect({ type: 'message', text: 'bye' }).then(() => undefined, (error: unknown) => error)
+  await received(() => alice.frames.some((frame) => frame.type === 'message'))
+  const failure = await alice.expect({ type: 'message', text: 'bye' }, { timeout: 50 }).then(() => undefined, (error: unknown) => error)
   assert.ok(failure instanceof assert.AssertionError)
   assert.match(failure.message, /^no frame matching \{"type":"message","text":"bye"\} within 50 ms; 2 frames received and not taken:\n/)
   assert.match(failure.message, /\n {2}\{"type":"presence","room":"lobby","action":"join"/)
   assert.match(failure.message, /\n {2}\{"type":"message","room":"lobby","seq":1,.*"text":"hi"/)
   assert.match(failure.stack ?? '', /testing\.test\.js/, 'the stack points at the test, not at the kit\'s timer')
-  await assert.rejects(alice.expect('typing', (typing) => typing.member.user === 'bob'), /^AssertionError.*no typing frame passing the predicate within 50 ms/)
+  await assert.rejects(alice.expect('typing', (typing) => typing.member.user === 'bob', { timeout: 50 }), /^AssertionError.*no typing frame passing the predicate within 50 ms/)
 })
 
 test('refute passes when no matching frame comes, and fails naming the one that did, received before or during the wait', async (t) => {
@@ -96,6 +105,7 @@ test('refute passes when no matching frame comes, and fails naming the one that 
   await bob.join('lobby')
   bob.push({ type: 'typing', room: 'lobby' })
   await alice.refute({ type: 'message' })
+  await received(() => alice.frames.some((frame) => frame.type === 'typing'))
   await assert.rejects(alice.refute({ type: 'typing', member: { user: 'bob' } }), /expected no frame matching .* within 100 ms, but got \{"type":"typing","room":"lobby","member":\{.*"user":"bob"/)
   const during = alice.refute('message', (message) => message.text === 'late', { timeout: 1000 })
   await bob.send('lobby', 'late')
