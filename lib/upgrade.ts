@@ -14,7 +14,8 @@
  *   socket's life, although nothing uses them once upgraded.
  * - Its `injectWS` makes an upgrade request with no socket at all (so no peer
  *   address, and Fastify's `request.ip` throws behind `trustProxy`), and
- *   assigns the in-memory stream it serves the upgrade over to the reply.
+ *   assigns the in-memory stream it serves the upgrade over to the reply
+ *   (test/inject-ws.test.ts holds the plugin to working under it).
  */
 import type { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
