@@ -24,7 +24,7 @@ import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
 import { createDecoder, MAX_RAW_NAME_LENGTH } from './protocol.js'
 import { restApi } from './rest.js'
-import { endAnsweredUpgrades, releaseUpgrade, transportOf } from './upgrade.js'
+import { endAnsweredUpgrades, isInjected, releaseUpgrade, transportOf } from './upgrade.js'
 import { Writer } from './writer.js'
 
 declare module 'fastify' {
@@ -101,7 +101,8 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     if (ownsWebsocket) releaseUpgrade(socket, upgrade.response, onSocketError)
     const { identity } = upgrade
     const connection = new Connection(socket, transportOf(socket, request.raw), identity, context)
-    heartbeat.add(connection)
+    // An injected connection has no network to go half-open in, and @fastify/websocket's injected client does not answer pings.
+    if (!isInjected(request)) heartbeat.add(connection)
     connections.add(connection)
   })
 

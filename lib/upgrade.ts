@@ -12,10 +12,15 @@
  * - @fastify/websocket gives each socket one 'error' listener that closes over
  *   the upgrade's request and reply, holding them (about 2.5 KB) for the
  *   socket's life, although nothing uses them once upgraded.
+ * - Its `injectWS` makes an upgrade request with no socket at all (so no peer
+ *   address, and Fastify's `request.ip` throws behind `trustProxy`), and
+ *   assigns the in-memory stream it serves the upgrade over to the reply
+ *   (test/inject-ws.test.ts holds the plugin to working under it).
  */
 import type { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 
 /** ws's `readyState` of an open socket (WebSocket.OPEN). */
 export const OPEN = 1
@@ -33,6 +38,40 @@ export interface Transport {
 export function transportOf (socket: object, request: IncomingMessage): Transport | undefined {
   const tcp = request.socket as IncomingMessage['socket'] | undefined
   return tcp !== undefined && (socket as { _socket?: unknown })._socket === tcp ? tcp : undefined
+}
+
+/** Whether the upgrade was injected by `injectWS`: it has no TCP socket. */
+export function isInjected (request: FastifyRequest): boolean {
+  // Typed as always present, as it is for a request from the HTTP server.
+  return (request.raw.socket as IncomingMessage['socket'] | undefined) === undefined
+}
+
+/** The peer's address; undefined for an injected upgrade, which has no peer. */
+export function peerAddress (request: FastifyRequest): string | undefined {
+  return isInjected(request) ? undefined : request.ip
+}
+
+/**
+ * Calls `onClose` once the stream the upgrade is served over has closed: the
+ * TCP socket, or the in-memory stream of an injected upgrade. Unlike a TCP
+ * socket, that stream does not close when both its sides have ended, and ws
+ * would report the close only when its close timeout (30 s) destroys it:
+ * here it is closed as soon as both sides have ended, as a TCP socket is.
+ */
+export function whenUpgradeClosed (request: FastifyRequest, reply: FastifyReply, onClose: () => void): void {
+  if (!isInjected(request)) {
+    request.raw.socket.once('close', onClose)
+    return
+  }
+  const stream = reply.raw.socket
+  if (stream === null) throw new Error('an injected upgrade without its stream: @fastify/websocket no longer assigns it to the reply')
+  stream.once('close', onClose)
+  let sidesEnded = 0
+  const sideEnded = (): void => {
+    if (++sidesEnded === 2) stream.destroy()
+  }
+  stream.once('end', sideEnded)
+  stream.once('finish', sideEnded)
 }
 
 /** How many 'error' listeners @fastify/websocket gives an upgraded socket. */
