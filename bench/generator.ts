@@ -31,6 +31,8 @@ export interface Step {
   p99: number
   max: number
   serverUsPerDelivery: number
+  /** The servers' largest RSS (summed over nodes, read every RSS_SAMPLE_MS) while the step ran: what this load costs in memory. */
+  peakRss: number
   generatorCpu: number
   pass: boolean
   /** False when the generator's own core was saturated: the step says nothing about the server. */
@@ -53,6 +55,8 @@ const RAMP_FACTOR = 2
 const MAX_STEPS = 14
 const BISECTIONS = 3
 const STEP_MS = args.quick ? 1000 : 2000
+/** How often a step reads the servers' RSS: often enough to catch a peak of queued frames, rarely enough to cost nothing. */
+const RSS_SAMPLE_MS = 50
 /** After the sending stops, how long stragglers may take to arrive (they count, with their latency). */
 const DRAIN_MS = 2000
 /** Publishers send every this many ms, as many messages as the rate says are due. */
@@ -106,12 +110,27 @@ async function collectGarbage (): Promise<void> {
   await sleep(500)
 }
 
-/** What the servers retain: their RSS after a full collection. */
-async function serverRss (): Promise<number> {
-  await collectGarbage()
+/** The servers' resident memory now, summed over nodes. */
+function currentRss (): number {
   let bytes = 0
   for (const pid of args.serverPids) bytes += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024
   return bytes
+}
+
+/** What the servers retain: their RSS after a full collection. */
+async function serverRss (): Promise<number> {
+  await collectGarbage()
+  return currentRss()
+}
+
+/** Reads the servers' RSS every RSS_SAMPLE_MS until the returned function is called, which gives the largest. */
+function watchRss (): () => number {
+  let peak = currentRss()
+  const timer = setInterval(() => { peak = Math.max(peak, currentRss()) }, RSS_SAMPLE_MS)
+  return () => {
+    clearInterval(timer)
+    return Math.max(peak, currentRss())
+  }
 }
 
 function closedCount (): number {
@@ -175,6 +194,7 @@ async function step (publishers: Publisher[], roomSize: number, offered: number,
   tally.latency.reset()
   const cpu0 = process.cpuUsage()
   const server0 = serverCpuUs()
+  const peakRss = watchRss()
   const t0 = performance.now()
   let sent = 0
   let turn = 0
@@ -221,6 +241,7 @@ async function step (publishers: Publisher[], roomSize: number, offered: number,
     p99,
     max: tally.latency.max / 1000,
     serverUsPerDelivery: arrivedCount === 0 ? 0 : (serverCpuUs() - server0) / arrivedCount,
+    peakRss: peakRss(),
     generatorCpu,
     pass: why === '',
     valid: generatorCpu < GENERATOR_SATURATED,

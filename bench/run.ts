@@ -8,19 +8,15 @@
  * `sqlite-fanout-100`) measure that too when it is not selected.
  * Usage: node dist/bench/run.js [--quick] [--runs N] [--only workload,...]
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import { mkdtempSync } from 'node:fs'
-import { rm } from 'node:fs/promises'
-import { loadavg, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { loadavg } from 'node:os'
 import type { Step, Workload } from './generator.js'
+import { GENERATOR_CORE, POSTGRES_URL, SERVER_CORE, brokerStore, here, pinned, portOf, postgresQuery, type BrokerKind } from './processes.js'
 
 type ServerName = 'ours' | 'ours-metrics' | 'baseline' | 'redis-2node' | 'sqlite' | 'postgres'
 /** Each server's script, how many nodes of it one run starts, the broker they share (memory when none), and more arguments. */
-const SERVERS: Record<ServerName, { file: string, nodes: number, broker?: 'redis' | 'sqlite' | 'postgres', args?: string[] }> = {
+const SERVERS: Record<ServerName, { file: string, nodes: number, broker?: BrokerKind, args?: string[] }> = {
   ours: { file: 'server.js', nodes: 1 },
   'ours-metrics': { file: 'server.js', nodes: 1, args: ['--metrics'] },
   baseline: { file: 'baseline.js', nodes: 1 },
@@ -45,96 +41,27 @@ const WORKLOADS: Record<string, { generator: Workload, servers: ServerName[], re
   'fanout-100-metrics': { generator: 'fanout-100', servers: ['ours-metrics', 'ours'] },
   appends: { generator: 'appends', servers: ['ours', 'sqlite', 'postgres'] },
 }
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-const POSTGRES_URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
-/** SCAN rounds allowed for the cleanup: far more than a run's few hundred keys need. */
-const MAX_SCANS = 10_000
 /** No generator run may take longer than this; a hung one is killed and its run reported as failed. */
 const GENERATOR_TIMEOUT_MS = 180_000
-const SERVER_CORE = 0
-const GENERATOR_CORE = 1
 
 const argv = process.argv.slice(2)
 const quick = argv.includes('--quick')
 const runs = Number(argv[argv.indexOf('--runs') + 1] ?? 0) || (quick ? 1 : 3)
-const only = argv.includes('--only') ? (argv[argv.indexOf('--only') + 1] ?? '').split(',') : Object.keys(WORKLOADS)
-const unknown = only.filter((name) => !(name in WORKLOADS))
-if (unknown.length > 0) throw new Error(`unknown workload(s) ${unknown.join(', ')}: expected some of ${Object.keys(WORKLOADS).join(', ')}`)
-const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
-
-/**
- * Started through a shell only to raise the file limit; `exec` leaves node itself as the child, so its pid is
- * the server's. A raised priority (where allowed; `nice` warns and goes on otherwise) keeps other work on a
- * shared machine from adding its own latency to the figures.
- */
-function pinned (core: number, nodeArgs: string[]): ChildProcess {
-  const command = `ulimit -n "$(ulimit -Hn)" && exec nice -n -10 taskset -c ${core} "${process.execPath}" ${nodeArgs.map((a) => `'${a}'`).join(' ')}`
-  return spawn('bash', ['-c', command], { stdio: ['ignore', 'pipe', 'inherit'] })
-}
-
-/** The server's first line (its port); a server that dies first (say Redis is unreachable) fails the run. */
-async function firstLine (child: ChildProcess): Promise<string> {
-  const lines = createInterface({ input: child.stdout! })
-  const exited = once(child, 'exit').then(() => { throw new Error('server exited before listening') })
-  const [line] = await Promise.race([once(lines, 'line'), exited]) as [string]
-  lines.close()
-  return line
-}
-
-/** Deletes every key of one run's prefix, so that runs leave nothing in a shared Redis. */
-async function deleteKeys (prefix: string): Promise<void> {
-  const redis = new (await import('ioredis')).Redis(REDIS_URL)
-  try {
-    let cursor = '0'
-    for (let i = 0; i < MAX_SCANS && (i === 0 || cursor !== '0'); i++) {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-      if (keys.length > 0) await redis.del(...keys)
-      cursor = next
-    }
-  } finally {
-    redis.disconnect()
-  }
-}
-
-/** Runs one statement on a connection of its own; the driver is loaded only by runs that use PostgreSQL. */
-async function postgresQuery (sql: string): Promise<void> {
-  const pg = (await import('pg')).default
-  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 2000 })
-  client.on('error', () => {})
-  try {
-    await client.connect()
-    await client.query(sql)
-  } finally {
-    await client.end().catch(() => {})
-  }
-}
-
-/**
- * The broker spec for one run's servers (see server.ts), unique to the runner and the run so that runs never
- * share rooms, and how to delete what the run stored: Redis keys, the SQLite file's directory, the PostgreSQL schema.
- */
-function brokerOf (server: ServerName, run: number): { spec: string[], cleanUp: () => Promise<void> } {
-  const name = `bench_${process.pid}_${run}`
-  switch (SERVERS[server].broker) {
-    case 'redis':
-      return { spec: [`redis:${name}:`], cleanUp: () => deleteKeys(`${name}:`) }
-    case 'sqlite': {
-      const dir = mkdtempSync(join(tmpdir(), 'bench-sqlite-'))
-      return { spec: [`sqlite:${join(dir, 'chat.db')}`], cleanUp: () => rm(dir, { recursive: true, force: true }) }
-    }
-    case 'postgres':
-      return { spec: [`postgres:${name}`], cleanUp: () => postgresQuery(`DROP SCHEMA IF EXISTS "${name}" CASCADE`) }
-    case undefined:
-      return { spec: [], cleanUp: async () => {} }
-  }
-}
+/** The reconnect storm (storm.ts) restarts its own servers, so it runs apart from the generator's workloads: once per broker. */
+const STORM = 'storm'
+type StormServer = `storm-${'sqlite' | 'redis'}`
+const STORM_SERVERS: StormServer[] = ['storm-sqlite', 'storm-redis']
+const known = [...Object.keys(WORKLOADS), STORM]
+const only = argv.includes('--only') ? (argv[argv.indexOf('--only') + 1] ?? '').split(',') : known
+const unknown = only.filter((name) => !known.includes(name))
+if (unknown.length > 0) throw new Error(`unknown workload(s) ${unknown.join(', ')}: expected some of ${known.join(', ')}`)
 
 async function runOne (server: ServerName, workload: Workload, run: number): Promise<Array<Record<string, unknown>>> {
   const { file, nodes, args = [] } = SERVERS[server]
-  const broker = brokerOf(server, run)
+  const broker = brokerStore(SERVERS[server].broker, `bench_${process.pid}_${run}`)
   const servers = Array.from({ length: nodes }, () => pinned(SERVER_CORE, ['--expose-gc', here(file), ...broker.spec, ...args]))
   try {
-    const ports = await Promise.all(servers.map(async (s) => (JSON.parse(await firstLine(s)) as { port: number }).port))
+    const ports = await Promise.all(servers.map(portOf))
     const generator = pinned(GENERATOR_CORE, [here('generator.js'), JSON.stringify({ workload, ports, serverPids: servers.map((s) => s.pid), quick })])
     const timer = setTimeout(() => generator.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
     const results: Array<Record<string, unknown>> = []
@@ -152,6 +79,20 @@ async function runOne (server: ServerName, workload: Workload, run: number): Pro
     }
     await broker.cleanUp()
   }
+}
+
+/** One storm (storm.ts) on its broker: it starts, stops and restarts its own servers. */
+async function runStorm (server: StormServer, run: number): Promise<Array<Record<string, unknown>>> {
+  const storm = pinned(GENERATOR_CORE, [here('storm.js'), JSON.stringify({ broker: server.slice('storm-'.length), quick })])
+  const timer = setTimeout(() => storm.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
+  const results: Array<Record<string, unknown>> = []
+  for await (const line of createInterface({ input: storm.stdout! })) {
+    const result = { server, run, ...JSON.parse(line) as Record<string, unknown> }
+    process.stdout.write(`${JSON.stringify(result)}\n`)
+    results.push(result)
+  }
+  clearTimeout(timer)
+  return results
 }
 
 /**
@@ -190,11 +131,12 @@ const absolute = (floor: number, unit: string) => (_: number, figure: number): s
  * reference and both figures.
  */
 interface Metric {
-  server?: ServerName
+  server?: ServerName | StormServer
   workload: string
   name: string
   pick: Pick
-  reference?: { server: ServerName, workload?: string }
+  /** `'none'`: a figure with an absolute target only (no server without our broker can be restarted and resumed). */
+  reference?: { server: ServerName, workload?: string } | 'none'
   target?: (ratio: number, figure: number, reference: number) => string
 }
 const OURS_ON_ONE_NODE = { server: 'ours' } as const
@@ -212,14 +154,18 @@ function appendsRows (server: ServerName, floor: number): Metric[] {
 const METRICS: Metric[] = [
   { workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), target: atLeast(3) },
   { workload: 'fanout-100', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery') },
+  { workload: 'fanout-100', name: 'peak RSS at best', pick: best('peakRss') },
   { workload: 'fanout-1000', name: 'deliveries/s', pick: best('offered'), target: atLeast(2) },
   { workload: 'fanout-1000', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery') },
+  { workload: 'fanout-1000', name: 'peak RSS at best', pick: best('peakRss') },
   { workload: 'rooms', name: 'deliveries/s', pick: best('offered'), target: atLeast(1.5) },
   { workload: 'rooms', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery') },
+  { workload: 'rooms', name: 'peak RSS at best', pick: best('peakRss') },
   { workload: 'fixed-50k', name: 'p50 ms', pick: fixed('p50') },
   { workload: 'fixed-50k', name: 'p99 ms', pick: fixed('p99'), target: (x) => `≤ 1.2×: ${x <= 1.2 ? 'met' : 'NOT met'}` },
   { workload: 'fixed-50k', name: 'max ms', pick: fixed('max') },
   { workload: 'fixed-50k', name: 'µs CPU/delivery', pick: fixed('serverUsPerDelivery') },
+  { workload: 'fixed-50k', name: 'peak RSS', pick: fixed('peakRss'), target: (x) => `≤ 1.5×: ${x <= 1.5 ? 'met' : 'NOT met'}` },
   { workload: 'idle', name: 'RSS bytes/conn', pick: field('rssPerConnection'), target: (_, ours, base) => `≤ +2 KB: ${ours - base <= 2048 ? 'met' : 'NOT met'} (${Math.round(ours - base)} B)` },
   { workload: 'idle', name: 'connections/s', pick: field('connectionsPerSec') },
   { server: 'redis-2node', workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), reference: OURS_ON_ONE_NODE, target: () => 'cost of crossing Redis' },
@@ -236,6 +182,18 @@ const METRICS: Metric[] = [
   { server: 'ours-metrics', workload: 'fixed-50k', name: 'µs CPU/delivery', pick: fixed('serverUsPerDelivery'), reference: OURS_ON_ONE_NODE, target: (x) => `≤ 1.05×: ${x <= 1.05 ? 'met' : 'NOT met'}` },
   ...appendsRows('sqlite', 20_000),
   ...appendsRows('postgres', 5_000),
+  ...STORM_SERVERS.flatMap((server): Metric[] => {
+    const row = (name: string, pick: Pick, target?: Metric['target']): Metric => ({ server, workload: 'storm', name, pick, reference: 'none', target })
+    return [
+      row('ms until all resumed', field('resumeMs'), (_, ms) => `≤ 10,000 ms: ${ms <= 10_000 ? 'met' : 'NOT met'}`),
+      row('ms from the stop', field('resumeAfterStopMs')),
+      row('ms draining', field('stopMs')),
+      row('share recovered', field('recoveredShare'), (_, share) => `100%: ${share === 1 ? 'met' : 'NOT met'}`),
+      row('clients cut off', field('cutOff')),
+      row('peak server CPU', field('peakServerCpu')),
+      row('peak server RSS', field('peakServerRss')),
+    ]
+  }),
 ]
 
 function format (value: number): string {
@@ -245,6 +203,7 @@ function format (value: number): string {
 const all: Array<Record<string, unknown>> = []
 const started = Date.now()
 const selected = Object.keys(WORKLOADS).filter((w) => only.includes(w))
+const storms = only.includes(STORM) ? STORM_SERVERS : []
 const skipPostgres = selected.some((w) => WORKLOADS[w]!.servers.includes('postgres')) && !await postgresAnswers()
 for (let run = 1; run <= runs; run++) {
   // References already measured in this run (by their own selection or for another workload), by workload.
@@ -261,11 +220,19 @@ for (let run = 1; run <= runs; run++) {
     all.push(...await runOne('ours', reference, run))
     measured.add(reference)
   }
+  for (const server of storms) all.push(...await runStorm(server, run))
 }
 
 const rows = [['server', 'workload', 'metric', 'figure', 'reference', 'ref. figure', 'ratio', 'target']]
 for (const metric of METRICS) {
   const server = metric.server ?? 'ours'
+  if (metric.reference === 'none') {
+    const figures = all.filter((r) => r.server === server && r.workload === metric.workload).map(metric.pick).filter((v): v is number => typeof v === 'number')
+    if (figures.length === 0) continue
+    const f = median(figures)
+    rows.push([server, metric.workload, metric.name, format(f), '—', '', '', metric.target?.(Number.NaN, f, Number.NaN) ?? ''])
+    continue
+  }
   const reference = { server: metric.reference?.server ?? 'baseline', workload: metric.reference?.workload ?? metric.workload }
   const of = (server: string, workload: string): number[] => all
     .filter((r) => r.server === server && r.workload === workload)

@@ -38,4 +38,4 @@ const broker = await brokerOf(args.find((arg) => arg !== '--metrics') ?? 'memory
 const app = Fastify({ logger: false })
 await app.register(chatRooms, { home: false, rateLimit: { perSecond: 1e6, burst: 1e6 }, broker, metrics: args.includes('--metrics') })
 await app.ready()
-await serve(app.server, () => process.exit(0))
+await serve(app.server, () => process.exit(0), () => app.close())

@@ -10,6 +10,7 @@ import type { ChatError } from './errors.js'
 import type { ResolvedOptions } from './options.js'
 import { originOf } from './origin.js'
 import { normalizeName } from './protocol.js'
+import { peerAddress, whenUpgradeClosed } from './upgrade.js'
 
 export interface Admitted {
   id: string
@@ -86,7 +87,10 @@ function originCheck (allowed: ResolvedOptions['allowedOrigins']): (request: Fas
   }
 }
 
-/** Counts connections from admission until their TCP socket closes, in total and per IP. */
+/** Where `maxConnectionsPerIp` counts upgrades injected by `injectWS`: they have no address, and all come from the process itself. */
+const INJECTED_PEER = 'injected'
+
+/** Counts connections from admission until their TCP socket (or injected stream) closes, in total and per IP. */
 class ConnectionSlots {
   private total = 0
   private readonly perIp = new Map<string, number>()
@@ -165,9 +169,9 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       return void refuse(reply, 403, 'origin not allowed')
     }
     if (closing()) return void refuse(reply, 503, 'the server is shutting down')
-    const slot = slots.reserve(request.ip)
+    const slot = slots.reserve(peerAddress(request) ?? INJECTED_PEER)
     if ('statusCode' in slot) return void refuse(reply, slot.statusCode, slot.message)
-    request.raw.socket.once('close', slot.release)
+    whenUpgradeClosed(request, reply, slot.release)
 
     let name: string | undefined
     const rawName = request.query.name

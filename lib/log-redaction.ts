@@ -5,13 +5,14 @@
  * hold one.
  */
 import type { FastifyRequest } from 'fastify'
+import { peerAddress } from './upgrade.js'
 
 export function requestWithoutQueryValues (request: FastifyRequest): Record<string, unknown> {
   return {
     method: request.method,
     url: withoutQueryValues(request.url),
     host: request.host,
-    remoteAddress: request.ip,
+    remoteAddress: peerAddress(request),
     remotePort: request.socket?.remotePort,
   }
 }

@@ -7,6 +7,7 @@ import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import type { FastifyRequest } from 'fastify'
 import { BROKER_METHODS, type Broker, type ReactionLimits } from './broker.js'
+import { DEFAULT_DRAIN, MAX_DRAIN_MS, type DrainOptions } from './drain.js'
 import { originOf } from './origin.js'
 import type { Member } from './protocol.js'
 import { DEFAULT_MAX_REACTIONS_PER_MESSAGE, DEFAULT_MAX_TEXT_LENGTH, DEFAULT_ROOM_PATTERN, MAX_RAW_STRING, MEMBER_REPLY_BYTES } from './protocol.js'
@@ -48,6 +49,11 @@ export const OptionsSchema = Type.Object({
   historySize: Type.Optional(Count),
   historyOnJoin: Type.Optional(Count),
   maxReactionsPerMessage: Type.Optional(Positive),
+  // An interval past MAX_DRAIN_MS could never be kept: the whole drain is bounded by it.
+  drain: Type.Optional(Type.Object({
+    batchSize: Type.Optional(Positive),
+    intervalMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_DRAIN_MS })),
+  }, { additionalProperties: false })),
   roomPattern: Type.Optional(Type.String({ minLength: 1, description: "a regular expression's source, like '^[a-z]{1,32}$'" })),
 }, { additionalProperties: false, description: "an object of the plugin's options" })
 
@@ -175,6 +181,7 @@ export interface ResolvedOptions {
   readonly historySize: number
   readonly historyOnJoin: number
   readonly maxReactionsPerMessage: number
+  readonly drain: DrainOptions
   /** What bounds one message's reactions: `maxReactionsPerMessage`, and bytes so that a message always fits one reply. */
   readonly reactionLimits: ReactionLimits
   readonly roomPattern: RegExp
@@ -203,6 +210,7 @@ export const defaults = Object.freeze({
   historySize: 1000,
   historyOnJoin: 50,
   maxReactionsPerMessage: DEFAULT_MAX_REACTIONS_PER_MESSAGE,
+  drain: DEFAULT_DRAIN,
   roomPattern: DEFAULT_ROOM_PATTERN,
 })
 
@@ -373,6 +381,7 @@ export function resolveOptions (options: ChatRoomsOptions = {}): ResolvedOptions
     allowedOrigins: Array.isArray(allowedOrigins) ? Object.freeze([...allowedOrigins]) : (allowedOrigins ?? defaults.allowedOrigins),
     rateLimit: Object.freeze({ ...(data.rateLimit ?? defaults.rateLimit) }),
     errorLimit: Object.freeze({ ...(data.errorLimit ?? defaults.errorLimit) }),
+    drain: Object.freeze({ ...defaults.drain, ...data.drain }),
     // Unset, it is the default but never more than a room keeps, so that `historySize` alone may be lowered.
     historyOnJoin: data.historyOnJoin ?? Math.min(defaults.historyOnJoin, historySize),
     // Likewise never more than a small maxBufferedBytes holds, so that it alone may be lowered.

@@ -17,6 +17,7 @@ import { MemoryBroker } from './brokers/memory.js'
 import { timedBroker } from './chat-metrics.js'
 import { Connection, Heartbeat } from './connection.js'
 import { CloseCodes } from './errors.js'
+import { Drain } from './drain.js'
 import { healthRoutes } from './health.js'
 import { Hub } from './hub.js'
 import { Moderation } from './moderation.js'
@@ -26,7 +27,7 @@ import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
 import { createDecoder, MAX_RAW_NAME_LENGTH } from './protocol.js'
 import { restApi } from './rest.js'
-import { releaseUpgrade, transportOf } from './upgrade.js'
+import { endAnsweredUpgrades, isInjected, releaseUpgrade, transportOf } from './upgrade.js'
 import { Writer } from './writer.js'
 
 declare module 'fastify' {
@@ -35,9 +36,6 @@ declare module 'fastify' {
     hub: PublicHub
   }
 }
-
-/** How long `fastify.close()` waits for connections to finish their 1001 close before destroying them. */
-const SHUTDOWN_WAIT_MS = 3000
 
 const PUBLIC_DIR = fileURLToPath(new URL('../../public/', import.meta.url))
 const CLIENT_DIR = fileURLToPath(new URL('./client/', import.meta.url))
@@ -58,22 +56,18 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     fastify.addHook('onClose', async () => metrics.unregister())
   }
 
-  const connections = new Set<Connection>()
+  const connections = new Drain<Connection>(resolved.drain)
   let shuttingDown = false
-  let allClosed: (() => void) | undefined
   await hub.open()
   // Shutdown is wired first thing after the broker opens, so that a registration that fails
   // from here on (a route conflict, @fastify/static) still closes the broker on fastify.close().
   const heartbeat = new Heartbeat(resolved.heartbeatInterval)
   fastify.addHook('preClose', async () => {
+    // Fastify answers new requests, upgrades included, with 503 from here on (or, with its
+    // return503OnClosing off, admission does); the broker stays open while the drain runs.
     shuttingDown = true
+    await connections.close()
     heartbeat.stop()
-    if (connections.size === 0) return
-    const closed = new Promise<void>((resolve) => { allClosed = resolve })
-    for (const connection of connections) connection.close(CloseCodes.goingAway, 'server shutting down')
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([closed, new Promise((resolve) => { timer = setTimeout(resolve, SHUTDOWN_WAIT_MS) })])
-    clearTimeout(timer)
   })
   const mistakes = new ClientMistakes(fastify.log, Date.now())
   fastify.addHook('onClose', async () => {
@@ -85,7 +79,6 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
   const forget = (connection: Connection): void => {
     connections.delete(connection)
     heartbeat.delete(connection)
-    if (connections.size === 0) allClosed?.()
   }
   const context = { hub, writer: new Writer(hub.count), options: resolved, decode: createDecoder(resolved), log: fastify.log, closed: forget }
 
@@ -95,6 +88,7 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     // Our own preClose closes our connections with 1001; the plugin's default would close them without a code.
     await fastify.register(websocket, { options: { maxPayload: resolved.maxPayload }, preClose: (done) => done() })
   }
+  endAnsweredUpgrades(fastify.server)
   /**
    * What @fastify/websocket's default error handler does, without holding the
    * request. ws reports only what the peer sent wrong (a malformed frame, one
@@ -117,9 +111,9 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
     if (ownsWebsocket) releaseUpgrade(socket, upgrade.response, onSocketError)
     const { identity } = upgrade
     const connection = new Connection(socket, transportOf(socket, request.raw), identity, context)
+    // An injected connection has no network to go half-open in, and @fastify/websocket's injected client does not answer pings.
+    if (!isInjected(request)) heartbeat.add(connection)
     connections.add(connection)
-    heartbeat.add(connection)
-    if (shuttingDown) connection.close(CloseCodes.goingAway, 'server shutting down')
   })
 
   if (resolved.home) {

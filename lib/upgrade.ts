@@ -7,12 +7,20 @@
  *   and ws holds nothing back of its own when frames are not compressed: a
  *   frame written to that socket lands whole, in order, between ws's frames.
  *   Writing a turn's frames there in one call is what makes batching pay.
+ * - @fastify/websocket routes an upgrade synchronously in its 'upgrade'
+ *   listener, so a later listener sees whether Fastify already answered it.
  * - @fastify/websocket gives each socket one 'error' listener that closes over
  *   the upgrade's request and reply, holding them (about 2.5 KB) for the
  *   socket's life, although nothing uses them once upgraded.
+ * - Its `injectWS` makes an upgrade request with no socket at all (so no peer
+ *   address, and Fastify's `request.ip` throws behind `trustProxy`), and
+ *   assigns the in-memory stream it serves the upgrade over to the reply
+ *   (test/inject-ws.test.ts holds the plugin to working under it).
  */
 import type { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 
 /** ws's `readyState` of an open socket (WebSocket.OPEN). */
 export const OPEN = 1
@@ -32,6 +40,40 @@ export function transportOf (socket: object, request: IncomingMessage): Transpor
   return tcp !== undefined && (socket as { _socket?: unknown })._socket === tcp ? tcp : undefined
 }
 
+/** Whether the upgrade was injected by `injectWS`: it has no TCP socket. */
+export function isInjected (request: FastifyRequest): boolean {
+  // Typed as always present, as it is for a request from the HTTP server.
+  return (request.raw.socket as IncomingMessage['socket'] | undefined) === undefined
+}
+
+/** The peer's address; undefined for an injected upgrade, which has no peer. */
+export function peerAddress (request: FastifyRequest): string | undefined {
+  return isInjected(request) ? undefined : request.ip
+}
+
+/**
+ * Calls `onClose` once the stream the upgrade is served over has closed: the
+ * TCP socket, or the in-memory stream of an injected upgrade. Unlike a TCP
+ * socket, that stream does not close when both its sides have ended, and ws
+ * would report the close only when its close timeout (30 s) destroys it:
+ * here it is closed as soon as both sides have ended, as a TCP socket is.
+ */
+export function whenUpgradeClosed (request: FastifyRequest, reply: FastifyReply, onClose: () => void): void {
+  if (!isInjected(request)) {
+    request.raw.socket.once('close', onClose)
+    return
+  }
+  const stream = reply.raw.socket
+  if (stream === null) throw new Error('an injected upgrade without its stream: @fastify/websocket no longer assigns it to the reply')
+  stream.once('close', onClose)
+  let sidesEnded = 0
+  const sideEnded = (): void => {
+    if (++sidesEnded === 2) stream.destroy()
+  }
+  stream.once('end', sideEnded)
+  stream.once('finish', sideEnded)
+}
+
 /** How many 'error' listeners @fastify/websocket gives an upgraded socket. */
 const UPGRADE_ERROR_LISTENERS = 1
 
@@ -48,4 +90,21 @@ export function releaseUpgrade (socket: EventEmitter, response: ServerResponse, 
     socket.on('error', onError)
   }
   if (response.socket) response.detachSocket(response.socket)
+}
+
+/**
+ * While Fastify closes, it answers every request with its own 503 before any
+ * hook runs (`return503OnClosing`), upgrades too, so @fastify/websocket's
+ * onResponse hook, which destroys the socket of a refused upgrade, never runs,
+ * and Node leaves an upgrade's socket to its handler: it stayed open after
+ * the 503 and held `server.close()`, so `fastify.close()` never finished. Such
+ * a socket is ended once its 503 is written, as Node ends an HTTP socket
+ * after a `Connection: close` reply. `server` is the one @fastify/websocket
+ * listens on, with its listener added before this one.
+ */
+export function endAnsweredUpgrades (server: EventEmitter): void {
+  server.on('upgrade', (_request: IncomingMessage, socket: Socket) => {
+    // Nothing else writes to an upgrade's socket before this listener: ws and our admission answer later.
+    if (socket.bytesWritten > 0) socket.end()
+  })
 }

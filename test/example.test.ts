@@ -13,11 +13,12 @@ import { homePage, signUp, startExample, tempDir } from './helpers/example-serve
 import { freePort } from './helpers/free-port.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
 
-test('the example server serves the chat from a config file and closes gracefully on SIGTERM', async (t) => {
+test('the example server serves the chat from a config file and drains on SIGTERM as its config says', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
   t.after(() => rm(dir, { recursive: true, force: true }))
   const config = join(dir, 'config.json')
-  await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', chat: { rest: { prefix: '/api' } } }))
+  const drain = { batchSize: 1, intervalMs: 500 }
+  await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', chat: { rest: { prefix: '/api' }, drain } }))
   const port = await freePort()
   const server = startExample({ CHAT_CONFIG: config, PORT: String(port) })
   t.after(() => server.child.kill('SIGKILL'))
@@ -25,8 +26,13 @@ test('the example server serves the chat from a config file and closes gracefull
   assert.deepEqual(await (await fetch(`http://127.0.0.1:${port}/api/rooms`)).json(), { rooms: [], more: false })
   const client = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=newcomer`)
   await client.request('joined', { type: 'join', room: 'lobby' })
+  const later = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=later`)
   server.child.kill('SIGTERM')
   assert.equal((await client.closed).code, 1001)
+  const firstClosedAt = Date.now()
+  assert.equal((await later.closed).code, 1001)
+  const gap = Date.now() - firstClosedAt
+  assert.ok(gap >= drain.intervalMs / 2, `the second batch came ${gap} ms after the first`)
   const [code] = await server.exited
   assert.equal(code, 0)
 })

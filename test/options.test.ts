@@ -26,8 +26,14 @@ test('defaults match the documented table', () => {
   assert.equal(resolved.authenticateTimeout, 10000)
   assert.equal(resolved.historySize, 1000)
   assert.equal(resolved.historyOnJoin, 50)
+  assert.deepEqual(resolved.drain, { batchSize: 250, intervalMs: 100 })
   assert.equal(resolved.roomPattern.source, defaults.roomPattern)
   assert.ok(Object.isFrozen(resolved) && Object.isFrozen(resolved.rateLimit))
+})
+
+test('drain: a field left out keeps its default', () => {
+  assert.deepEqual(resolveOptions({ drain: { batchSize: 10 } }).drain, { batchSize: 10, intervalMs: 100 })
+  assert.deepEqual(resolveOptions({ drain: { intervalMs: 0 } }).drain, { batchSize: 250, intervalMs: 0 })
 })
 
 test('the caller\'s options object is never written', () => {
@@ -89,6 +95,12 @@ test('a wrong value of each option is refused with a message naming it and sayin
     [{ historySize: -1 }, 'option historySize: must be an integer >= 0'],
     [{ historyOnJoin: 'all' }, 'option historyOnJoin: must be an integer >= 0'],
     [{ maxReactionsPerMessage: 0 }, 'option maxReactionsPerMessage: must be an integer >= 1'],
+    [{ drain: 500 }, 'option drain: must be { batchSize?: integer >= 1, intervalMs?: integer from 0 to 10000 }'],
+    [{ drain: { batchSize: 0 } }, 'option drain.batchSize: must be an integer >= 1'],
+    [{ drain: { batchSize: 1.5 } }, 'option drain.batchSize: must be an integer >= 1'],
+    [{ drain: { intervalMs: -1 } }, 'option drain.intervalMs: must be an integer from 0 to 10000'],
+    [{ drain: { intervalMs: 10001 } }, 'option drain.intervalMs: must be an integer from 0 to 10000'],
+    [{ drain: { batch: 100 } }, 'option drain.batch: unknown field (allowed: batchSize, intervalMs)'],
     [{ roomPattern: '' }, "option roomPattern: must be a regular expression's source, like '^[a-z]{1,32}$'"],
     [{ roomPattern: '(' }, 'option roomPattern: must be a valid regular expression (Invalid regular expression: /(/u: Unterminated group)'],
     [{ authenticate: 'yes' }, 'option authenticate: must be a function'],
@@ -190,6 +202,7 @@ test('the example config is validated, names a bad field, and HOST/PORT override
     [{ ...good, chat: { historySize: -1 } }, 'chat.historySize: must be an integer >= 0'],
     [{ ...good, chat: { rest: true } }, 'chat.rest: must be false or { prefix: string }'],
     [{ ...good, chat: { historySize: 10, historyOnJoin: 20 } }, 'chat.historyOnJoin: must be at most chat.historySize, which is 10, not 20: a join cannot send more messages than a room keeps'],
+    [{ ...good, chat: { drain: { batchSize: 0 } } }, 'chat.drain.batchSize: must be an integer >= 1'],
     [{ ...good, chat: { roomPattern: '[' } }, 'chat.roomPattern: must be a valid regular expression (Invalid regular expression: /[/u: Unterminated character class)'],
     [{ ...good, chat: 'all' }, "chat: must be an object of the plugin's options"],
     [{ ...good, prot: 1 }, 'prot: unknown field (allowed: host, port, logLevel, connectionTimeout, redis, sqlite, postgres, accounts, admins, sessionSecret, chat)'],

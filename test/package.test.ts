@@ -1,8 +1,9 @@
 /**
  * What a user gets from npm works: the package is packed (with its license and
  * source maps that resolve), installed into a fresh project, and registered
- * from both TypeScript and plain JavaScript; its production dependencies keep
- * our Node promise; and the incremental build rebuilds whatever is missing.
+ * and tested with its test kit from both TypeScript and plain JavaScript; its
+ * production dependencies keep our Node promise; and the incremental build
+ * rebuilds whatever is missing.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -23,6 +24,7 @@ import { ChatClient } from 'fastify-chat-rooms/client'
 import { RedisBroker } from 'fastify-chat-rooms/redis'
 import { SqliteBroker } from 'fastify-chat-rooms/sqlite'
 import { PostgresBroker } from 'fastify-chat-rooms/postgres'
+import { connect } from 'fastify-chat-rooms/testing'
 import WebSocket from 'ws'
 if (typeof RedisBroker !== 'function') throw new Error('no RedisBroker export')
 if (typeof SqliteBroker !== 'function') throw new Error('no SqliteBroker export')
@@ -35,22 +37,31 @@ const client = new ChatClient('ws://127.0.0.1:' + app.server.address().port + '/
 await client.join('lobby')
 const seq = await client.send('lobby', 'hi')
 client.close()
+const tester = await connect(app, { query: { name: 'kit' } })
+const joined = await tester.join('lobby')
+await tester.close()
 const rooms = (await app.hub.rooms()).length
 await app.close()
 // prom-client is an optional peer this project does not install: the metrics option says so at start.
 const metrics = await Fastify().register(chatRooms, { metrics: true }).ready().then(() => 'started', (error) => error.message)
-console.log(JSON.stringify({ home: page.status, seq, rooms, metrics }))
+console.log(JSON.stringify({ home: page.status, seq, rooms, kit: [tester.welcome.name, joined.seq], metrics }))
 `
 
 const tsApp = `
 import Fastify from 'fastify'
 import chatRooms, { type ChatRoomsOptions, type Message } from 'fastify-chat-rooms'
+import { connect, type ChatTestClient } from 'fastify-chat-rooms/testing'
 const options: ChatRoomsOptions = { home: false, onMessage: ({ text }) => text.trim() }
 const app = Fastify()
 await app.register(chatRooms, options)
 await app.ready()
 const stored: Message = await app.hub.broadcast('news', 'typed')
-console.log(JSON.stringify({ seq: stored.seq, stats: app.hub.stats().connections }))
+const stats = app.hub.stats().connections
+const tester: ChatTestClient = await connect(app)
+await tester.join('news')
+const seen: Message = await tester.send('news', 'again').then((seq) => tester.expect({ type: 'message', seq }))
+await tester.close()
+console.log(JSON.stringify({ seq: stored.seq, stats, kit: seen.seq }))
 await app.close()
 `
 
@@ -89,8 +100,8 @@ test('the packed package installs and registers from JavaScript and TypeScript',
   // better-sqlite3 (an optional peer) is the one this checkout built: a fresh copy would compile from source again.
   await symlink(join(root, 'node_modules/better-sqlite3'), join(dir, 'node_modules/better-sqlite3'), 'dir')
   await writeFile(join(dir, 'app.mjs'), jsApp)
-  const js = JSON.parse((await run('node', ['app.mjs'], { cwd: dir })).stdout) as { home: number, seq: number, rooms: number, metrics: string }
-  assert.deepEqual(js, { home: 200, seq: 1, rooms: 1, metrics: 'fastify-chat-rooms: option metrics: needs prom-client, an optional peer dependency that is not installed; run `npm install prom-client`, or leave metrics off' })
+  const js = JSON.parse((await run('node', ['app.mjs'], { cwd: dir })).stdout) as { home: number, seq: number, rooms: number, kit: [string, number], metrics: string }
+  assert.deepEqual(js, { home: 200, seq: 1, rooms: 1, kit: ['kit', 1], metrics: 'fastify-chat-rooms: option metrics: needs prom-client, an optional peer dependency that is not installed; run `npm install prom-client`, or leave metrics off' })
 
   await writeFile(join(dir, 'app.ts'), tsApp)
   await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({
@@ -98,8 +109,8 @@ test('the packed package installs and registers from JavaScript and TypeScript',
     files: ['app.ts'],
   }))
   await run(join(dir, 'node_modules/.bin/tsc'), ['-p', '.'], { cwd: dir })
-  const ts = JSON.parse((await run('node', ['out/app.js'], { cwd: dir })).stdout) as { seq: number, stats: number }
-  assert.deepEqual(ts, { seq: 1, stats: 0 })
+  const ts = JSON.parse((await run('node', ['out/app.js'], { cwd: dir })).stdout) as { seq: number, stats: number, kit: number }
+  assert.deepEqual(ts, { seq: 1, stats: 0, kit: 2 })
 })
 
 /** Whether a `engines.node` range admits `version`: npm's range grammar (||, spaces, hyphen, x-ranges, ^, ~), without prereleases. */

@@ -5,7 +5,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
-import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type NodeInfo, type HubStats, type HubEvents, type Member, type ModerationEntry, type RestrictionOptions, type Update } from '../lib/index.js'
+import chatRooms, { type ChatRoomsOptions, type Hub, type Message, type RoomInfo, type NodeInfo, type HubStats, type HubEvents, type Member, type ModerationEntry, type RestrictionOptions, type ServerFrameOf, type Update } from '../lib/index.js'
+import { connect, type ReplyTo } from '../lib/testing.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (_: T): void {}
@@ -86,4 +87,36 @@ test('fastify.hub has the server API only: member actions are not on it', async 
   void app.hub.changeMessage
   assert.deepEqual(Object.keys(app.hub).sort(), ['ban', 'broadcast', 'deleteMessage', 'disconnect', 'disconnectUser', 'editMessage', 'history', 'kick', 'members', 'moderation', 'mute', 'nodes', 'off', 'on', 'once', 'rooms', 'stats', 'unban', 'unmute'])
   assert.ok(Object.isFrozen(app.hub))
+})
+
+test('the test kit types frames by their type, patterns by the frame\'s fields, replies by the request', async (t) => {
+  const app = Fastify()
+  t.after(() => app.close())
+  await app.register(chatRooms, { home: false })
+  const alice = await connect(app, { t })
+  expectType<Equal<Awaited<ReturnType<typeof alice.join>>, ServerFrameOf<'joined'>>>(true)
+  expectType<Equal<Awaited<ReturnType<typeof alice.send>>, number>>(true)
+  expectType<Equal<ReplyTo<'history'>, ServerFrameOf<'history'>>>(true)
+  expectType<Equal<ReplyTo<'edit'>, ServerFrameOf<'ack'>>>(true)
+  await alice.join('lobby')
+  const seq = await alice.send('lobby', 'hi')
+  const message = await alice.expect({ type: 'message', seq, from: { name: /^guest-/ } })
+  expectType<Equal<typeof message, Message>>(true)
+  const page = await alice.request({ type: 'history', room: 'lobby', limit: 1 })
+  expectType<Equal<typeof page, ServerFrameOf<'history'>>>(true)
+  const checks = [
+    // @ts-expect-error no server frame has this type
+    () => alice.expect({ type: 'mesage' }),
+    // @ts-expect-error a message has no field `txt`
+    () => alice.expect({ type: 'message', txt: 'hi' }),
+    // @ts-expect-error a seq is a number
+    () => alice.expect({ type: 'message', seq: '1' }),
+    // @ts-expect-error the predicate gets a message, which has no `action`
+    () => alice.expect('message', (frame) => frame.action === 'join'),
+    // @ts-expect-error typing gets no reply to wait for: push it
+    () => alice.request({ type: 'typing', room: 'lobby' }),
+  ]
+  assert.equal(checks.length, 5)
+  assert.equal(message.text, 'hi')
+  assert.deepEqual(page.messages.map((entry) => entry.seq), [seq])
 })
