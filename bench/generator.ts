@@ -5,11 +5,10 @@
  * Which broker the server uses is the runner's business, not the generator's.
  * Usage: node generator.js '{"workload":"fanout-100","ports":[1234],"serverPids":[56],"quick":false}'
  */
-import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BATCH_MS, Client, clientFrame, newTally, nowUs } from './client.js'
+import { cpuUs, rssBytes } from './processes.js'
 
 export type Workload = 'fanout-100' | 'fanout-1000' | 'rooms' | 'idle' | 'appends'
 
@@ -42,7 +41,6 @@ export interface Step {
 
 const args = JSON.parse(process.argv[2] ?? '{}') as Args
 const tally = newTally()
-const CLOCK_TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }))
 
 /** A step passes when at least this share of the deliveries arrive… */
 const MIN_ARRIVED = 0.99
@@ -96,11 +94,7 @@ const APPEND_DRAIN_MS = 10_000
 
 function serverCpuUs (): number {
   let us = 0
-  for (const pid of args.serverPids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    us += (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_US
-  }
+  for (const pid of args.serverPids) us += cpuUs(pid)
   return us
 }
 
@@ -113,7 +107,7 @@ async function collectGarbage (): Promise<void> {
 /** The servers' resident memory now, summed over nodes. */
 function currentRss (): number {
   let bytes = 0
-  for (const pid of args.serverPids) bytes += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024
+  for (const pid of args.serverPids) bytes += rssBytes(pid)
   return bytes
 }
 

@@ -1,11 +1,11 @@
 /**
  * What the bench's orchestrators share: starting a process pinned to a core,
- * reading a server's first line (its port), and the broker store one run uses
- * and how to delete it afterwards.
+ * reading a server's first line (its port), what a process has used of CPU and
+ * memory, and the broker store one run uses and how to delete it afterwards.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -44,6 +44,20 @@ export async function firstLine (child: ChildProcess): Promise<string> {
 /** A server's port, from its first line. */
 export async function portOf (child: ChildProcess): Promise<number> {
   return (JSON.parse(await firstLine(child)) as { port: number }).port
+}
+
+const CLOCK_TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }))
+
+/** CPU time (user and system) a process has used, in µs, from /proc. */
+export function cpuUs (pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_US
+}
+
+/** A process's resident memory now, in bytes, from /proc. */
+export function rssBytes (pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024
 }
 
 /** Deletes every key of one run's prefix, so that runs leave nothing in a shared Redis. */

@@ -8,6 +8,7 @@
  * `sqlite-fanout-100`) measure that too when it is not selected.
  * Usage: node dist/bench/run.js [--quick] [--runs N] [--only workload,...]
  */
+import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
 import { loadavg } from 'node:os'
@@ -62,16 +63,7 @@ async function runOne (server: ServerName, workload: Workload, run: number): Pro
   const servers = Array.from({ length: nodes }, () => pinned(SERVER_CORE, ['--expose-gc', here(file), ...broker.spec, ...args]))
   try {
     const ports = await Promise.all(servers.map(portOf))
-    const generator = pinned(GENERATOR_CORE, [here('generator.js'), JSON.stringify({ workload, ports, serverPids: servers.map((s) => s.pid), quick })])
-    const timer = setTimeout(() => generator.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
-    const results: Array<Record<string, unknown>> = []
-    for await (const line of createInterface({ input: generator.stdout! })) {
-      const result = { server, run, ...JSON.parse(line) as Record<string, unknown> }
-      process.stdout.write(`${JSON.stringify(result)}\n`)
-      results.push(result)
-    }
-    clearTimeout(timer)
-    return results
+    return await resultsOf(pinned(GENERATOR_CORE, [here('generator.js'), JSON.stringify({ workload, ports, serverPids: servers.map((s) => s.pid), quick })]), server, run)
   } finally {
     for (const s of servers) {
       s.kill('SIGTERM')
@@ -83,10 +75,14 @@ async function runOne (server: ServerName, workload: Workload, run: number): Pro
 
 /** One storm (storm.ts) on its broker: it starts, stops and restarts its own servers. */
 async function runStorm (server: StormServer, run: number): Promise<Array<Record<string, unknown>>> {
-  const storm = pinned(GENERATOR_CORE, [here('storm.js'), JSON.stringify({ broker: server.slice('storm-'.length), quick })])
-  const timer = setTimeout(() => storm.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
+  return await resultsOf(pinned(GENERATOR_CORE, [here('storm.js'), JSON.stringify({ broker: server.slice('storm-'.length), quick })]), server, run)
+}
+
+/** The JSON lines a generator prints, each labelled with the server and run and echoed; a hung one is killed. */
+async function resultsOf (generator: ChildProcess, server: ServerName | StormServer, run: number): Promise<Array<Record<string, unknown>>> {
+  const timer = setTimeout(() => generator.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
   const results: Array<Record<string, unknown>> = []
-  for await (const line of createInterface({ input: storm.stdout! })) {
+  for await (const line of createInterface({ input: generator.stdout! })) {
     const result = { server, run, ...JSON.parse(line) as Record<string, unknown> }
     process.stdout.write(`${JSON.stringify(result)}\n`)
     results.push(result)
