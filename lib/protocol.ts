@@ -66,6 +66,8 @@ const Seq = Type.Integer({ minimum: 0 })
 /** The seq of a stored entry: the first is 1. */
 const EntrySeq = Type.Integer({ minimum: 1 })
 const Cid = Type.String({ minLength: 1, maxLength: MAX_CID_LENGTH })
+/** Read only up to a bound: checked against `maxTextLength` once it passes. */
+const RawText = Type.String({ minLength: 1, maxLength: MAX_RAW_STRING })
 /** Read only up to a bound: `reaction` is checked closely (MAX_REACTION_LENGTH characters) once it passes. */
 const RawReaction = Type.String({ minLength: 1, maxLength: 4 * MAX_REACTION_LENGTH })
 
@@ -86,10 +88,10 @@ export const JoinSchema = clientMessage('join', { room: Room, since: Type.Option
 export const LeaveSchema = clientMessage('leave', { room: Room })
 export const SendSchema = clientMessage('send', {
   room: Room,
-  text: Type.String({ minLength: 1, maxLength: MAX_RAW_STRING }),
+  text: RawText,
   cid: Type.Optional(Cid),
 })
-export const EditSchema = clientMessage('edit', { room: Room, seq: EntrySeq, text: Type.String({ minLength: 1, maxLength: MAX_RAW_STRING }), cid: Type.Optional(Cid) })
+export const EditSchema = clientMessage('edit', { room: Room, seq: EntrySeq, text: RawText, cid: Type.Optional(Cid) })
 export const DeleteSchema = clientMessage('delete', { room: Room, seq: EntrySeq, cid: Type.Optional(Cid) })
 export const ReactSchema = clientMessage('react', { room: Room, seq: EntrySeq, reaction: RawReaction, on: Type.Boolean(), cid: Type.Optional(Cid) })
 export const TypingSchema = clientMessage('typing', { room: Room })

@@ -113,10 +113,12 @@ export class Replies {
     const sameStream = request.epoch === undefined || request.epoch === after.epoch
     // A store that keeps more than `historySize` (SQLite) may hold more after `since` than one reply hands out.
     const reachesLatest = since === after.seq || after.messages.at(-1)?.seq === after.seq
-    const recovered = since === after.seq || after.messages[0]?.seq === since + 1
-    // What was missed may be stored but too much for one reply: then the client pages back with `history`.
-    const fit = fitting(after)
-    if (sameStream && since <= after.seq && reachesLatest && fit.messages.length === after.messages.length) return { ...fit, recovered }
+    if (sameStream && since <= after.seq && reachesLatest) {
+      const recovered = since === after.seq || after.messages[0]?.seq === since + 1
+      // What was missed may be stored but too much for one reply: then the client pages back with `history`.
+      const fit = fitting(after)
+      if (fit.messages.length === after.messages.length) return { ...fit, recovered }
+    }
     return { ...(await newest()), recovered: false }
   }
 }
