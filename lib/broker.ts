@@ -528,6 +528,11 @@ export function storedMessage (message: Message): Message {
   return message
 }
 
+/** A stored entry as protocol 2 shows it: a message per `storedMessage`; an update needs nothing. */
+export function storedEntry (entry: Entry): Entry {
+  return entry.type === 'message' ? storedMessage(entry) : entry
+}
+
 /** The answer to a retry whose original was trimmed from the history: its seq and time are all that is left. */
 export function retryOfTrimmed (room: string, draft: MessageDraft, seq: number, ts: number): AppendResult {
   return { message: newMessage(room, seq, '', draft, ts), duplicate: true }

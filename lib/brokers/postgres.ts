@@ -19,7 +19,7 @@
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
-import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, storedMessage } from '../broker.js'
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, storedEntry, storedMessage } from '../broker.js'
 import type { Entry, Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { Availability } from './availability.js'
 import { GroupCommit, type Pending } from './group-commit.js'
@@ -230,7 +230,7 @@ export class PostgresBroker implements Broker {
     const { rows } = await this.run(() => pool.query<{ r_epoch: string, r_seq: string, r_more: boolean, r_messages: string[] }>(
       `SELECT * FROM ${this.table}.chat_read($1, $2, $3, $4, $5)`, [room, range.after ?? null, range.before ?? null, range.limit, keep ?? null]))
     const [row] = rows
-    return { epoch: row!.r_epoch, seq: Number(row!.r_seq), more: row!.r_more, messages: row!.r_messages.map(storedEntry) }
+    return { epoch: row!.r_epoch, seq: Number(row!.r_seq), more: row!.r_more, messages: row!.r_messages.map((json) => storedEntry(JSON.parse(json) as Entry)) }
   }
 
   /** Members on live nodes (`NodeRegistry.live`): a crashed node's members are gone before they are swept. */
@@ -424,12 +424,6 @@ export class PostgresBroker implements Broker {
     if (!this.state) throw new Error('PostgresBroker: not open')
     return this.state
   }
-}
-
-/** A stored entry's JSON as read: a message as protocol 2 shows it, or an update. */
-function storedEntry (json: string): Entry {
-  const entry = JSON.parse(json) as Entry
-  return entry.type === 'message' ? storedMessage(entry) : entry
 }
 
 /**

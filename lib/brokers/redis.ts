@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, messageNotFound, newUpdate, notTheAuthor, reconnectDelay, restrictionError, retryOfTrimmed, storedMessage, tooManyReactions, userEvent } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, messageNotFound, newUpdate, notTheAuthor, reconnectDelay, restrictionError, retryOfTrimmed, storedEntry, storedMessage, tooManyReactions, userEvent } from '../broker.js'
 import type { Entry, Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { RedisRegistryStore } from './redis-registry.js'
@@ -329,11 +329,6 @@ export class RedisBroker implements Broker {
     if (!this.state) throw new Error('RedisBroker: not open')
     return this.state
   }
-}
-
-/** A stored entry as protocol 2 shows it (`storedMessage`; an update needs nothing). */
-function storedEntry (entry: Entry): Entry {
-  return entry.type === 'message' ? storedMessage(entry) : entry
 }
 
 /** A value the scripts wrote as JSON; undefined for anything else (a field no script wrote). */
