@@ -510,13 +510,19 @@ export function newMessage (room: string, seq: number, id: string, draft: Messag
 }
 
 /**
- * A message's JSON in two halves around its seq, for a store that takes the
- * seq and splices it in, in one atomic step (Redis, PostgreSQL).
+ * An entry's JSON in two halves around its seq, for a store that takes the
+ * seq and splices it in, in one atomic step (Redis, PostgreSQL). `entry` is
+ * made with seq 0 by `newMessage` or `newUpdate`.
  */
+export function jsonAroundSeq (entry: Entry): { head: string, tail: string } {
+  const head = `{"type":"${entry.type}","room":${JSON.stringify(entry.room)},"seq":`
+  // `newMessage` and `newUpdate` put seq third, so the JSON with seq 0 is exactly head, '0', tail.
+  return { head, tail: JSON.stringify(entry).slice(head.length + 1) }
+}
+
+/** The message `draft` makes, in two halves around its seq (`jsonAroundSeq`). */
 export function messageJsonAroundSeq (room: string, id: string, draft: MessageDraft, ts: number): { head: string, tail: string } {
-  const head = `{"type":"message","room":${JSON.stringify(room)},"seq":`
-  // `newMessage` puts seq third, so its JSON with seq 0 is exactly head, '0', tail.
-  return { head, tail: JSON.stringify(newMessage(room, 0, id, draft, ts)).slice(head.length + 1) }
+  return jsonAroundSeq(newMessage(room, 0, id, draft, ts))
 }
 
 /**

@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, messageIds, messageJsonAroundSeq, messageNotFound, newUpdate, notTheAuthor, reconnectDelay, restrictionError, retryOfTrimmed, storedEntry, storedMessage, tooManyReactions, userEvent } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, jsonAroundSeq, messageIds, messageJsonAroundSeq, messageNotFound, newUpdate, notTheAuthor, reconnectDelay, restrictionError, retryOfTrimmed, storedEntry, storedMessage, tooManyReactions, userEvent } from '../broker.js'
 import type { Entry, Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { RedisRegistryStore } from './redis-registry.js'
@@ -127,18 +127,20 @@ export class RedisBroker implements Broker {
   async update (room: string, draft: UpdateDraft): Promise<UpdateResult> {
     const { node, scripts } = this.opened()
     const ts = Date.now()
-    // The update's JSON with seq 0: seq is its third field, after type and room, which hold no unescaped quote.
-    const json = JSON.stringify(newUpdate(room, 0, draft, ts))
-    const at = json.indexOf('"seq":0') + '"seq":'.length
+    // The script splices the seq it takes between the two halves of the update's JSON.
+    const update = newUpdate(room, 0, draft, ts)
+    const { head, tail } = jsonAroundSeq(update)
     const { maxReactions, maxBytes } = node.reactionLimits
     const changed = await this.run(() => scripts.update({
       ...this.keys.room(room), target: draft.target, action: draft.action, text: draft.action === 'edit' ? draft.text : '',
       reaction: draft.action === 'react' || draft.action === 'unreact' ? draft.reaction : '', user: JSON.stringify(draft.by.user),
-      asServer: draft.asServer === true, cid: draft.cid ?? '', head: json.slice(0, at), tail: json.slice(at + 1), now: ts,
+      asServer: draft.asServer === true, cid: draft.cid ?? '', head, tail, now: ts,
       historySize: node.historySize, idleTtl: this.idleRoomTtl, channel: this.keys.channel(room), cidRetentionMs: CID_RETENTION_MS, maxReactions, maxBytes,
     }))
     switch (changed.outcome) {
-      case 'new': return { seq: changed.seq, update: newUpdate(room, changed.seq, draft, ts), duplicate: false }
+      case 'new':
+        update.seq = changed.seq
+        return { seq: changed.seq, update, duplicate: false }
       case 'duplicate': return { seq: changed.seq, duplicate: true }
       case 'unchanged': return { seq: changed.seq, duplicate: false }
       case 'banned':
