@@ -320,6 +320,16 @@ export function changedMessage (room: string, message: Entry | undefined, draft:
   return changed
 }
 
+/** What `decide` answers, or the ChatError it throws (a refusal), answered rather than thrown. */
+export function refusalOf<T> (decide: () => T): T | ChatError {
+  try {
+    return decide()
+  } catch (error) {
+    if (error instanceof ChatError) return error
+    throw error
+  }
+}
+
 /** The update entry for `draft`, once it has its seq. */
 export function newUpdate (room: string, seq: number, draft: UpdateDraft, ts: number): Update {
   const update: Update = { type: 'update', room, seq, target: draft.target, action: draft.action, by: { id: draft.by.id, user: draft.by.user, name: draft.by.name }, ts }

@@ -10,7 +10,7 @@
  */
 import type pg from 'pg'
 import type { ReactionLimits, UpdateDraft, UpdateResult, UserState } from '../broker.js'
-import { changedMessage, messageNotFound, newUpdate, storedMessage } from '../broker.js'
+import { changedMessage, messageNotFound, newUpdate, refusalOf, storedMessage } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Message } from '../protocol.js'
 
@@ -83,13 +83,8 @@ export class PostgresUpdates {
     if (row === undefined) return messageNotFound(room, draft.target)
     if (row.r_retried !== null) return { seq: Number(row.r_retried), duplicate: true }
     const target = row.r_body === null ? undefined : storedMessage(JSON.parse(row.r_body) as Message)
-    let changed: Message | undefined
-    try {
-      changed = changedMessage(room, target, draft, restrictions(row), this.limits, now)
-    } catch (error) {
-      if (error instanceof ChatError) return error
-      throw error
-    }
+    const changed = refusalOf(() => changedMessage(room, target, draft, restrictions(row), this.limits, now))
+    if (changed instanceof ChatError) return changed
     const seq = Number(row.r_seq)
     if (changed === undefined) return { seq, duplicate: false }
     const update = newUpdate(room, seq + 1, draft, now)

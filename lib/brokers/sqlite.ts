@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto'
 import type Database from 'better-sqlite3'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReactionLimits, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
-import { NO_STREAM_YET, changedMessage, keptPerRoom, messageIds, messageNotFound, newMessage, newUpdate, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
+import { NO_STREAM_YET, changedMessage, keptPerRoom, messageIds, messageNotFound, newMessage, newUpdate, refusalOf, restrictionError, retryOfTrimmed, roomsPage, userEvent } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence, TypingEvent } from '../protocol.js'
 import { GroupCommit, type Pending } from './group-commit.js'
@@ -281,7 +281,7 @@ export class SqliteBroker implements Broker {
               return this.store(roomRow(call.room), call.room, call.draft, now)
             }
             case 'update': {
-              // A room never used makes no row: it holds no message to change.
+              // A room never used makes no row: it holds no message to change. A refusal is that call's alone, not its batch's.
               const row = existing(call.room) && roomRow(call.room)
               return refusalOf(() => this.change(row, call.room, call.draft, reactionLimits, now))
             }
@@ -409,16 +409,6 @@ export class SqliteBroker implements Broker {
     this.stream!.addUpdate(row.id, update, changed)
     row.seq = update.seq
     return { seq: update.seq, update, duplicate: false }
-  }
-}
-
-/** What `decide` answers, or the ChatError it throws: that call's refusal alone, not its batch's. */
-function refusalOf<T> (decide: () => T): T | ChatError {
-  try {
-    return decide()
-  } catch (error) {
-    if (error instanceof ChatError) return error
-    throw error
   }
 }
 
