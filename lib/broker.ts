@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto'
 import { applyChange, reactionBytes } from './client/message-state.js'
-export { reactionBytes } from './client/message-state.js'
 import { ChatError } from './errors.js'
 import type { Entry, LeftReason, Member, Message, Presence, TypingEvent, RoomEvent, Update } from './protocol.js'
 

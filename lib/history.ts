@@ -6,7 +6,8 @@
  * its slot when it changes.
  */
 import type { Entry, Message } from './protocol.js'
-import { reactionBytes, type ReadRange } from './broker.js'
+import type { ReadRange } from './broker.js'
+import { reactionBytes } from './client/message-state.js'
 
 /**
  * What a stored message costs besides its strings: the message and sender
