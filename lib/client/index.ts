@@ -60,7 +60,7 @@ const DEFAULTS = {
 /** A failed request: `code` says why (see `ClientErrorCode`). */
 export class ChatClientError extends Error {
   readonly code: ClientErrorCode
-  /** For a failed `send`: its cid. Retrying with `send(room, text, { cid })` stores it at most once. */
+  /** For a failed `send`, `edit`, `delete` or `react`: its cid. Retrying with the same cid (`send(room, text, { cid })`) stores it at most once. */
   readonly cid: string | undefined
   constructor (code: ClientErrorCode, message: string, cid?: string) {
     super(message)
