@@ -60,7 +60,7 @@ const DEFAULTS = {
 /** A failed request: `code` says why (see `ClientErrorCode`). */
 export class ChatClientError extends Error {
   readonly code: ClientErrorCode
-  /** For a failed `send`: its cid. Retrying with `send(room, text, { cid })` stores it at most once. */
+  /** For a failed `send`, `edit`, `delete` or `react`: its cid. Retrying with the same cid (`send(room, text, { cid })`) stores it at most once. */
   readonly cid: string | undefined
   constructor (code: ClientErrorCode, message: string, cid?: string) {
     super(message)
@@ -139,10 +139,11 @@ interface Pending {
   written: boolean
 }
 
-/** Where this client is in a room's stream: what a rejoin resumes from. */
+/** Where this client is in a room's stream (what a rejoin resumes from), and the room's messages. */
 interface RoomPosition {
   epoch: string | undefined
   seq: number
+  readonly store: RoomStore
 }
 
 /**
@@ -190,9 +191,8 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   private pacing = false
   private pacedRef: string | undefined
 
+  /** The rooms this client is in: each one's place in its stream and its messages in their current state. */
   private readonly positions = new Map<string, RoomPosition>()
-  /** Each room's messages in their current state, for as long as the client is in it. */
-  private readonly stores = new Map<string, RoomStore>()
   /** Requests not answered yet, by ref, in call order (the order they are written). */
   private readonly pending = new Map<string, Pending>()
   /** Refs of pending changes (sends, edits, deletes, reactions) by cid: each is answered by its `ack` or by its own entry. */
@@ -241,7 +241,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * when the client is not in the room. Render it on `message` and `update`.
    */
   store (room: string): RoomStore | undefined {
-    return this.stores.get(room)
+    return this.positions.get(room)?.store
   }
 
   /**
@@ -251,12 +251,12 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    */
   async join (room: string): Promise<Joined> {
     const isNew = !this.positions.has(room)
-    if (isNew) this.enter(room)
+    if (isNew) this.positions.set(room, { epoch: undefined, seq: 0, store: new RoomStore(room, this.storedMessages) })
     try {
       return await this.request({ type: 'join', room }, 'call') as Joined
     } catch (error) {
       if (!isNew) throw error
-      this.forget(room)
+      this.positions.delete(room)
       // The join may still be served after its timeout: leave, so the server does not keep us there.
       if (error instanceof ChatClientError && error.code === 'timeout') this.leave(room).catch(() => {})
       throw error
@@ -265,7 +265,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   /** Leaves `room`; resolves at once when offline, since the server forgot it with the connection. */
   async leave (room: string): Promise<void> {
-    this.forget(room)
+    this.positions.delete(room)
     if (!this.live) {
       for (const [ref, pending] of this.pending) {
         if (pending.frame.type === 'join' && pending.frame.room === room) {
@@ -316,7 +316,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   /** Pages backwards through `room`'s stored messages (seq < `before`), oldest first. */
   async history (room: string, query: { before?: number, limit?: number } = {}): Promise<{ messages: Message[], more: boolean }> {
     const { messages, more } = await this.request({ type: 'history', room, ...query }, 'call') as ServerFrameOf<'history'>
-    this.stores.get(room)?.addPage(messages)
+    this.positions.get(room)?.store.addPage(messages)
     return { messages, more }
   }
 
@@ -478,7 +478,6 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     this.stopPacing()
     // Before the rejections: a rejoin that fails because the client closed is no lost room to report.
     this.positions.clear()
-    this.stores.clear()
     const error = new ChatClientError('closed', `the client is closed (${code} ${reason})`.trim())
     for (const [ref, pending] of this.pending) {
       this.settle(ref, pending)
@@ -516,7 +515,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   /** A join that no caller waits for: the room was joined on an earlier connection. */
   private rejoin (room: string): void {
     this.track({ type: 'join', room }, 'none', () => {}, (error) => {
-      if (this.forget(room)) this.emit('error', error)
+      if (this.positions.delete(room)) this.emit('error', error)
     })
   }
 
@@ -536,18 +535,6 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   }
 
   // ------------------------------------------------------------ requests
-
-  /** A room this client joins: where it is in the stream, and its messages. */
-  private enter (room: string): void {
-    this.positions.set(room, { epoch: undefined, seq: 0 })
-    this.stores.set(room, new RoomStore(room, this.storedMessages))
-  }
-
-  /** Whether the client was in `room`, which it now forgets. */
-  private forget (room: string): boolean {
-    this.stores.delete(room)
-    return this.positions.delete(room)
-  }
 
   /** A request that stores an entry: it may wait for a connection (up to `maxQueuedSends`) and resolves with the entry's seq. */
   private async change (frame: Change): Promise<number> {
@@ -705,7 +692,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * fails with `not_joined`, as the server answers).
    */
   private removed (frame: ServerFrameOf<'left'>): void {
-    if (!this.forget(frame.room)) return
+    if (!this.positions.delete(frame.room)) return
     const removal: Removed = frame.reason === undefined ? { room: frame.room } : { room: frame.room, reason: frame.reason }
     this.emit('left', removal)
   }
@@ -718,7 +705,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       // and the messages held may miss changes: the store starts again from the history.
       if (frame.recovered !== true) {
         position.seq = 0
-        this.stores.get(frame.room)?.clear()
+        position.store.clear()
       }
       position.epoch = frame.epoch
       this.emit('joined', frame)
@@ -741,7 +728,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     const position = this.positions.get(entry.room)
     if (!position || entry.seq <= position.seq) return
     position.seq = entry.seq
-    this.stores.get(entry.room)?.apply(entry)
+    position.store.apply(entry)
     if (entry.type === 'message') this.emit('message', entry)
     else this.emit('update', entry)
   }
