@@ -5,7 +5,7 @@
  * implement it, and `test/broker-contract.ts` holds every broker to it.
  */
 import { randomBytes } from 'node:crypto'
-import { applyChange, reactionBytes } from './client/message-state.js'
+import { applyChange } from './client/message-state.js'
 import { ChatError } from './errors.js'
 import type { Entry, LeftReason, Member, Message, Presence, TypingEvent, RoomEvent, Update } from './protocol.js'
 
@@ -276,6 +276,25 @@ export interface ReactionLimits {
   maxReactions: number
   /** What `reactionBytes` may count for one message, so that it always fits one reply. */
   maxBytes: number
+}
+
+/** "r":[], around a reaction's name in JSON. */
+export const REACTION_KEY_BYTES = 6
+/** "u", around a user in a reaction's list. */
+export const REACTION_USER_BYTES = 3
+
+/**
+ * What a message's reactions add to its JSON, counted the same way by every
+ * store (UTF-8 bytes of each reaction and user, plus quotes, separators and
+ * brackets): their JSON size when nothing needs escaping.
+ */
+export function reactionBytes (reactions: Record<string, string[]> | undefined): number {
+  let bytes = 0
+  for (const reaction in reactions) {
+    bytes += Buffer.byteLength(reaction) + REACTION_KEY_BYTES
+    for (const user of reactions[reaction] ?? []) bytes += Buffer.byteLength(user) + REACTION_USER_BYTES
+  }
+  return bytes
 }
 
 /** The messages of a page read (`read` without `after`): by the contract, all it holds. */

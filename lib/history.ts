@@ -6,8 +6,7 @@
  * its slot when it changes.
  */
 import type { Entry, Message } from './protocol.js'
-import type { ReadRange } from './broker.js'
-import { reactionBytes } from './client/message-state.js'
+import { reactionBytes, type ReadRange } from './broker.js'
 
 /**
  * What a stored message costs besides its strings: the message and sender

@@ -258,11 +258,13 @@ export function isEntry (event: { type: string }): event is Entry {
   return event.type === 'message' || event.type === 'update'
 }
 
-const serverValidator = Compile(Type.Union(Object.values(ServerSchemas)))
+/** A compiled check of each server frame, by its `type`: one per type, so that a test can say what is wrong with a frame. */
+export const serverFrameValidators: ReadonlyMap<string, ReturnType<typeof Compile>> = new Map(Object.entries(ServerSchemas).map(([type, schema]) => [type, Compile(schema)]))
 
 /** True when `value` is a well-formed server frame (used by tests and tooling). */
 export function isServerFrame (value: unknown): value is ServerFrame {
-  return serverValidator.Check(value)
+  const type = (value as { type?: unknown } | null)?.type
+  return typeof type === 'string' && serverFrameValidators.get(type)?.Check(value) === true
 }
 
 /** Encodes a server frame once, to the bytes sent: the same Buffer goes to every recipient. */

@@ -5,7 +5,7 @@
  * the log, and stores and publishes the `update` entry with the room's next
  * seq, as APPEND does a message.
  */
-import { REACTION_KEY_BYTES, REACTION_USER_BYTES } from '../client/message-state.js'
+import { REACTION_KEY_BYTES, REACTION_USER_BYTES } from '../broker.js'
 import { ROOM_KEYS } from './redis-keys.js'
 import { STREAM, TOUCH, USER_STATE, script } from './redis-lua.js'
 

@@ -9,41 +9,6 @@ import type { Message, Update } from '../protocol.js'
 /** A change of a message's state, as an `update` entry carries it (`text` with `edit`, `reaction` with `react`/`unreact`). */
 export type MessageChange = Pick<Update, 'action' | 'text' | 'reaction' | 'ts'> & { user: string }
 
-/** "r":[], around a reaction's name in JSON. */
-export const REACTION_KEY_BYTES = 6
-/** "u", around a user in a reaction's list. */
-export const REACTION_USER_BYTES = 3
-
-/** UTF-8 bytes of `text`, without encoding it. */
-export function utf8Bytes (text: string): number {
-  let bytes = 0
-  for (let i = 0; i < text.length; i++) {
-    const unit = text.charCodeAt(i)
-    if (unit < 0x80) bytes += 1
-    else if (unit < 0x800) bytes += 2
-    // A surrogate pair is one 4-byte character, counted 2 per half; a lone surrogate counts 3, as its replacement would.
-    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      bytes += 4
-      i++
-    } else bytes += 3
-  }
-  return bytes
-}
-
-/**
- * What a message's reactions add to its JSON, counted the same way by every
- * store (UTF-8 bytes of each reaction and user, plus quotes, separators and
- * brackets): their JSON size when nothing needs escaping.
- */
-export function reactionBytes (reactions: Record<string, string[]> | undefined): number {
-  let bytes = 0
-  for (const reaction in reactions) {
-    bytes += utf8Bytes(reaction) + REACTION_KEY_BYTES
-    for (const user of reactions[reaction] ?? []) bytes += utf8Bytes(user) + REACTION_USER_BYTES
-  }
-  return bytes
-}
-
 /**
  * `message` after `change`, as a new object (`message` is left as it was), or
  * undefined when the change changes nothing: a reaction the user already gave,

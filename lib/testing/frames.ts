@@ -3,12 +3,9 @@
  * schemas (protocol.ts): a frame the protocol does not allow fails the test
  * with what is wrong with it, rather than reaching the test's own checks.
  */
-import { Compile } from 'typebox/compile'
-import { ServerSchemas, type ServerFrame, type ServerFrameType } from '../protocol.js'
+import { serverFrameValidators, type ServerFrame, type ServerFrameType } from '../protocol.js'
 import { schemaErrors } from '../schema-errors.js'
 import { cut, show } from './pattern.js'
-
-const validators = new Map(Object.entries(ServerSchemas).map(([type, schema]) => [type, Compile(schema)]))
 
 /** The frame in `data`, or what is wrong with it. */
 export function readFrame (data: Buffer, isBinary: boolean): { frame: ServerFrame } | { problem: string } {
@@ -22,7 +19,7 @@ export function readFrame (data: Buffer, isBinary: boolean): { frame: ServerFram
     return outside('not JSON')
   }
   const type = (value as { type?: unknown } | null)?.type
-  const validator = typeof type === 'string' ? validators.get(type) : undefined
+  const validator = typeof type === 'string' ? serverFrameValidators.get(type) : undefined
   if (validator === undefined) return outside(`no server frame has type ${show(type)}`)
   if (!validator.Check(value)) return outside(schemaErrors(validator, value, type as ServerFrameType).join('; '))
   return { frame: value as ServerFrame }
