@@ -25,12 +25,26 @@ import { Availability } from './availability.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
 export interface RedisBrokerOptions extends SharedStoreOptions {
-  /** `redis://` or `rediss://` URL. Default: ioredis' default, 127.0.0.1:6379. */
+  /** `redis://` or `rediss://` URL of one Redis. Default: ioredis' default, 127.0.0.1:6379. Set at most one of `url`, `shards` and `cluster`. */
   url?: string
   /**
-   * ioredis options for both connections (password, tls, sentinels…). The
-   * broker overrides those that decide outage behaviour (offline queue,
-   * timeouts, resubscription).
+   * URLs of several standalone Redis servers that share the rooms: each room
+   * lives on one of them, chosen by a jump consistent hash of its name over
+   * this list. Add a shard at the end of the list: a shard inserted, removed
+   * or reordered moves many more rooms (README, "Past one Redis").
+   */
+  shards?: string[]
+  /** With `shards`: the URL of the shard that holds the node registry and node-wide signals. Default: the first. */
+  registryShard?: string
+  /**
+   * Seed URLs of a Redis Cluster (Redis 7 or later): rooms spread over its
+   * slots by their hash tags, and each room's events use sharded pub/sub.
+   */
+  cluster?: string[]
+  /**
+   * ioredis options for every connection (password, tls, sentinels…); with
+   * `cluster`, those of each cluster node. The broker overrides those that
+   * decide outage behaviour (offline queue, timeouts, resubscription).
    */
   redis?: RedisOptions
   /** Prefix of every key and channel: nodes sharing a Redis and a prefix form one chat. Default `'chat:'`. */
