@@ -7,7 +7,8 @@
  */
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { BATCH_MS, Client, clientFrame, newTally, nowUs } from './client.js'
+import { clientFrame, newTally, nowUs } from './client.js'
+import { connectAll, publishPaced, quiet, type Publisher, type Seat } from './load.js'
 import { cpuUs, rssBytes } from './processes.js'
 
 export type Workload = 'fanout-100' | 'fanout-1000' | 'rooms' | 'idle' | 'appends'
@@ -57,17 +58,11 @@ const STEP_MS = args.quick ? 1000 : 2000
 const RSS_SAMPLE_MS = 50
 /** After the sending stops, how long stragglers may take to arrive (they count, with their latency). */
 const DRAIN_MS = 2000
-/** Publishers send every this many ms, as many messages as the rate says are due. */
-const TICK_MS = 2
 /**
  * Every this-many-th connection times its frames; the rest read in batches (see client.ts). Connections join
  * in order, so the timed ones are spread evenly over a room's members and over the servers' fan-out order.
  */
 const TIMED_EVERY = 10
-/** Batched clients take their turns in this many slices, so that their reads never come in one burst. */
-const BATCH_SLICES = 10
-const CONNECT_CONCURRENCY = 200
-const CONNECT_TIMEOUT_MS = 60_000
 /** The fixed moderate load at which latency and CPU per delivery are compared. */
 const FIXED_RATE = 50_000
 /** Long enough, at the fixed load, to fill a room's default history of 1000 messages. */
@@ -133,50 +128,9 @@ function closedCount (): number {
   return count
 }
 
-/**
- * Opens one client per room name, the i-th on node i mod ports, a bounded number at a time, and resolves once
- * all have joined. So a room's members, and its first publishers, alternate between the nodes. Every
- * `timedEvery`-th client times its frames.
- */
-async function connectAll (rooms: string[], timedEvery = TIMED_EVERY): Promise<Client[]> {
-  const clients: Client[] = []
-  let next = 0
-  let joined = 0
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`only ${joined} of ${rooms.length} joined in time`)), CONNECT_TIMEOUT_MS)
-    const open = (): void => {
-      const i = next++
-      const room = rooms[i]
-      if (room !== undefined) clients.push(new Client(args.ports[i % args.ports.length]!, room, tally, onJoined, i % timedEvery === 0))
-    }
-    const onJoined = (): void => {
-      if (++joined === rooms.length) {
-        clearTimeout(timer)
-        resolve()
-      } else {
-        open()
-      }
-    }
-    for (let i = 0; i < Math.min(CONNECT_CONCURRENCY, rooms.length); i++) open()
-  })
-  let slice = 0
-  setInterval(() => {
-    for (let i = slice; i < clients.length; i += BATCH_SLICES) clients[i]!.readBatch()
-    slice = (slice + 1) % BATCH_SLICES
-  }, BATCH_MS / BATCH_SLICES).unref()
-  return clients
-}
-
-/** Waits until the server has sent nothing for a moment (presence after joins, a backlog after a failed step). */
-async function quiet (): Promise<void> {
-  const deadline = Date.now() + 10_000
-  while (Date.now() < deadline && nowUs() - tally.lastFrameAt < 300_000) await sleep(50)
-}
-
-interface Publisher {
-  client: Client
-  room: string
-  queued: Buffer[]
+/** One client per room name, the i-th on node i mod ports: so a room's members, and its first publishers, alternate between the nodes. */
+function seatsOf (rooms: string[]): Seat[] {
+  return rooms.map((room, i) => ({ port: args.ports[i % args.ports.length]!, room }))
 }
 
 async function step (publishers: Publisher[], roomSize: number, offered: number, durationMs: number): Promise<Step> {
@@ -190,27 +144,7 @@ async function step (publishers: Publisher[], roomSize: number, offered: number,
   const server0 = serverCpuUs()
   const peakRss = watchRss()
   const t0 = performance.now()
-  let sent = 0
-  let turn = 0
-  await new Promise<void>((resolve) => {
-    const timer = setInterval(() => {
-      const elapsed = Math.min(performance.now() - t0, durationMs)
-      const due = Math.floor((perSecond * elapsed) / 1000)
-      for (; sent < due; sent++) {
-        const publisher = publishers[turn++ % publishers.length]!
-        publisher.queued.push(clientFrame(Buffer.from(`{"type":"send","room":"${publisher.room}","text":"t${nowUs()}"}`)))
-      }
-      for (const publisher of publishers) {
-        if (publisher.queued.length === 0) continue
-        publisher.client.write(publisher.queued.length === 1 ? publisher.queued[0]! : Buffer.concat(publisher.queued))
-        publisher.queued.length = 0
-      }
-      if (elapsed >= durationMs) {
-        clearInterval(timer)
-        resolve()
-      }
-    }, TICK_MS)
-  })
+  const sent = await publishPaced(publishers, perSecond, durationMs)
   const expected = sent * roomSize
   const drainUntil = performance.now() + DRAIN_MS
   while (tally.messages - messages0 < expected && performance.now() < drainUntil) await sleep(10)
@@ -256,7 +190,7 @@ async function ramp (publishers: Publisher[], roomSize: number, start: number): 
     else failed = result
   }
   for (let i = 0; i < BISECTIONS && best && failed && closedCount() === 0; i++) {
-    await quiet()
+    await quiet(tally)
     const result = await step(publishers, roomSize, Math.sqrt(best.offered * failed.offered), STEP_MS)
     steps.push(result)
     if (!result.valid) return { best, steps, generatorBound: true }
@@ -269,8 +203,8 @@ async function ramp (publishers: Publisher[], roomSize: number, start: number): 
 /** `rooms` rooms of `size` clients each; the first `publishersPerRoom` of each room publish. */
 async function setUp (rooms: number, size: number, publishersPerRoom: number): Promise<Publisher[]> {
   const names = Array.from({ length: rooms * size }, (_, i) => `room-${i % rooms}`)
-  const clients = await connectAll(names)
-  await quiet()
+  const clients = await connectAll(seatsOf(names), tally, TIMED_EVERY)
+  await quiet(tally)
   // The joins' garbage is the set-up's, not the workload's: without this, the major collection it causes lands
   // in whichever step comes next.
   await collectGarbage()
@@ -285,8 +219,8 @@ async function setUp (rooms: number, size: number, publishersPerRoom: number): P
 async function appends (): Promise<object> {
   const names = Array.from({ length: APPEND_ROOMS * APPEND_ROOM_SIZE }, (_, i) => `room-${i % APPEND_ROOMS}`)
   // Every client times its acks as they arrive: the ack latency is one of the figures.
-  const clients = await connectAll(names, 1)
-  await quiet()
+  const clients = await connectAll(seatsOf(names), tally, 1)
+  await quiet(tally)
   await collectGarbage()
   const messages0 = tally.messages
   const errors0 = tally.errors
@@ -383,9 +317,9 @@ switch (args.workload) {
     const before = await serverRss()
     const t0 = performance.now()
     const names = Array.from({ length: count }, (_, i) => `room-${i % (count / 10)}`)
-    const clients = await connectAll(names)
+    const clients = await connectAll(seatsOf(names), tally, TIMED_EVERY)
     const seconds = (performance.now() - t0) / 1000
-    await quiet()
+    await quiet(tally)
     const after = await serverRss()
     print(args.workload, { connections: count, connectionsPerSec: Math.round(count / seconds), rssPerConnection: Math.round((after - before) / count), rssBefore: before, rssAfter: after })
     for (const client of clients) client.destroy()

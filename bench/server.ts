@@ -5,7 +5,8 @@
  * of many people. Given a broker spec (`node server.js SPEC`), it uses that
  * broker instead:
  * - `memory` (the default);
- * - `redis:PREFIX`: a RedisBroker at $REDIS_URL; nodes with the same prefix share rooms;
+ * - `redis:PREFIX`: a RedisBroker at $REDIS_URL, or over the shards listed in
+ *   $REDIS_SHARDS (comma-separated URLs) when set; nodes with the same prefix share rooms;
  * - `sqlite:FILE`: a SqliteBroker on FILE;
  * - `postgres:SCHEMA`: a PostgresBroker at $POSTGRES_URL, in SCHEMA.
  * With `--metrics` it also has the `metrics` option on (its series counted,
@@ -22,8 +23,11 @@ async function brokerOf (spec: string): Promise<Broker | undefined> {
   if (kind === 'memory' && value === '') return undefined
   if (value === '') throw new Error(`broker spec "${spec}" names no ${kind === 'sqlite' ? 'file' : kind === 'postgres' ? 'schema' : 'prefix'}`)
   switch (kind) {
-    case 'redis':
-      return new (await import('../lib/redis.js')).RedisBroker({ url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix: value })
+    case 'redis': {
+      const { RedisBroker } = await import('../lib/redis.js')
+      const shards = process.env.REDIS_SHARDS?.split(',')
+      return new RedisBroker(shards ? { shards, prefix: value } : { url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix: value })
+    }
     case 'sqlite':
       return new (await import('../lib/sqlite.js')).SqliteBroker({ file: value })
     case 'postgres':
