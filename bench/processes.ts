@@ -16,6 +16,8 @@ export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const POSTGRES_URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 /** SCAN rounds allowed for the cleanup: far more than a run's few hundred keys need. */
 const MAX_SCANS = 10_000
+/** The niceness the bench's processes run at where allowed: other work on a shared machine waits behind them. */
+export const PRIORITY = -10
 export const SERVER_CORE = 0
 export const GENERATOR_CORE = 1
 
@@ -28,7 +30,7 @@ export const here = (file: string): string => fileURLToPath(new URL(file, import
  * shared machine from adding its own latency to the figures.
  */
 export function pinned (core: number, nodeArgs: string[], env: Record<string, string> = {}): ChildProcess {
-  const command = `ulimit -n "$(ulimit -Hn)" && exec nice -n -10 taskset -c ${core} "${process.execPath}" ${nodeArgs.map((a) => `'${a}'`).join(' ')}`
+  const command = `ulimit -n "$(ulimit -Hn)" && exec nice -n ${PRIORITY} taskset -c ${core} "${process.execPath}" ${nodeArgs.map((a) => `'${a}'`).join(' ')}`
   return spawn('bash', ['-c', command], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
 }
 

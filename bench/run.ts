@@ -52,7 +52,12 @@ const runs = Number(argv[argv.indexOf('--runs') + 1] ?? 0) || (quick ? 1 : 3)
 const STORM = 'storm'
 type StormServer = `storm-${'sqlite' | 'redis'}`
 const STORM_SERVERS: StormServer[] = ['storm-sqlite', 'storm-redis']
-const known = [...Object.keys(WORKLOADS), STORM]
+/** The sharded workload (shards.ts) starts its own Redis servers and chats, one per shard count: once per run. */
+const SHARDS = 'shards'
+const SHARD_COUNTS = [1, 2, 3]
+/** What labels a result: the server a generator ran against, or the orchestrator that ran its own. */
+type Runner = ServerName | StormServer | typeof SHARDS
+const known = [...Object.keys(WORKLOADS), STORM, SHARDS]
 const only = argv.includes('--only') ? (argv[argv.indexOf('--only') + 1] ?? '').split(',') : known
 const unknown = only.filter((name) => !known.includes(name))
 if (unknown.length > 0) throw new Error(`unknown workload(s) ${unknown.join(', ')}: expected some of ${known.join(', ')}`)
@@ -78,8 +83,13 @@ async function runStorm (server: StormServer, run: number): Promise<Array<Record
   return await resultsOf(pinned(GENERATOR_CORE, [here('storm.js'), JSON.stringify({ broker: server.slice('storm-'.length), quick })]), server, run)
 }
 
+/** The chats on 1, 2 and 3 Redis shards (shards.ts), each result labelled with its shard count as workload `shards-S`. */
+async function runShards (run: number): Promise<Array<Record<string, unknown>>> {
+  return await resultsOf(pinned(GENERATOR_CORE, [here('shards.js'), JSON.stringify({ counts: SHARD_COUNTS, quick })]), SHARDS, run)
+}
+
 /** The JSON lines a generator prints, each labelled with the server and run and echoed; a hung one is killed. */
-async function resultsOf (generator: ChildProcess, server: ServerName | StormServer, run: number): Promise<Array<Record<string, unknown>>> {
+async function resultsOf (generator: ChildProcess, server: Runner, run: number): Promise<Array<Record<string, unknown>>> {
   const timer = setTimeout(() => generator.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
   const results: Array<Record<string, unknown>> = []
   for await (const line of createInterface({ input: generator.stdout! })) {
@@ -127,12 +137,12 @@ const absolute = (floor: number, unit: string) => (_: number, figure: number): s
  * reference and both figures.
  */
 interface Metric {
-  server?: ServerName | StormServer
+  server?: Runner
   workload: string
   name: string
   pick: Pick
   /** `'none'`: a figure with an absolute target only (no server without our broker can be restarted and resumed). */
-  reference?: { server: ServerName, workload?: string } | 'none'
+  reference?: { server: Runner, workload?: string } | 'none'
   target?: (ratio: number, figure: number, reference: number) => string
 }
 const OURS_ON_ONE_NODE = { server: 'ours' } as const
@@ -190,7 +200,50 @@ const METRICS: Metric[] = [
       row('peak server RSS', field('peakServerRss')),
     ]
   }),
+  ...SHARD_COUNTS.slice(1).flatMap((count): Metric[] => {
+    const row = (name: string, pick: Pick, target: Metric['target']): Metric =>
+      ({ server: SHARDS, workload: `shards-${count}`, name, pick, reference: { server: SHARDS, workload: 'shards-1' }, target })
+    // Each shard carries about what the one shard of shards-1 does, so the busiest one's share of a message is about 1/S.
+    const share = 1.25 / count
+    return [
+      row('busiest shard µs CPU/msg', field('busiestUsPerMessage'), (x) => `≈ 1/${count}, ≤ ${share.toFixed(2)}×: ${x <= share ? 'met' : 'NOT met'}`),
+      row('Redis µs CPU/msg', field('totalUsPerMessage'), () => 'all shards: what sharding adds'),
+    ]
+  }),
 ]
+
+/** Rows as columns padded to their widest cell. */
+function table (rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
+  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ')).join('\n')
+}
+
+/**
+ * The sharded workload per shard count: the messages each shard carried and its µs CPU per message, the busiest
+ * shard's µs CPU per message of the chat beside 1/S, and the scale model that follows from them.
+ */
+function shardsSummary (): string {
+  const rows = [['S', 'messages per shard', 'µs CPU/msg per shard', 'µs in scripts/msg', 'reads/msg', 'busiest shard µs CPU/chat msg', '× S=1', '1/S']]
+  let one: number | undefined
+  const ceilings: string[] = []
+  for (const count of SHARD_COUNTS) {
+    const results = all.filter((r) => r.server === SHARDS && r.workload === `shards-${count}`)
+    if (results.length === 0) continue
+    const perShard = (key: string): string => (results[0]![key] as number[]).map((_, i) => format(median(results.map((r) => (r[key] as number[])[i]!)))).join(' ')
+    const busiest = median(results.map((r) => r.busiestUsPerMessage as number))
+    if (count === 1) one = busiest
+    ceilings.push(`S=${count}: ${format(1e6 / busiest)}`)
+    rows.push([String(count), perShard('shardMessages'), perShard('shardUsPerMessage'), perShard('shardCommandUsPerMessage'), perShard('shardReadsPerMessage'),
+      format(busiest), one ? (busiest / one).toFixed(2) : '', (1 / count).toFixed(2)])
+  }
+  if (one === undefined) return 'shards: no result from one shard (see the errors above)'
+  const capacity = 1e6 / one
+  return `${table(rows)}\n\n` +
+    'scale model, from the CPU per message at about one read per message (a floor: a busy shard reads several commands per wake-up and costs less):\n' +
+    `  one shard at 100 % of one core: 1e6 / ${format(one)} µs = ${format(capacity)} messages/s; ` +
+    `N shards, the rooms spread evenly: N × ${format(capacity)} (${[2, 3, 5, 10].map((n) => `${n}: ${format(n * capacity)}`).join(', ')})\n` +
+    `  measured, the busiest shard at 100 % (1e6 / its µs CPU per chat message): ${ceilings.join(', ')} messages/s`
+}
 
 function format (value: number): string {
   return value >= 1000 ? Math.round(value).toLocaleString('en-US') : value.toPrecision(3)
@@ -200,6 +253,7 @@ const all: Array<Record<string, unknown>> = []
 const started = Date.now()
 const selected = Object.keys(WORKLOADS).filter((w) => only.includes(w))
 const storms = only.includes(STORM) ? STORM_SERVERS : []
+const shards = only.includes(SHARDS)
 const skipPostgres = selected.some((w) => WORKLOADS[w]!.servers.includes('postgres')) && !await postgresAnswers()
 for (let run = 1; run <= runs; run++) {
   // References already measured in this run (by their own selection or for another workload), by workload.
@@ -217,6 +271,7 @@ for (let run = 1; run <= runs; run++) {
     measured.add(reference)
   }
   for (const server of storms) all.push(...await runStorm(server, run))
+  if (shards) all.push(...await runShards(run))
 }
 
 const rows = [['server', 'workload', 'metric', 'figure', 'reference', 'ref. figure', 'ratio', 'target']]
@@ -250,8 +305,8 @@ for (const metric of METRICS) {
 }
 const bound = all.filter((r) => r.generatorBound === true).map((r) => `${r.server} ${r.workload} run ${r.run}`)
 const failed = all.filter((r) => r.pass === false).map((r) => `${r.server} ${r.workload} run ${r.run} (${r.why as string})`)
-const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
-process.stdout.write(`\n${rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ')).join('\n')}\n`)
+process.stdout.write(`\n${table(rows)}\n`)
+if (shards) process.stdout.write(`\n${shardsSummary()}\n`)
 // Other work on the machine shows up in every figure, most in the closed-loop ones: say how busy it was.
 process.stdout.write(`\nmedians of ${runs} run(s), ${Math.round((Date.now() - started) / 1000)} s, load average over the last 5 minutes ${loadavg()[1]!.toFixed(2)}` +
   (bound.length ? `; generator-bound (its core saturated; the figure is a floor): ${bound.join(', ')}` : '') +
