@@ -110,7 +110,7 @@ function redisProblems (redis: RedisConfig | undefined): string[] {
   if (Array.isArray(redis)) return duplicateProblems(redis, 'redis')
   const places = (['url', 'shards', 'cluster'] as const).filter((key) => redis[key] !== undefined)
   if (places.length !== 1) return [`redis: set exactly one of url, shards and cluster${places.length > 1 ? ` (it sets ${places.join(' and ')})` : ''}`]
-  const problems = [...duplicateProblems(redis.shards ?? [], 'redis.shards'), ...duplicateProblems(redis.cluster ?? [], 'redis.cluster')]
+  const problems = duplicateProblems(redis.shards ?? [], 'redis.shards')
   if (redis.registryShard !== undefined) {
     if (redis.shards === undefined) problems.push('redis.registryShard: only with redis.shards (it names the shard that holds the node registry); remove it')
     else if (!redis.shards.includes(redis.registryShard)) problems.push(`redis.registryShard: must be one of redis.shards, not ${JSON.stringify(redis.registryShard)}`)
@@ -118,7 +118,7 @@ function redisProblems (redis: RedisConfig | undefined): string[] {
   return problems
 }
 
-/** A URL listed twice would count one server as two shards (or seeds): each item after its first is named. */
+/** A URL listed twice would count one server as two shards: each item after its first is named. */
 function duplicateProblems (urls: string[], field: string): string[] {
   return urls.flatMap((url, index) => {
     const first = urls.indexOf(url)
