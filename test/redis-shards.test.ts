@@ -235,4 +235,5 @@ async function shardDown (t: TestContext, place: RedisBrokerOptions, lost: Redis
   assert.ok(reader.outOfSyncs.some(({ room }) => gone.includes(room)), 'the reader was told that their stream began again')
   for (const room of kept) await sending.append(room, { text: 'after', from: alice })
   await reader.until('the rooms elsewhere still deliver', () => kept.every((room) => reader.messages(room).length === 3))
+  assert.deepEqual(writer.logs.filter(({ level }) => level === 'warn').length, 1, 'the outage is logged once, though calls for other rooms answered meanwhile')
 }
