@@ -146,6 +146,37 @@ describe('RedisBroker on a three-master Redis Cluster', { skip }, () => {
     }
   })
 
+  it('follows a room\'s slot when it moves to another master mid-traffic: one stream, same epoch, nothing lost or repeated', async (t) => {
+    const prefix = uniquePrefix()
+    const [writer, reader] = [new RecordingNode(), new RecordingNode()]
+    const [sending, receiving] = [broker(t, { cluster: cluster!.urls, prefix }), broker(t, { cluster: cluster!.urls, prefix })]
+    await Promise.all([sending.open(writer), receiving.open(reader)])
+    const room = 'moving'
+    const owners = await Promise.all(cluster!.masters.map(async (master) => ({ master, slots: await ownedSlots(master.url) })))
+    const from = owners.find(({ slots }) => slots.has(roomSlot(room)))!.master
+    const to = owners.find(({ master }) => master !== from)!.master
+    await sending.append(room, { text: 'm1', from: alice })
+    const { epoch } = await sending.read(room, { limit: 0 })
+    await receiving.subscribe(room)
+    let sent = 1
+    const sendingLoop = (async () => {
+      while (sent < 60) {
+        // A send refused while the slot moves is retried with its cid, as clients do.
+        const stored = await sending.append(room, { text: `m${sent + 1}`, from: alice, cid: `c${sent + 1}` }).then(() => true, () => false)
+        if (stored) sent++
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+    })()
+    await reader.until('some messages before the move', () => reader.messages(room).length >= 10)
+    await moveSlot(roomSlot(room), from, to, cluster!.masters)
+    await sendingLoop
+    await reader.until('every message after the move', () => reader.messages(room).length === 59, 20_000)
+    assert.deepEqual(reader.messages(room).map(({ seq, text }) => [seq, text]), Array.from({ length: 59 }, (_, i) => [i + 2, `m${i + 2}`]))
+    assert.equal((await sending.read(room, { limit: 0 })).epoch, epoch, 'the room kept its stream')
+    assert.ok((await ownedSlots(to.url)).has(roomSlot(room)), 'the slot did move')
+    assert.deepEqual(reader.outOfSyncs, [])
+  })
+
   it('serves the rooms of the other masters while one is down, answers unavailable for its rooms, and recovers them by itself when it returns', async (t) => {
     const lost = cluster!.masters[2]!
     const slots = await ownedSlots(lost.url)
@@ -155,6 +186,28 @@ describe('RedisBroker on a three-master Redis Cluster', { skip }, () => {
     }, (room) => slots.has(roomSlot(room)))
   })
 })
+
+/** Moves one slot and its keys between masters, as `redis-cli --cluster reshard` does, and tells every master. */
+async function moveSlot (slot: number, from: RedisServer, to: RedisServer, masters: RedisServer[]): Promise<void> {
+  const [source, target] = [new Redis(from.url), new Redis(to.url)]
+  try {
+    const [sourceId, targetId] = await Promise.all([source.call('CLUSTER', 'MYID'), target.call('CLUSTER', 'MYID')]) as [string, string]
+    await target.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', sourceId)
+    await source.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetId)
+    for (;;) {
+      const keys = await source.call('CLUSTER', 'GETKEYSINSLOT', slot, 100) as string[]
+      if (keys.length === 0) break
+      await source.call('MIGRATE', '127.0.0.1', to.port, '', 0, 5000, 'KEYS', ...keys)
+    }
+    for (const master of [to, from, ...masters.filter((other) => other !== from && other !== to)]) {
+      const client = new Redis(master.url)
+      await client.call('CLUSTER', 'SETSLOT', slot, 'NODE', targetId).finally(() => client.disconnect())
+    }
+  } finally {
+    source.disconnect()
+    target.disconnect()
+  }
+}
 
 /** The shard channels and the cluster-wide channels under `prefix` that a server's subscribers hold. */
 async function channelsOn (url: string, prefix: string): Promise<{ sharded: string[], global: string[] }> {
