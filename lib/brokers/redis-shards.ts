@@ -176,14 +176,19 @@ class ClusterShard implements RedisShard {
   readonly scripts: ScriptCalls
   private readonly availability: Availability
   private readonly settleTimers = new Set<NodeJS.Timeout>()
+  private lastLoss = 0
 
   constructor (readonly name: string, seeds: string[], private readonly settings: ShardSettings, events: ShardEvents) {
     this.availability = new Availability({
       store: name,
       log: events.log,
-      // Back once the cluster is up and no master's connection is down (one that is not yet used waits, lazily).
-      connected: () => this.commands.status === 'ready' && this.commands.nodes('master').every((node) => !DOWN.has(node.status)),
-      onLoss: events.lost,
+      // One master down fails only its rooms' calls while the others answer: the outage ends once
+      // calls have answered for a while with none failing, not at the first call that answers.
+      connected: () => this.commands.status === 'ready' && Date.now() - this.lastLoss > 2 * settings.commandTimeout,
+      onLoss: () => {
+        this.lastLoss = Date.now()
+        events.lost()
+      },
     })
     const options: ClusterOptions = {
       clusterRetryStrategy: reconnectDelay,
@@ -241,8 +246,6 @@ class ClusterShard implements RedisShard {
   }
 }
 
-/** Connection states of a cluster node that is down, rather than connected or not yet used. */
-const DOWN = new Set(['close', 'end', 'reconnecting'])
 
 /** The rooms' places, and which holds the node registry and node-wide signals. */
 export class RedisShards {

@@ -288,7 +288,7 @@ export class RedisBroker implements Broker {
     if (!shard.keepsSubscriptions) {
       const channels = [...(shard === state.shards.registry ? [this.keys.signal] : []), ...rooms.map((room) => this.keys.channel(room))]
       // On failure the connection is dropped (socket timeout) or already down; its next `ready` tries again.
-      const subscribed = await shard.subscribe(channels).then(() => true, () => false)
+      const subscribed = channels.length === 0 || await shard.subscribe(channels).then(() => true, () => false)
       if (!subscribed) return
     }
     for (const room of rooms) state.feeds.catchUp(room)
