@@ -3,7 +3,7 @@
  * the `authenticate` hook with its timeout. A refusal is an ordinary Fastify
  * reply; an admitted upgrade is remembered for the route handler.
  */
-import { randomBytes } from 'node:crypto'
+import { randomFillSync } from 'node:crypto'
 import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { ChatError } from './errors.js'
@@ -52,8 +52,28 @@ const CONNECTION_SUFFIX_BYTES = 4
 /** A guest's default name is `guest-` and 4 hex digits: a label to tell guests apart on screen, not an id. */
 const GUEST_NAME_BYTES = 2
 
+/**
+ * Ids are cut from a pool of random bytes filled in one call, as Node's
+ * `randomUUID` does: a call to the system's random source costs more than the
+ * few bytes an id takes, and every connection makes one or two.
+ */
+const RANDOM_POOL_BYTES = 4096
+const randomPool = Buffer.allocUnsafeSlow(RANDOM_POOL_BYTES)
+let randomPoolAt = RANDOM_POOL_BYTES
+
+/** `bytes` fresh random bytes, written out in `encoding`; no byte of the pool is used twice. */
+function randomText (bytes: number, encoding: 'base64url' | 'hex'): string {
+  if (randomPoolAt + bytes > RANDOM_POOL_BYTES) {
+    randomFillSync(randomPool)
+    randomPoolAt = 0
+  }
+  const text = randomPool.toString(encoding, randomPoolAt, randomPoolAt + bytes)
+  randomPoolAt += bytes
+  return text
+}
+
 function randomId (bytes: number): string {
-  return randomBytes(bytes).toString('base64url')
+  return randomText(bytes, 'base64url')
 }
 
 /** Replies before the upgrade (or from the HTTP API), in Fastify's error shape. */
@@ -185,7 +205,7 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       return
     }
     const id = randomId(GUEST_ID_BYTES)
-    const identity = { id, user: id, name: name ?? `guest-${randomBytes(GUEST_NAME_BYTES).toString('hex')}`, authenticated: false }
+    const identity = { id, user: id, name: name ?? `guest-${randomText(GUEST_NAME_BYTES, 'hex')}`, authenticated: false }
     admitted.set(request, { identity, response: reply.raw })
   }
 
