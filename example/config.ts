@@ -2,7 +2,8 @@
  * The example server's config file: `{ host, port, logLevel,
  * connectionTimeout?, redis? | sqlite? | postgres?, accounts?, admins?,
  * sessionSecret?, chat }`, where `chat` holds the plugin's options, at most one
- * broker key names where rooms live, `accounts` turns on sign-up and sign-in
+ * broker key names where rooms live (`redis`: one URL, shards or a Redis
+ * Cluster, with an optional key prefix), `accounts` turns on sign-up and sign-in
  * (kept in the SQLite or PostgreSQL database) and `admins` names the accounts
  * that may moderate. Validated at start so a bad field stops the server with a
  * message naming it.
@@ -11,8 +12,30 @@ import { readFile } from 'node:fs/promises'
 import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { OptionsSchema, OptionsError, optionRuleProblems } from '../lib/options.js'
+import type { RedisBrokerOptions } from '../lib/redis.js'
 import { normalizeName } from '../lib/protocol.js'
 import { schemaErrors } from '../lib/schema-errors.js'
+
+const RedisUrl = Type.String({ pattern: '^rediss?://', description: "a Redis URL like 'redis://127.0.0.1:6379'" })
+const RedisUrls = Type.Array(RedisUrl, { minItems: 1, description: "a list of at least one Redis URL like ['redis://10.0.0.1:6379', 'redis://10.0.0.2:6379']" })
+
+/**
+ * `redis`: one URL, a list of URLs (shards), or an object naming exactly one
+ * of `url`, `shards` and `cluster` (a rule checks that) with the broker's
+ * `prefix` and `registryShard`. The object's fields are `RedisBrokerOptions`'
+ * own names, so it maps onto them as it is.
+ */
+const RedisSchema = Type.Union([
+  RedisUrl,
+  RedisUrls,
+  Type.Object({
+    url: Type.Optional(RedisUrl),
+    shards: Type.Optional(RedisUrls),
+    cluster: Type.Optional(RedisUrls),
+    prefix: Type.Optional(Type.String({ minLength: 1, description: "a non-empty prefix of every key and channel, like 'myapp:'" })),
+    registryShard: Type.Optional(RedisUrl),
+  }, { additionalProperties: false }),
+], { description: "a Redis URL like 'redis://127.0.0.1:6379', a list of them (shards) or { url | shards | cluster, prefix?, registryShard? }" })
 
 export const ConfigSchema = Type.Object({
   host: Type.String({ minLength: 1 }),
@@ -20,7 +43,7 @@ export const ConfigSchema = Type.Object({
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level))),
   /** ms; see DEFAULT_CONNECTION_TIMEOUT. */
   connectionTimeout: Type.Optional(Type.Integer({ minimum: 0 })),
-  redis: Type.Optional(Type.String({ pattern: '^rediss?://', description: "a Redis URL like 'redis://127.0.0.1:6379'" })),
+  redis: Type.Optional(RedisSchema),
   sqlite: Type.Optional(Type.String({ minLength: 1, description: "a database file like 'data/chat.db', relative to the working directory" })),
   postgres: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: "a PostgreSQL URL like 'postgres://127.0.0.1:5432/chat'" })),
   accounts: Type.Optional(Type.Boolean({ description: 'true (people register and sign in; needs sqlite or postgres) or false (everyone is a guest)' })),
@@ -44,6 +67,7 @@ export const DEFAULT_CONNECTION_TIMEOUT = 10_000
 export const BROKER_KEYS = ['redis', 'sqlite', 'postgres'] as const
 
 export type Config = Static<typeof ConfigSchema>
+export type RedisConfig = Static<typeof RedisSchema>
 
 const validator = Compile(ConfigSchema)
 
@@ -62,7 +86,7 @@ export async function loadConfig (file: string | URL, env: NodeJS.ProcessEnv = p
     if (env.HOST !== undefined) fields.host = env.HOST
     if (env.PORT !== undefined) fields.port = Number(env.PORT)
   }
-  const problems = validator.Check(value) ? [...brokerProblems(value), ...accountsProblems(value), ...adminsProblems(value), ...optionRuleProblems(value.chat, 'chat.')] : schemaErrors(validator, value, 'config')
+  const problems = validator.Check(value) ? [...brokerProblems(value), ...redisProblems(value.redis), ...accountsProblems(value), ...adminsProblems(value), ...optionRuleProblems(value.chat, 'chat.')] : schemaErrors(validator, value, 'config')
   if (problems.length > 0) throw new OptionsError(`config ${String(file)}: ${problems.join('; ')}`)
   return value as Config
 }
@@ -71,6 +95,35 @@ function brokerProblems (config: Config): string[] {
   const named = BROKER_KEYS.filter((key) => config[key] !== undefined)
   if (named.length <= 1) return []
   return [`${named.join(' and ')}: a config names at most one broker (where rooms live); keep one of them`]
+}
+
+/** The `RedisBroker` options that a config's `redis`, in any of its forms, stands for. */
+export function redisBrokerOptions (redis: RedisConfig): RedisBrokerOptions {
+  if (typeof redis === 'string') return { url: redis }
+  if (Array.isArray(redis)) return { shards: redis }
+  return { ...redis }
+}
+
+/** What the schema cannot say of `redis`: one place for the rooms, no shard twice, a registry shard among the shards. */
+function redisProblems (redis: RedisConfig | undefined): string[] {
+  if (redis === undefined || typeof redis === 'string') return []
+  if (Array.isArray(redis)) return duplicateProblems(redis, 'redis')
+  const places = (['url', 'shards', 'cluster'] as const).filter((key) => redis[key] !== undefined)
+  if (places.length !== 1) return [`redis: set exactly one of url, shards and cluster${places.length > 1 ? ` (it sets ${places.join(' and ')})` : ''}`]
+  const problems = duplicateProblems(redis.shards ?? [], 'redis.shards')
+  if (redis.registryShard !== undefined) {
+    if (redis.shards === undefined) problems.push('redis.registryShard: only with redis.shards (it names the shard that holds the node registry); remove it')
+    else if (!redis.shards.includes(redis.registryShard)) problems.push(`redis.registryShard: must be one of redis.shards, not ${JSON.stringify(redis.registryShard)}`)
+  }
+  return problems
+}
+
+/** A URL listed twice would count one server as two shards: each item after its first is named. */
+function duplicateProblems (urls: string[], field: string): string[] {
+  return urls.flatMap((url, index) => {
+    const first = urls.indexOf(url)
+    return first === index ? [] : [`${field}.${index}: ${JSON.stringify(url)} is already ${field}.${first}; list each Redis once`]
+  })
 }
 
 /** Accounts are kept in the database the chat uses: Redis and memory are not one that keeps them. */

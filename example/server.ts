@@ -1,8 +1,9 @@
 /**
  * The example server: the plugin on port 9999 from example/config.json.
  * `CHAT_CONFIG` names another config file; `HOST` and `PORT` override it.
- * With `sqlite` (a file) its rooms outlive restarts; with `redis` or
- * `postgres` (a URL), several such servers share their rooms. With
+ * With `sqlite` (a file) its rooms outlive restarts; with `redis` (one
+ * Redis, shards or a Cluster) or `postgres` (a URL), several such servers
+ * share their rooms. With
  * `accounts`, people sign in (example/accounts.ts) and the chat knows them by
  * their session, and the config's `admins` may moderate through the HTTP API;
  * without, everyone is a guest who picks a name.
@@ -15,14 +16,14 @@ import type { SqliteBroker } from '../lib/sqlite.js'
 import chatRooms from '../lib/index.js'
 import type { AccountStore } from './account-store.js'
 import { Accounts } from './accounts.js'
-import { type Config, DEFAULT_CONFIG_FILE, DEFAULT_CONNECTION_TIMEOUT, loadConfig } from './config.js'
+import { type Config, DEFAULT_CONFIG_FILE, DEFAULT_CONNECTION_TIMEOUT, loadConfig, redisBrokerOptions } from './config.js'
 
 /**
  * The broker the config names, or none (the memory broker). Each is loaded
  * only when named, so the example needs no ioredis, better-sqlite3 or pg it does not use.
  */
 async function makeBroker (config: Config): Promise<Broker | undefined> {
-  if (config.redis !== undefined) return new (await import('../lib/redis.js')).RedisBroker({ url: config.redis })
+  if (config.redis !== undefined) return new (await import('../lib/redis.js')).RedisBroker(redisBrokerOptions(config.redis))
   if (config.sqlite !== undefined) {
     await mkdir(dirname(config.sqlite), { recursive: true })
     return new (await import('../lib/sqlite.js')).SqliteBroker({ file: config.sqlite })

@@ -1,24 +1,26 @@
 /**
- * Several server processes sharing one Redis behave, to every client, like
- * one server: one ordered stream per room, presence across nodes, resume on
- * another node, and the members of a killed node leave within the lease.
+ * Several server processes sharing one Redis, three Redis shards or a
+ * three-master Redis Cluster behave, to every client, like one server: one
+ * ordered stream per room, presence across nodes, resume on another node,
+ * and the members of a killed node leave within the lease.
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
 import type { Readable } from 'node:stream'
-import { describe, it, type TestContext } from 'node:test'
+import { after, describe, it, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import type { ServerFrameOf } from '../lib/protocol.js'
 import { RawClient } from './helpers/client.js'
 import { REDIS_URL, deleteKeys, skipUnlessRedis, uniquePrefix } from './helpers/redis.js'
+import { RedisCluster, RedisServer, skipUnlessRedisServer } from './helpers/redis-server.js'
 
 type Message = ServerFrameOf<'message'>
 
 /** Short for a quick test, long enough that a loaded machine does not let a live node's lease lapse. */
 const LEASE_MS = 3000
-const skip = await skipUnlessRedis()
+const skip = await skipUnlessRedis() || skipUnlessRedisServer()
 const nodeScript = fileURLToPath(new URL('./helpers/chat-node-process.js', import.meta.url))
 
 interface Node {
@@ -26,12 +28,31 @@ interface Node {
   kill: (signal: NodeJS.Signals) => Promise<void>
 }
 
-/** Starts `count` server processes on one prefix; stops them and deletes the keys after the test. */
-async function startNodes (t: TestContext, count: number): Promise<Node[]> {
+/** Where the nodes keep the rooms: the environment that tells chat-node-process. */
+interface Place {
+  name: string
+  env: Record<string, string>
+}
+
+/** The shared Redis; three standalone shards; a three-master Cluster (private servers, stopped after the file). */
+async function places (): Promise<Place[]> {
+  if (skip) return []
+  const shards = await Promise.all([0, 1, 2].map(async () => await RedisServer.start()))
+  const cluster = await RedisCluster.start(3)
+  after(async () => await Promise.all([...shards.map(async (shard) => await shard.kill()), cluster.kill()]))
+  return [
+    { name: 'one Redis', env: { REDIS_URL } },
+    { name: 'three Redis shards', env: { CHAT_REDIS: JSON.stringify({ shards: shards.map((shard) => shard.url) }) } },
+    { name: 'a three-master Redis Cluster', env: { CHAT_REDIS: JSON.stringify({ cluster: cluster.urls }) } },
+  ]
+}
+
+/** Starts `count` server processes on one prefix; stops them (and deletes the shared Redis' keys) after the test. */
+async function startNodes (t: TestContext, place: Place, count: number): Promise<Node[]> {
   const prefix = uniquePrefix()
   const nodes = await Promise.all(Array.from({ length: count }, async () => {
     const child = spawn(process.execPath, [nodeScript], {
-      env: { ...process.env, REDIS_URL, CHAT_PREFIX: prefix, CHAT_LEASE_MS: String(LEASE_MS) },
+      env: { ...process.env, ...place.env, CHAT_PREFIX: prefix, CHAT_LEASE_MS: String(LEASE_MS) },
       stdio: ['ignore', 'pipe', 'inherit'],
     })
     const exited = once(child, 'exit')
@@ -43,7 +64,7 @@ async function startNodes (t: TestContext, count: number): Promise<Node[]> {
     t.after(() => kill('SIGKILL'))
     return { wsUrl: `ws://127.0.0.1:${await announcedPort(child.stdout)}/ws`, kill }
   }))
-  t.after(() => deleteKeys(prefix))
+  if (place.env.REDIS_URL !== undefined) t.after(() => deleteKeys(prefix))
   return nodes
 }
 
@@ -67,29 +88,32 @@ async function takeMessages (client: RawClient, room: string, count: number): Pr
   return messages
 }
 
-describe('several server nodes on one Redis', { skip }, () => {
-  it('give every member, whichever node it is on, the identical contiguous sequence of a room', async (t) => {
-    const nodes = await startNodes(t, 3)
-    const clients: RawClient[] = []
-    for (const [i, node] of [...nodes, ...nodes].entries()) {
-      const client = await RawClient.connect(t, `${node.wsUrl}?name=user${i}`)
-      const joined = await client.request('joined', { type: 'join', room: 'lobby' })
-      assert.equal(joined.members.length, i + 1, 'joined lists the members of every node')
-      clients.push(client)
+for (const place of await places()) {
+describe(`several server nodes on ${place.name}`, () => {
+  it('give every member of each of many rooms, whichever node it is on, the identical contiguous sequence of the room', async (t) => {
+    const nodes = await startNodes(t, place, 3)
+    const rooms = Array.from({ length: 12 }, (_, i) => `room-${i}`)
+    const members = await Promise.all(rooms.flatMap((room) => nodes.map(async (node, n) => {
+      const client = await RawClient.connect(t, `${node.wsUrl}?name=${room}-user${n}`)
+      await client.request('joined', { type: 'join', room })
+      return { room, client, n }
+    })))
+    const perClient = 10
+    for (const { room, client, n } of members) {
+      for (let i = 0; i < perClient; i++) client.send({ type: 'send', room, text: `${room} c${n} m${i}`, cid: `${room}-${n}-${i}` })
     }
-    const perClient = 20
-    for (const [c, client] of clients.entries()) {
-      for (let i = 0; i < perClient; i++) client.send({ type: 'send', room: 'lobby', text: `c${c} m${i}`, cid: `c${c}-${i}` })
+    const total = nodes.length * perClient
+    const received = await Promise.all(members.map(async ({ room, client }) => ({ room, messages: await takeMessages(client, room, total) })))
+    for (const room of rooms) {
+      const sequences = received.filter((member) => member.room === room).map(({ messages }) => messages)
+      assert.deepEqual(sequences[0]!.map((m) => m.seq), Array.from({ length: total }, (_, i) => i + 1), `${room}: contiguous seqs`)
+      for (const sequence of sequences) assert.deepEqual(sequence, sequences[0], `${room}: one order on every node`)
+      assert.equal(new Set(sequences[0]!.map((m) => m.cid)).size, total, `${room}: each message once`)
     }
-    const total = clients.length * perClient
-    const received = await Promise.all(clients.map((client) => takeMessages(client, 'lobby', total)))
-    assert.deepEqual(received[0]!.map((m) => m.seq), Array.from({ length: total }, (_, i) => i + 1))
-    for (const sequence of received) assert.deepEqual(sequence, received[0])
-    assert.equal(new Set(received[0]!.map((m) => m.cid)).size, total, 'each message once')
   })
 
   it('let a client resume on another node with since and get exactly what it missed', async (t) => {
-    const [first, second, third] = await startNodes(t, 3)
+    const [first, second, third] = await startNodes(t, place, 3)
     const reader = await RawClient.connect(t, `${first!.wsUrl}?name=reader`)
     const writer = await RawClient.connect(t, `${second!.wsUrl}?name=writer`)
     const { epoch } = await reader.request('joined', { type: 'join', room: 'r' })
@@ -109,7 +133,7 @@ describe('several server nodes on one Redis', { skip }, () => {
   })
 
   it('send leave for the members of a node killed with SIGKILL, on the other nodes, within the lease', async (t) => {
-    const [first, second, doomed] = await startNodes(t, 3)
+    const [first, second, doomed] = await startNodes(t, place, 3)
     const watchers = [await RawClient.connect(t, `${first!.wsUrl}?name=w1`), await RawClient.connect(t, `${second!.wsUrl}?name=w2`)]
     for (const watcher of watchers) await watcher.request('joined', { type: 'join', room: 'r' })
     const victim = await RawClient.connect(t, `${doomed!.wsUrl}?name=victim`)
@@ -127,3 +151,4 @@ describe('several server nodes on one Redis', { skip }, () => {
     assert.deepEqual(rejoined.members.map((m) => m.name).sort(), ['w1', 'w2'])
   })
 })
+}

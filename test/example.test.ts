@@ -12,6 +12,7 @@ import { RawClient } from './helpers/client.js'
 import { homePage, signUp, startExample, tempDir } from './helpers/example-server.js'
 import { freePort } from './helpers/free-port.js'
 import { POSTGRES_URL, asAdmin, skipUnlessPostgres } from './helpers/postgres.js'
+import { REDIS_URL, deleteKeys, keysUnder, skipUnlessRedis, uniquePrefix } from './helpers/redis.js'
 
 test('the example server serves the chat from a config file and drains on SIGTERM as its config says', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'chat-example-'))
@@ -105,6 +106,33 @@ test('a config with postgres keeps its chat in PostgreSQL across a restart', { s
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', postgres: url.href, chat: {} }))
   await keepsItsChatAcrossARestart(t, { CHAT_CONFIG: config })
+})
+
+test('a config with redis { url, prefix } keeps its rooms and node registry under that prefix, not chat:', { skip: await skipUnlessRedis() }, async (t) => {
+  const prefix = uniquePrefix()
+  const room = `prefixed-${randomBytes(6).toString('hex')}`
+  const dir = await tempDir(t)
+  const config = join(dir, 'config.json')
+  await writeFile(config, JSON.stringify({ host: '127.0.0.1', port: 1, logLevel: 'warn', redis: { url: REDIS_URL, prefix }, chat: {} }))
+  const port = await freePort()
+  const server = startExample({ CHAT_CONFIG: config, PORT: String(port) })
+  t.after(async () => {
+    // Stopped before its keys are deleted, so that no lease renewal writes them again.
+    server.child.kill('SIGKILL')
+    await server.exited
+    await Promise.all([deleteKeys(prefix), deleteKeys(`chat:{${room}}`)])
+  })
+  assert.equal((await homePage(port))?.status, 200, server.output())
+  const client = await RawClient.connect(t, `ws://127.0.0.1:${port}/ws?name=prefixed`)
+  await client.request('joined', { type: 'join', room })
+  await client.request('ack', { type: 'send', room, text: 'under my prefix' })
+
+  const keys = await keysUnder(prefix)
+  for (const key of [`${prefix}{${room}}:meta`, `${prefix}{${room}}:log`, `${prefix}{${room}}:members`]) {
+    assert.ok(keys.includes(key), `${key} is among ${JSON.stringify(keys)}`)
+  }
+  assert.ok(keys.some((key) => key.startsWith(`${prefix}registry{nodes}:`)), `the node registry is under the prefix: ${JSON.stringify(keys)}`)
+  assert.deepEqual(await keysUnder(`chat:{${room}}`), [], 'nothing of the room under the default prefix')
 })
 
 test('a config naming two brokers stops the example server with a message naming both', async (t) => {

@@ -13,7 +13,7 @@ import { Redis } from 'ioredis'
 import { NodeRegistry, type RegisteredNode } from '../lib/brokers/node-registry.js'
 import { RedisRegistryStore } from '../lib/brokers/redis-registry.js'
 import { RedisKeys } from '../lib/brokers/redis-keys.js'
-import { SCRIPT_COMMANDS, scriptCalls } from '../lib/brokers/redis-scripts.js'
+import { RedisShards } from '../lib/brokers/redis-shards.js'
 import type { Member, Presence } from '../lib/protocol.js'
 import { RecordingNode } from './helpers/recording-node.js'
 import { REDIS_URL, deleteKeys, skipUnlessRedis, uniquePrefix } from './helpers/redis.js'
@@ -40,14 +40,17 @@ interface Node {
 
 /** A registry on its own Redis connection, with the store RedisBroker gives it; stopped after the test. */
 async function node (t: TestContext, prefix: string, leaseMs = LONG_LEASE_MS): Promise<Node> {
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, scripts: SCRIPT_COMMANDS, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
-  await redis.connect()
-  const store = new RedisRegistryStore({ commands: redis, scripts: scriptCalls(redis), keys: new RedisKeys(prefix), idleRoomTtl: 60_000, run: (call) => call() })
   const recording = new RecordingNode()
+  const shards = RedisShards.open({ url: REDIS_URL }, { nodeId: randomUUID(), commandTimeout: 2000, redis: undefined }, {
+    message: () => {}, subscriber: () => {}, commands: () => {}, lost: () => {}, log: () => recording.log,
+  })
+  await shards.ready()
+  const redis = shards.registry.commands as Redis
+  const store = new RedisRegistryStore({ shards, keys: new RedisKeys(prefix), idleRoomTtl: 60_000 })
   const registry = new NodeRegistry(store, { nodeId: randomUUID(), leaseMs, connections: () => recording.connections(), log: recording.log })
   t.after(async () => {
     await registry.stop()
-    redis.disconnect()
+    await shards.close()
   })
   await registry.start()
   return { registry, store, redis, logs: recording.logs }

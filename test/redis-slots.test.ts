@@ -17,13 +17,15 @@ import { RedisServer, skipUnlessRedisServer } from './helpers/redis-server.js'
 
 const alice: Member = { id: 'a1', user: 'a1', name: 'alice' }
 
-/** Script commands that name no key: PUBLISH names a channel, TIME nothing. */
-const KEYLESS_COMMANDS = new Set(['PUBLISH', 'TIME'])
+/** Script commands that name no key: TIME. (Scripts publish through `publish`, which takes a channel.) */
+const KEYLESS_COMMANDS = new Set(['TIME'])
 
 test('no script builds a key name: every command a script sends names one of the keys it declares', () => {
   for (const [name, script] of Object.entries(SCRIPTS)) {
     assert.doesNotMatch(script.body, /KEYS\[|ARGV\[/, `${name} reads KEYS and ARGV through named locals only`)
     assert.ok(!Object.keys(script.args).some((arg) => /prefix|key/i.test(arg)), `${name} takes no key prefix or key part`)
+    // PUBLISH on one Redis or shards, SPUBLISH on a Cluster: only `publish` (redis-lua.ts) chooses.
+    assert.doesNotMatch(script.body, /'S?PUBLISH'/, `${name} publishes through publish(), never by name`)
     const calls = [...script.body.matchAll(/redis\.call\(\s*'(\w+)'\s*(?:,\s*([^,)]+))?/g)]
     assert.ok(calls.length > 0, `${name} calls Redis`)
     for (const [, command, first] of calls) {

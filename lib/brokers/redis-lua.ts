@@ -173,7 +173,7 @@ local function storeEntry(seq, entry, cid)
       redis.call('LPOP', cidq)
     end
   end
-  redis.call('PUBLISH', channel, '{"epoch":"' .. redis.call('HGET', meta, 'epoch') .. '","event":' .. entry .. '}')
+  publish(channel, '{"epoch":"' .. redis.call('HGET', meta, 'epoch') .. '","event":' .. entry .. '}')
 end
 `
 
@@ -189,5 +189,18 @@ local function leftLast(user)
   return true
 end
 `
+
+/**
+ * How a script tells the nodes: PUBLISH on one Redis or on shards, where
+ * every subscriber of the server hears it; SPUBLISH on a Redis Cluster, so
+ * that the event crosses only the shard that owns the room (the channel
+ * carries the room's hash tag, so it hashes to the slot of the room's keys).
+ */
+export type PublishCommand = 'PUBLISH' | 'SPUBLISH'
+
+/** The `publish(channel, message)` that the scripts call, defined before their prologue. */
+export function publishFunction (command: PublishCommand): string {
+  return `local function publish(channel, message) return redis.call('${command}', channel, message) end\n`
+}
 
 export const decodeCount = (raw: unknown): number => Number(raw)

@@ -1,16 +1,16 @@
 /**
  * The node registry's store in Redis: leases and node records under the
- * registry's hash tag, each room's roster in the room's own keys, all through
- * the scripts of redis-scripts.ts. No call touches keys of two slots.
+ * registry's hash tag, on the registry's shard; each room's roster in the
+ * room's own keys, on the room's shard; all through the scripts of
+ * redis-scripts.ts. No call touches keys of two slots.
  */
 import { randomUUID } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import { restrictionError, type NodeInfo } from '../broker.js'
 import { ChatError } from '../errors.js'
 import type { Member, Presence } from '../protocol.js'
 import type { PresenceOptions, RegisteredNode, RegistryStore, RosterEntry, Stamp } from './node-registry.js'
 import type { RedisKeys } from './redis-keys.js'
-import type { ScriptCalls } from './redis-scripts.js'
+import type { RedisShard } from './redis-shards.js'
 
 /** What a roster entry holds in Redis. */
 interface StoredEntry extends Member {
@@ -19,24 +19,21 @@ interface StoredEntry extends Member {
 }
 
 export interface RedisRegistryContext {
-  commands: Redis
-  scripts: ScriptCalls
+  shards: { readonly registry: RedisShard, of: (room: string) => RedisShard }
   keys: RedisKeys
   idleRoomTtl: number
-  /** Runs one Redis call; a failure becomes `ChatError('unavailable')`. */
-  run<T>(call: () => Promise<T>): Promise<T>
 }
 
 export class RedisRegistryStore implements RegistryStore {
   constructor (private readonly redis: RedisRegistryContext) {}
 
   async renew (node: Omit<NodeInfo, 'lastSeen'>, leaseMs: number): Promise<{ held: boolean, serial: number }> {
-    const { scripts, keys, run } = this.redis
+    const { keys, shards: { registry: { scripts, run } } } = this.redis
     return await run(() => scripts.renew({ ...keys.registry, id: node.id, record: JSON.stringify(node), leaseMs }))
   }
 
   async nodes (): Promise<RegisteredNode[]> {
-    const { scripts, keys, run } = this.redis
+    const { keys, shards: { registry: { scripts, run } } } = this.redis
     const nodes = await run(() => scripts.nodes(keys.registry))
     return nodes.map(({ record, live }) => {
       const stored = JSON.parse(record) as Omit<RegisteredNode, 'live' | 'connections'> & { connections?: number }
@@ -46,33 +43,34 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   async release (node: string): Promise<void> {
-    const { scripts, keys, run } = this.redis
+    const { keys, shards: { registry: { scripts, run } } } = this.redis
     await run(() => scripts.release({ ...keys.registry, rooms: keys.nodeRooms(node), id: node }))
   }
 
   async forget (node: string, serial: number): Promise<void> {
-    const { scripts, keys, run } = this.redis
+    const { keys, shards: { registry: { scripts, run } } } = this.redis
     await run(() => scripts.forget({ ...keys.registry, rooms: keys.nodeRooms(node), id: node, serial }))
   }
 
   async roomsOf (nodes: string[]): Promise<string[]> {
-    const { commands, keys, run } = this.redis
+    const { keys, shards: { registry: { commands, run } } } = this.redis
     if (nodes.length === 0) return []
     return await run(() => commands.sunion(...nodes.map((node) => keys.nodeRooms(node))))
   }
 
   async listRoom (node: string, room: string): Promise<void> {
-    const { scripts, keys, run } = this.redis
+    const { keys, shards: { registry: { scripts, run } } } = this.redis
     await run(() => scripts.list({ ...keys.registry, rooms: keys.nodeRooms(node), room }))
   }
 
   async unlistRoom (node: string, room: string): Promise<void> {
-    const { scripts, keys, run } = this.redis
+    const { keys, shards: { registry: { scripts, run } } } = this.redis
     await run(() => scripts.unlist({ ...keys.registry, rooms: keys.nodeRooms(node), room }))
   }
 
   async roster (room: string): Promise<RosterEntry[]> {
-    const { commands, keys, run } = this.redis
+    const { keys, shards } = this.redis
+    const { commands, run } = shards.of(room)
     const values = await run(() => commands.hvals(keys.room(room).members))
     // An entry that is not JSON was not written by a node: it names no member, and stops no other.
     return values.flatMap((value) => {
@@ -88,7 +86,8 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   async presence (room: string, action: Presence['action'], member: Member, stamp: Stamp, options: PresenceOptions): Promise<void> {
-    const { scripts, keys, run, idleRoomTtl } = this.redis
+    const { keys, shards, idleRoomTtl } = this.redis
+    const { scripts, run } = shards.of(room)
     const event: Presence = { type: 'presence', room, action, member }
     // In this order: EVICT finds the user after the id, and the node and serial at the end of the JSON.
     const entry: StoredEntry = { id: member.id, user: member.user, name: member.name, node: stamp.node, serial: stamp.serial }
@@ -103,7 +102,8 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   async evict (room: string, node: string, serial: number): Promise<number> {
-    const { scripts, keys, run, idleRoomTtl } = this.redis
+    const { keys, shards, idleRoomTtl } = this.redis
+    const { scripts, run } = shards.of(room)
     // The leave event up to its member, whose JSON the script takes from the roster entry.
     const leaveHead = `{"event":{"type":"presence","room":${JSON.stringify(room)},"action":"leave","member":`
     return await run(() => scripts.evict({ ...keys.room(room), node, serial, leaveHead, channel: keys.channel(room), idleTtl: idleRoomTtl }))

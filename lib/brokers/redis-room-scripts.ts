@@ -141,7 +141,7 @@ else
   flag = action == 'join' and ',"first":' .. tostring(connections == 1) or ''
 end
 touch()
-if changed then redis.call('PUBLISH', channel, head .. flag .. '}}') end
+if changed then publish(channel, head .. flag .. '}}') end
 return changed and 'published' or 'unchanged'
 `,
   reply: (raw) => raw as 'published' | 'unchanged' | 'full' | 'banned',
@@ -200,7 +200,7 @@ for _, leaver in ipairs(leaving) do
   redis.call('HDEL', members, leaver[1])
   local member, user = withUser(leaver[2])
   local last = user == nil or leftLast(user)
-  redis.call('PUBLISH', channel, leaveHead .. member .. ',"last":' .. tostring(last) .. '}}')
+  publish(channel, leaveHead .. member .. ',"last":' .. tostring(last) .. '}}')
 end
 touch()
 return #leaving
@@ -249,7 +249,7 @@ if changed and kind ~= 'kick' then
   end
   touch()
 end
-if changed then redis.call('PUBLISH', channel, head .. (kind == 'read' and string.format('%d', state.read) or '') .. tail) end
+if changed then publish(channel, head .. (kind == 'read' and string.format('%d', state.read) or '') .. tail) end
 return { changed and 1 or 0, encoded(state) }
 `,
   reply: (raw): UserReply => {

@@ -9,8 +9,8 @@
  * of the registry; no key name is built in Lua. A room script never reads
  * node leases: which members are on live nodes is decided in TypeScript.
  */
-import type { Redis } from 'ioredis'
-import { NOW, decodeCount, script, type Args, type Script, type ScriptInput } from './redis-lua.js'
+import type { Cluster, Redis } from 'ioredis'
+import { NOW, decodeCount, publishFunction, script, type Args, type PublishCommand, type Script, type ScriptInput } from './redis-lua.js'
 import { APPEND, COUNT, EVICT, PRESENCE, READ, USER } from './redis-room-scripts.js'
 import { UPDATE } from './redis-update-script.js'
 
@@ -157,11 +157,13 @@ export type ScriptCalls = {
 const commandName = (name: string): string => `chat${name[0]!.toUpperCase()}${name.slice(1)}`
 
 /** For ioredis' `scripts` option: each script becomes a command (EVALSHA, and EVAL on a script cache miss). */
-export const SCRIPT_COMMANDS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, { lua, keys }]) =>
-  [commandName(name), { lua, numberOfKeys: keys.length }]))
+export function scriptCommands (publish: PublishCommand): Record<string, { lua: string, numberOfKeys: number }> {
+  return Object.fromEntries(Object.entries(SCRIPTS).map(([name, { lua, keys }]) =>
+    [commandName(name), { lua: publishFunction(publish) + lua, numberOfKeys: keys.length }]))
+}
 
-/** The typed calls of the scripts on `redis`, which must have been created with `scripts: SCRIPT_COMMANDS`. */
-export function scriptCalls (redis: Redis): ScriptCalls {
+/** The typed calls of the scripts on `redis` (a Redis or a Cluster), which must have been created with `scripts: scriptCommands(…)`. */
+export function scriptCalls (redis: Redis | Cluster): ScriptCalls {
   // ioredis adds a method per script at run time; its types cannot know them.
   const commands = redis as unknown as Record<string, (...args: Array<string | number>) => Promise<unknown>>
   const calls = Object.entries(SCRIPTS).map(([name, definition]) => {

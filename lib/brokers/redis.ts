@@ -13,15 +13,14 @@
  * `commandTimeout`: nothing waits in a queue for Redis to return.
  */
 import { randomUUID } from 'node:crypto'
-import { Redis, type RedisOptions } from 'ioredis'
+import type { RedisOptions } from 'ioredis'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
-import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, jsonAroundSeq, messageIds, messageJsonAroundSeq, messageNotFound, newUpdate, notTheAuthor, reconnectDelay, restrictionError, retryOfTrimmed, storedEntry, storedMessage, tooManyReactions, userEvent } from '../broker.js'
+import { CID_RETENTION_MS, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_IDLE_ROOM_TTL_MS, DEFAULT_LEASE_MS, NO_USER_STATE, currentUserState, jsonAroundSeq, messageIds, messageJsonAroundSeq, messageNotFound, newUpdate, notTheAuthor, restrictionError, retryOfTrimmed, storedEntry, storedMessage, tooManyReactions, userEvent } from '../broker.js'
 import type { Entry, Member, Message, Presence, TypingEvent } from '../protocol.js'
 import { NodeRegistry } from './node-registry.js'
 import { RedisRegistryStore } from './redis-registry.js'
 import { RedisKeys } from './redis-keys.js'
-import { SCRIPT_COMMANDS, scriptCalls, type ScriptCalls } from './redis-scripts.js'
-import { Availability } from './availability.js'
+import { RedisShards, type RedisShard } from './redis-shards.js'
 import { RoomFeeds, type Envelope } from './room-feeds.js'
 
 export interface RedisBrokerOptions extends SharedStoreOptions {
@@ -59,14 +58,10 @@ const ROOMS_PER_READ = 100
 
 interface Open {
   readonly node: BrokerNode
-  readonly commands: Redis
-  readonly subscriber: Redis
-  readonly scripts: ScriptCalls
+  readonly shards: RedisShards
   readonly store: RedisRegistryStore
   readonly registry: NodeRegistry
   readonly feeds: RoomFeeds
-  /** The subscriptions the subscriber's latest `ready` made (the signal channel's among them). */
-  resubscribed?: Promise<void>
 }
 
 export class RedisBroker implements Broker {
@@ -78,14 +73,10 @@ export class RedisBroker implements Broker {
   private readonly leaseMs: number
   private readonly commandTimeout: number
   private state: Open | undefined
-  private readonly availability = new Availability({
-    store: 'Redis',
-    log: () => this.state?.node.log,
-    connected: () => this.state?.commands.status === 'ready' && this.state.subscriber.status === 'ready',
-    onLoss: () => this.state?.registry.markStale(),
-  })
 
   constructor (private readonly options: RedisBrokerOptions = {}) {
+    const problem = placeProblem(options)
+    if (problem !== undefined) throw new TypeError(`RedisBroker: ${problem}`)
     this.keys = new RedisKeys(options.prefix ?? DEFAULT_PREFIX)
     this.idleRoomTtl = options.idleRoomTtl ?? DEFAULT_IDLE_ROOM_TTL_MS
     this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS
@@ -94,34 +85,31 @@ export class RedisBroker implements Broker {
 
   async open (node: BrokerNode): Promise<void> {
     if (this.state) throw new Error('RedisBroker: already open; use one broker per Fastify instance')
-    const commands = this.connect('commands')
-    const subscriber = this.connect('subscriber')
-    const scripts = scriptCalls(commands)
-    const store = new RedisRegistryStore({ commands, scripts, keys: this.keys, idleRoomTtl: this.idleRoomTtl, run: (call) => this.run(call) })
+    const shards = RedisShards.open(this.options, { nodeId: this.nodeId, commandTimeout: this.commandTimeout, redis: this.options.redis }, {
+      message: (channel, payload) => this.receive(channel, payload),
+      subscriber: (shard) => { void this.resubscribe(shard) },
+      commands: (shard) => {
+        // Renew at once; sweep only at the next tick, so after an outage other nodes get to renew first.
+        if (shard === shards.registry) void this.state?.registry.renewNow()
+      },
+      lost: () => this.state?.registry.markStale(),
+      log: () => this.state?.node.log,
+    })
+    const store = new RedisRegistryStore({ shards, keys: this.keys, idleRoomTtl: this.idleRoomTtl })
     const registry = new NodeRegistry(store, { nodeId: this.nodeId, leaseMs: this.leaseMs, connections: () => node.connections(), log: node.log })
     const feeds = new RoomFeeds((room, range) => this.read(room, range), (room, event) => node.deliver(room, event), (room, epoch) => node.outOfSync(room, epoch), node.log)
-    this.state = { node, commands, subscriber, scripts, store, registry, feeds }
-    subscriber.on('message', (channel: string, payload: string) => this.receive(channel, payload))
-    commands.on('ready', () => {
-      this.availability.answered()
-      // Renew at once; sweep only at the next tick, so after an outage other nodes get to renew first.
-      void registry.renewNow()
-    })
-    subscriber.on('ready', () => {
-      this.availability.answered()
-      if (this.state) this.state.resubscribed = this.resubscribe()
-    })
-    await Promise.all([whenReady(commands, this.commandTimeout), whenReady(subscriber, this.commandTimeout)])
-    // Signals sent once `open` resolves reach this node.
-    await this.state.resubscribed
+    this.state = { node, shards, store, registry, feeds }
+    await shards.ready()
+    // Signals sent once `open` resolves reach this node (a shard that is down subscribes once it is back).
+    await shards.registry.subscribe([this.keys.signal]).catch(() => {})
     await registry.start()
   }
 
   async subscribe (room: string): Promise<void> {
-    const { subscriber, feeds } = this.opened()
+    const { shards, feeds } = this.opened()
     const token = feeds.open(room)
     try {
-      await this.run(() => subscriber.subscribe(this.keys.channel(room)))
+      await shards.of(room).subscribe([this.keys.channel(room)])
       const { epoch, seq } = await this.read(room, { limit: 0 })
       feeds.begin(room, token, epoch, seq)
     } catch (error) {
@@ -131,21 +119,22 @@ export class RedisBroker implements Broker {
   }
 
   async unsubscribe (room: string): Promise<void> {
-    const { subscriber, feeds } = this.opened()
+    const { shards, feeds } = this.opened()
     feeds.close(room)
     // Events of a room without a feed are ignored, and a reconnect subscribes
     // only to rooms with one, so a failed UNSUBSCRIBE leaves nothing behind.
-    await subscriber.unsubscribe(this.keys.channel(room)).catch(() => {})
+    await shards.of(room).unsubscribe(this.keys.channel(room)).catch(() => {})
   }
 
   async update (room: string, draft: UpdateDraft): Promise<UpdateResult> {
-    const { node, scripts } = this.opened()
+    const { node, shards } = this.opened()
+    const { scripts, run } = shards.of(room)
     const ts = Date.now()
     // The script splices the seq it takes between the two halves of the update's JSON.
     const update = newUpdate(room, 0, draft, ts)
     const { head, tail } = jsonAroundSeq(update)
     const { maxReactions, maxBytes } = node.reactionLimits
-    const changed = await this.run(() => scripts.update({
+    const changed = await run(() => scripts.update({
       ...this.keys.room(room), target: draft.target, action: draft.action, text: draft.action === 'edit' ? draft.text : '',
       reaction: draft.action === 'react' || draft.action === 'unreact' ? draft.reaction : '', user: JSON.stringify(draft.by.user),
       asServer: draft.asServer === true, cid: draft.cid ?? '', head, tail, now: ts,
@@ -166,11 +155,12 @@ export class RedisBroker implements Broker {
   }
 
   async append (room: string, draft: MessageDraft): Promise<AppendResult> {
-    const { node, scripts } = this.opened()
+    const { node, shards } = this.opened()
+    const { scripts, run } = shards.of(room)
     const ts = Date.now()
     // The script splices the seq it takes between these two halves of the message JSON.
     const { head, tail } = messageJsonAroundSeq(room, this.nextId(), draft, ts)
-    const stored = await this.run(() => scripts.append({
+    const stored = await run(() => scripts.append({
       ...this.keys.room(room), epoch: randomUUID(), head, tail, cid: draft.cid ?? '', historySize: node.historySize, now: ts,
       idleTtl: this.idleRoomTtl, channel: this.keys.channel(room), cidRetentionMs: CID_RETENTION_MS, user: JSON.stringify(draft.from.user),
     }))
@@ -180,18 +170,18 @@ export class RedisBroker implements Broker {
   }
 
   async publish (room: string, event: Presence | TypingEvent, options: PublishOptions = {}): Promise<void> {
-    const { commands, registry } = this.opened()
+    const { shards, registry } = this.opened()
     if (event.type === 'typing') {
-      await this.run(() => commands.publish(this.keys.channel(room), JSON.stringify({ event })))
+      await shards.of(room).publish(this.keys.channel(room), JSON.stringify({ event }))
       return
     }
     await registry.announce(room, event, options)
   }
 
   async read (room: string, range: ReadRange): Promise<ReadResult> {
-    const { scripts } = this.opened()
+    const { scripts, run } = this.opened().shards.of(room)
     const { meta, log } = this.keys.room(room)
-    const { epoch, seq, more, messages } = await this.run(() => scripts.read({ meta, log, after: range.after, before: range.before, limit: range.limit }))
+    const { epoch, seq, more, messages } = await run(() => scripts.read({ meta, log, after: range.after, before: range.before, limit: range.limit }))
     return { epoch, seq, more, messages: messages.map((json) => storedEntry(JSON.parse(json) as Entry)) }
   }
 
@@ -209,7 +199,8 @@ export class RedisBroker implements Broker {
    * count until they are swept (within about 4/3 of `leaseMs`).
    */
   async rooms (page: RoomsPage = {}): Promise<RoomInfo[]> {
-    const { commands, scripts } = this.opened()
+    const { shards } = this.opened()
+    const { commands, run } = shards.registry
     const limit = page.limit ?? Infinity
     const listed: RoomInfo[] = []
     let after = page.after
@@ -217,10 +208,11 @@ export class RedisBroker implements Broker {
     while (listed.length < limit) {
       const want = Math.min(ROOMS_PER_READ, limit - listed.length)
       const from = after === undefined ? '-' : `(${after}`
-      const names = await this.run(() => commands.zrangebylex(this.keys.registry.occupied, from, '+', 'LIMIT', 0, want))
+      const names = await run(() => commands.zrangebylex(this.keys.registry.occupied, from, '+', 'LIMIT', 0, want))
       const counted = await Promise.all(names.map(async (room) => {
         const { members, meta } = this.keys.room(room)
-        return { room, ...(await this.run(() => scripts.count({ members, meta }))) }
+        const shard = shards.of(room)
+        return { room, ...(await shard.run(() => shard.scripts.count({ members, meta }))) }
       }))
       listed.push(...counted.filter((room) => room.members > 0))
       if (names.length < want) break
@@ -230,12 +222,12 @@ export class RedisBroker implements Broker {
   }
 
   async changeUser (room: string, user: string, change: UserChange, connection?: string): Promise<{ state: UserState, changed: boolean }> {
-    const { scripts } = this.opened()
+    const { scripts, run } = this.opened().shards.of(room)
     // For a `read`, the script puts the new marker where this event's seq 0 (NO_USER_STATE's marker) is.
     const json = JSON.stringify({ event: userEvent(room, user, change, NO_USER_STATE, connection) })
     // The first `"seq":` is the change's: room and user come first, and a JSON string cannot hold an unescaped quote.
     const at = change.kind === 'read' ? json.indexOf('"seq":') + '"seq":'.length : json.length
-    const { changed, state } = await this.run(() => scripts.user({
+    const { changed, state } = await run(() => scripts.user({
       ...this.keys.room(room), user: JSON.stringify(user), kind: change.kind, seq: change.kind === 'read' ? change.seq : undefined,
       ends: change.kind === 'ban' || change.kind === 'mute' ? change.until : undefined, now: Date.now(),
       head: json.slice(0, at), tail: json.slice(at + (change.kind === 'read' ? 1 : 0)), channel: this.keys.channel(room), idleTtl: this.idleRoomTtl,
@@ -244,15 +236,15 @@ export class RedisBroker implements Broker {
   }
 
   async userState (room: string, user: string): Promise<UserState> {
-    const { commands } = this.opened()
-    const stored = await this.run(() => commands.hget(this.keys.room(room).users, JSON.stringify(user)))
+    const { commands, run } = this.opened().shards.of(room)
+    const stored = await run(() => commands.hget(this.keys.room(room).users, JSON.stringify(user)))
     return currentUserState(parseUserState(stored), Date.now())
   }
 
   /** Reads every user kept for the room (markers too): restrictions that ended are left out, and go with the room's keys. */
   async moderation (room: string): Promise<ModerationEntry[]> {
-    const { commands } = this.opened()
-    const stored = await this.run(() => commands.hgetall(this.keys.room(room).users))
+    const { commands, run } = this.opened().shards.of(room)
+    const stored = await run(() => commands.hgetall(this.keys.room(room).users))
     const now = Date.now()
     return Object.entries(stored).flatMap(([field, value]) => {
       const { ban, mute } = currentUserState(parseUserState(value), now)
@@ -262,8 +254,7 @@ export class RedisBroker implements Broker {
   }
 
   async signal (event: NodeSignal): Promise<void> {
-    const { commands } = this.opened()
-    await this.run(() => commands.publish(this.keys.signal, JSON.stringify(event)))
+    await this.opened().shards.registry.publish(this.keys.signal, JSON.stringify(event))
   }
 
   /** Nodes holding their lease: one that stops renewing drops out within `leaseMs`. */
@@ -280,49 +271,27 @@ export class RedisBroker implements Broker {
     state.feeds.clear()
     // Give up the lease now: other nodes remove any member still listed here at their next sweep.
     await state.registry.stop()
-    await Promise.allSettled([state.commands.quit(), state.subscriber.quit()])
-    state.commands.disconnect()
-    state.subscriber.disconnect()
+    await state.shards.close()
   }
 
   // ------------------------------------------------------------ connections and outages
 
-  private connect (name: string): Redis {
-    const options: RedisOptions = {
-      retryStrategy: reconnectDelay,
-      connectionName: `fastify-chat-rooms-${name}-${this.nodeId}`,
-      ...this.options.redis,
-      // Fail at once while disconnected, and never resend a command behind its caller's back:
-      // the caller got `unavailable` and retries with its cid.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      commandTimeout: this.commandTimeout,
-      // A hung Redis: drop the socket, so unanswered commands do not pile up on it.
-      socketTimeout: this.commandTimeout,
-      // `resubscribe` does it, then fills what pub/sub lost meanwhile.
-      autoResubscribe: false,
-      scripts: SCRIPT_COMMANDS,
-    }
-    const redis = this.options.url === undefined ? new Redis(options) : new Redis(this.options.url, options)
-    // Connection errors repeat on every reconnect attempt; the outage is logged once.
-    redis.on('error', (error: Error) => this.availability.lost(error))
-    return redis
-  }
-
-  /** Runs one Redis call; any failure becomes `unavailable`, and a script that failed is logged as an error. */
-  private async run<T> (call: () => Promise<T>): Promise<T> {
-    return await this.availability.run(call(), (error) => (error as Error).name !== 'ReplyError')
-  }
-
-  /** Once connected, and after a reconnect: subscribe to signals and to every room with a feed, then fill what was published meanwhile. */
-  private async resubscribe (): Promise<void> {
+  /**
+   * Once a shard's subscriber is connected again: subscribe (where the shard
+   * does not keep its subscriptions) to signals and to every room of it with
+   * a feed, then fill what was published meanwhile.
+   */
+  private async resubscribe (shard: RedisShard): Promise<void> {
     const state = this.state
     if (!state) return
-    const rooms = [...state.feeds.rooms()]
-    // On failure the connection is dropped (socket timeout) or already down; its next `ready` tries again.
-    const subscribed = await state.subscriber.subscribe(this.keys.signal, ...rooms.map((room) => this.keys.channel(room))).then(() => true, () => false)
-    if (subscribed) for (const room of rooms) state.feeds.catchUp(room)
+    const rooms = [...state.feeds.rooms()].filter((room) => state.shards.of(room) === shard)
+    if (!shard.keepsSubscriptions) {
+      const channels = [...(shard === state.shards.registry ? [this.keys.signal] : []), ...rooms.map((room) => this.keys.channel(room))]
+      // On failure the connection is dropped (socket timeout) or already down; its next `ready` tries again.
+      const subscribed = channels.length === 0 || await shard.subscribe(channels).then(() => true, () => false)
+      if (!subscribed) return
+    }
+    for (const room of rooms) state.feeds.catchUp(room)
   }
 
   private receive (channel: string, payload: string): void {
@@ -362,16 +331,16 @@ function parseUserState (stored: string | null | undefined): UserState {
   return typeof state?.read === 'number' ? state : NO_USER_STATE
 }
 
-/** Resolves once `redis` is ready, or after `ms` (then calls fail with `unavailable` until it is). */
-async function whenReady (redis: Redis, ms: number): Promise<void> {
-  if (redis.status === 'ready') return
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      redis.off('ready', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    redis.once('ready', done)
-  })
+/** What is wrong with where the options put the rooms, if anything. */
+function placeProblem ({ url, shards, registryShard, cluster }: RedisBrokerOptions): string | undefined {
+  const named = (['url', 'shards', 'cluster'] as const).filter((key) => ({ url, shards, cluster })[key] !== undefined)
+  if (named.length > 1) return `set at most one of url, shards and cluster (got ${named.join(' and ')})`
+  if (shards !== undefined) {
+    if (!Array.isArray(shards) || shards.length === 0) return 'shards must be a non-empty list of Redis URLs'
+    const repeated = shards.find((shard, index) => shards.indexOf(shard) !== index)
+    if (repeated !== undefined) return `shards lists ${repeated} twice; each shard once`
+  }
+  if (registryShard !== undefined && !(shards ?? []).includes(registryShard)) return `registryShard ${registryShard} must be one of shards`
+  if (cluster !== undefined && (!Array.isArray(cluster) || cluster.length === 0)) return 'cluster must be a non-empty list of Redis URLs (seed nodes)'
+  return undefined
 }

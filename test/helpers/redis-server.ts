@@ -1,9 +1,10 @@
 /**
  * A private redis-server on a free port, for tests that stop, hang or kill
- * it without disturbing the shared one, or run it in cluster mode. Nothing
- * is persisted.
+ * it without disturbing the shared one, or run it in cluster mode; and a
+ * Redis Cluster of several of them. Nothing is persisted but a cluster
+ * node's cluster config.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -12,6 +13,7 @@ import { Redis } from 'ioredis'
 import { freePort } from './free-port.js'
 
 const REDIS_SERVER = process.env.REDIS_SERVER ?? '/usr/bin/redis-server'
+const REDIS_CLI = process.env.REDIS_CLI ?? '/usr/bin/redis-cli'
 /** A redis-server starts in milliseconds; this only bounds a broken start. */
 const START_TIMEOUT_MS = 10_000
 /** Redis Cluster's hash slots: keys hash to 0…16383. */
@@ -19,8 +21,9 @@ const CLUSTER_SLOTS = 16_384
 
 /** Like `skipUnlessRedis`: the reason to skip when redis-server is missing, but under `CI=true` a failure. */
 export function skipUnlessRedisServer (): string | false {
-  if (existsSync(REDIS_SERVER)) return false
-  const reason = `redis-server is missing at ${REDIS_SERVER} (set REDIS_SERVER to its path)`
+  const missing = [[REDIS_SERVER, 'REDIS_SERVER'], [REDIS_CLI, 'REDIS_CLI']].find(([path]) => !existsSync(path!))
+  if (missing === undefined) return false
+  const reason = `${missing[0]} is missing (set ${missing[1]} to its path)`
   if (process.env.CI === 'true') throw new Error(`${reason}. Under CI the Redis tests must run, not skip.`)
   console.log(`skipping the Redis outage tests: ${reason}`)
   return reason
@@ -32,6 +35,8 @@ export interface RedisServerOptions {
    * Redis, but a command or script whose keys hash to two slots fails.
    */
   cluster?: boolean
+  /** In cluster mode, serve no slot yet: `RedisCluster` shares them out. */
+  joinLater?: boolean
 }
 
 export class RedisServer {
@@ -51,12 +56,15 @@ export class RedisServer {
     return server
   }
 
-  /** Starts (again) on the same port, empty. */
+  /** Starts (again) on the same port, empty; a cluster node keeps its node id and slots. */
   async start (): Promise<void> {
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+    const restart = this.dir !== undefined
     if (this.options.cluster) {
-      this.dir = mkdtempSync(join(tmpdir(), 'chat-redis-'))
-      args.push('--cluster-enabled', 'yes', '--cluster-config-file', join(this.dir, 'nodes.conf'))
+      this.dir ??= mkdtempSync(join(tmpdir(), 'chat-redis-'))
+      // A master that is down takes only its own slots out of service, and is noticed within a second.
+      args.push('--cluster-enabled', 'yes', '--cluster-config-file', join(this.dir, 'nodes.conf'),
+        '--cluster-require-full-coverage', 'no', '--cluster-node-timeout', '1000', '--dir', this.dir)
     }
     const child = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'inherit'] })
     this.child = child
@@ -76,7 +84,7 @@ export class RedisServer {
       })
     })
     child.stdout?.resume()
-    if (this.options.cluster) await this.serveEverySlot()
+    if (this.options.cluster && !this.options.joinLater && !restart) await this.serveEverySlot()
   }
 
   /** Gives this cluster node every slot, and waits until the cluster says it is ok. */
@@ -103,8 +111,8 @@ export class RedisServer {
     this.child?.kill('SIGCONT')
   }
 
-  /** Kills it (its data is lost); `start` brings an empty one back on the same port. */
-  async kill (): Promise<void> {
+  /** Kills it (its data is lost); `start` brings an empty one back on the same port, a cluster node as the same node. */
+  async stop (): Promise<void> {
     const child = this.child
     this.child = undefined
     if (child && child.exitCode === null && child.signalCode === null) {
@@ -112,7 +120,63 @@ export class RedisServer {
       child.kill('SIGKILL')
       await once(child, 'exit')
     }
+  }
+
+  /** Stops it for good, with its cluster config. */
+  async kill (): Promise<void> {
+    await this.stop()
     if (this.dir) rmSync(this.dir, { recursive: true, force: true })
     this.dir = undefined
+  }
+
+  /** `CLUSTER INFO`'s cluster_state is ok. */
+  async clusterOk (): Promise<boolean> {
+    const client = new Redis(this.url, { maxRetriesPerRequest: 0, retryStrategy: () => null })
+    client.on('error', () => {})
+    try {
+      return (await client.call('CLUSTER', 'INFO') as string).includes('cluster_state:ok')
+    } catch {
+      return false
+    } finally {
+      client.disconnect()
+    }
+  }
+}
+
+/** A Redis Cluster of `masters` masters and no replicas, made by `redis-cli --cluster create`. */
+export class RedisCluster {
+  private constructor (readonly masters: RedisServer[]) {}
+
+  get urls (): string[] {
+    return this.masters.map((master) => master.url)
+  }
+
+  static async start (masters = 3): Promise<RedisCluster> {
+    const servers = await Promise.all(Array.from({ length: masters }, async () => await RedisServer.start({ cluster: true, joinLater: true })))
+    const cluster = new RedisCluster(servers)
+    try {
+      await new Promise<void>((resolve, reject) => {
+        execFile(REDIS_CLI, ['--cluster', 'create', ...servers.map((server) => `127.0.0.1:${server.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+          { timeout: START_TIMEOUT_MS }, (error, stdout, stderr) => error ? reject(new Error(`redis-cli --cluster create failed: ${stderr || stdout}`, { cause: error })) : resolve())
+      })
+      await cluster.whenOk()
+    } catch (error) {
+      await cluster.kill()
+      throw error
+    }
+    return cluster
+  }
+
+  /** Resolves once every master says the cluster is ok (they agree on the slots). */
+  async whenOk (): Promise<void> {
+    const deadline = Date.now() + START_TIMEOUT_MS
+    while (!(await Promise.all(this.masters.map(async (master) => await master.clusterOk()))).every(Boolean)) {
+      if (Date.now() > deadline) throw new Error('the Redis Cluster did not become ok')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+
+  async kill (): Promise<void> {
+    await Promise.all(this.masters.map(async (master) => await master.kill()))
   }
 }
