@@ -88,10 +88,12 @@ export interface Tally {
   ackDisorder: number
   /** Send → ack, from the send time in each ack's ref. */
   ackLatency: Histogram
+  /** Each connection's TCP connect → its `joined`: the whole connect path, upgrade and join. */
+  connectLatency: Histogram
 }
 
 export function newTally (): Tally {
-  return { messages: 0, orderViolations: 0, gaps: 0, errors: 0, closes: new Map(), lastFrameAt: 0, latency: new Histogram(), acks: 0, ackDisorder: 0, ackLatency: new Histogram() }
+  return { messages: 0, orderViolations: 0, gaps: 0, errors: 0, closes: new Map(), lastFrameAt: 0, latency: new Histogram(), acks: 0, ackDisorder: 0, ackLatency: new Histogram(), connectLatency: new Histogram() }
 }
 
 /** Microseconds on this process's monotonic clock: what publishers write and receivers subtract. */
@@ -134,6 +136,8 @@ export class Client {
   joined = false
   /** Called on each ack: a closed-loop publisher sends its next message from here. */
   onAck: (() => void) | undefined
+  /** When the TCP connect began (µs): its `joined` ends the connect path. */
+  private readonly startedAt = nowUs()
 
   constructor (port: number, private readonly room: string, private readonly tally: Tally, private readonly onJoined: (client: Client) => void,
     /** Whether this client times its frames (and reads at once) or reads in batches, untimed. */
@@ -246,6 +250,7 @@ export class Client {
         this.onAck?.()
       } else if (type === J) {
         this.lastSeq = digitsAt(buf, buf.indexOf(SEQ, start) + SEQ.length)
+        if (!this.joined) this.tally.connectLatency.record(now - this.startedAt)
         this.joined = true
         this.onJoined(this)
       } else if (buf.toString('latin1', start, start + 14) === '{"type":"error') {

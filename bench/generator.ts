@@ -316,12 +316,32 @@ switch (args.workload) {
     const count = args.quick ? 5000 : 10_000
     const before = await serverRss()
     const t0 = performance.now()
+    const cpu0 = process.cpuUsage()
+    const server0 = serverCpuUs()
     const names = Array.from({ length: count }, (_, i) => `room-${i % (count / 10)}`)
     const clients = await connectAll(seatsOf(names), tally, TIMED_EVERY)
     const seconds = (performance.now() - t0) / 1000
+    const cpu = process.cpuUsage(cpu0)
+    // Presence after the last joins may still be on its way: the CPU is read before it, as the time is.
+    const serverUsPerConnection = (serverCpuUs() - server0) / count
+    const generatorCpu = (cpu.user + cpu.system) / (seconds * 1e6)
     await quiet(tally)
     const after = await serverRss()
-    print(args.workload, { connections: count, connectionsPerSec: Math.round(count / seconds), rssPerConnection: Math.round((after - before) / count), rssBefore: before, rssAfter: after })
+    const [connectP50, connectP99] = [tally.connectLatency.quantile(0.5), tally.connectLatency.quantile(0.99)]
+    print(args.workload, {
+      connections: count,
+      connectionsPerSec: Math.round(count / seconds),
+      connectP50,
+      connectP99,
+      serverUsPerConnection,
+      // Its share of the connect phase, and of the generator's core: near 1, that side limited connections/s.
+      serverCpu: (serverUsPerConnection * count) / (seconds * 1e6),
+      generatorCpu,
+      generatorBound: generatorCpu >= GENERATOR_SATURATED,
+      rssPerConnection: Math.round((after - before) / count),
+      rssBefore: before,
+      rssAfter: after,
+    })
     for (const client of clients) client.destroy()
     break
   }

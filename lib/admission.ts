@@ -3,7 +3,7 @@
  * the `authenticate` hook with its timeout. A refusal is an ordinary Fastify
  * reply; an admitted upgrade is remembered for the route handler.
  */
-import { randomBytes } from 'node:crypto'
+import { randomFillSync } from 'node:crypto'
 import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { ChatError } from './errors.js'
@@ -52,8 +52,28 @@ const CONNECTION_SUFFIX_BYTES = 4
 /** A guest's default name is `guest-` and 4 hex digits: a label to tell guests apart on screen, not an id. */
 const GUEST_NAME_BYTES = 2
 
+/**
+ * Ids are cut from a pool of random bytes filled in one call, as Node's
+ * `randomUUID` does: a call to the system's random source costs more than the
+ * few bytes an id takes, and every connection makes one or two.
+ */
+const RANDOM_POOL_BYTES = 4096
+const randomPool = Buffer.allocUnsafeSlow(RANDOM_POOL_BYTES)
+let randomPoolAt = RANDOM_POOL_BYTES
+
+/** `bytes` fresh random bytes, written out in `encoding`; no byte of the pool is used twice. */
+function randomText (bytes: number, encoding: 'base64url' | 'hex'): string {
+  if (randomPoolAt + bytes > RANDOM_POOL_BYTES) {
+    randomFillSync(randomPool)
+    randomPoolAt = 0
+  }
+  const text = randomPool.toString(encoding, randomPoolAt, randomPoolAt + bytes)
+  randomPoolAt += bytes
+  return text
+}
+
 function randomId (bytes: number): string {
-  return randomBytes(bytes).toString('base64url')
+  return randomText(bytes, 'base64url')
 }
 
 /** Replies before the upgrade (or from the HTTP API), in Fastify's error shape. */
@@ -90,27 +110,33 @@ function originCheck (allowed: ResolvedOptions['allowedOrigins']): (request: Fas
 /** Where `maxConnectionsPerIp` counts upgrades injected by `injectWS`: they have no address, and all come from the process itself. */
 const INJECTED_PEER = 'injected'
 
-/** Counts connections from admission until their TCP socket (or injected stream) closes, in total and per IP. */
+/**
+ * Counts connections from admission until their TCP socket (or injected stream) closes, in total and, when
+ * `maxConnectionsPerIp` limits them, per IP: without that limit the peer's address is never asked for, which
+ * costs a system call per connection.
+ */
 class ConnectionSlots {
   private total = 0
   private readonly perIp = new Map<string, number>()
 
   constructor (private readonly options: Pick<ResolvedOptions, 'maxConnections' | 'maxConnectionsPerIp'>) {}
 
-  /** Reserves a slot or says which limit is reached. */
-  reserve (ip: string): { release: () => void } | { statusCode: 503 | 429, message: string } {
+  /** Reserves a slot for `request`'s peer or says which limit is reached. */
+  reserve (request: FastifyRequest): { release: () => void } | { statusCode: 503 | 429, message: string } {
     const { maxConnections, maxConnectionsPerIp } = this.options
     if (maxConnections > 0 && this.total >= maxConnections) return { statusCode: 503, message: 'the server is at its connection limit' }
-    const fromIp = this.perIp.get(ip) ?? 0
+    const ip = maxConnectionsPerIp > 0 ? peerAddress(request) ?? INJECTED_PEER : undefined
+    const fromIp = ip === undefined ? 0 : this.perIp.get(ip) ?? 0
     if (maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp) return { statusCode: 429, message: 'too many connections from this address' }
     this.total++
-    this.perIp.set(ip, fromIp + 1)
+    if (ip !== undefined) this.perIp.set(ip, fromIp + 1)
     let released = false
     return {
       release: () => {
         if (released) return
         released = true
         this.total--
+        if (ip === undefined) return
         const left = (this.perIp.get(ip) ?? 1) - 1
         if (left === 0) this.perIp.delete(ip)
         else this.perIp.set(ip, left)
@@ -169,7 +195,7 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       return void refuse(reply, 403, 'origin not allowed')
     }
     if (closing()) return void refuse(reply, 503, 'the server is shutting down')
-    const slot = slots.reserve(peerAddress(request) ?? INJECTED_PEER)
+    const slot = slots.reserve(request)
     if ('statusCode' in slot) return void refuse(reply, slot.statusCode, slot.message)
     whenUpgradeClosed(request, reply, slot.release)
 
@@ -185,7 +211,7 @@ export function admission (options: AdmissionOptions, closing: () => boolean): A
       return
     }
     const id = randomId(GUEST_ID_BYTES)
-    const identity = { id, user: id, name: name ?? `guest-${randomBytes(GUEST_NAME_BYTES).toString('hex')}`, authenticated: false }
+    const identity = { id, user: id, name: name ?? `guest-${randomText(GUEST_NAME_BYTES, 'hex')}`, authenticated: false }
     admitted.set(request, { identity, response: reply.raw })
   }
 

@@ -119,6 +119,8 @@ export class Connection implements MemberLink {
     socket.on('close', (code) => this.closed(code))
     context.hub.attach(this)
     this.reply({ type: 'welcome', protocol: PROTOCOL_VERSION, id: this.id, user: this.user, name: this.name })
+    // Written at once, not at the end of the turn: then it joins the 101 response held in the socket (upgrade.ts).
+    this.outbox.write()
   }
 
   // ------------------------------------------------------------ write side

@@ -27,7 +27,7 @@ import { hubApi, type Hub as PublicHub } from './hub-api.js'
 import { resolveOptions, type ChatRoomsOptions } from './options.js'
 import { createDecoder, MAX_RAW_NAME_LENGTH } from './protocol.js'
 import { restApi } from './rest.js'
-import { endAnsweredUpgrades, isInjected, releaseUpgrade, transportOf } from './upgrade.js'
+import { coalesceHandshakes, endAnsweredUpgrades, isInjected, releaseUpgrade, transportOf } from './upgrade.js'
 import { Writer } from './writer.js'
 
 declare module 'fastify' {
@@ -87,6 +87,7 @@ async function chatRooms (fastify: FastifyInstance, options: ChatRoomsOptions): 
   if (ownsWebsocket) {
     // Our own preClose closes our connections with 1001; the plugin's default would close them without a code.
     await fastify.register(websocket, { options: { maxPayload: resolved.maxPayload }, preClose: (done) => done() })
+    coalesceHandshakes(fastify.websocketServer)
   }
   endAnsweredUpgrades(fastify.server)
   /**

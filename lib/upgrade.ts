@@ -7,6 +7,9 @@
  *   and ws holds nothing back of its own when frames are not compressed: a
  *   frame written to that socket lands whole, in order, between ws's frames.
  *   Writing a turn's frames there in one call is what makes batching pay.
+ * - ws emits 'headers' just before it writes the 101 response to that socket,
+ *   and hands over the upgraded socket in the same tick, so a frame written
+ *   by the route handler can join the response in one system call.
  * - @fastify/websocket routes an upgrade synchronously in its 'upgrade'
  *   listener, so a later listener sees whether Fastify already answered it.
  * - @fastify/websocket gives each socket one 'error' listener that closes over
@@ -72,6 +75,27 @@ export function whenUpgradeClosed (request: FastifyRequest, reply: FastifyReply,
   }
   stream.once('end', sideEnded)
   stream.once('finish', sideEnded)
+}
+
+/**
+ * Holds the 101 response in the request's socket until the end of the tick,
+ * as Node's http holds its own responses (cork, then uncork on the next
+ * tick): what the route handler writes synchronously, the `welcome`, then
+ * goes out with it in one system call rather than two. `server` is the ws
+ * server, which emits 'headers' just before it writes the response.
+ */
+export function coalesceHandshakes (server: EventEmitter): void {
+  server.on('headers', (_headers: string[], request: IncomingMessage) => {
+    // Typed as always present; an injected upgrade has none.
+    const socket = request.socket as Socket | undefined
+    if (socket === undefined) return
+    socket.cork()
+    process.nextTick(uncork, socket)
+  })
+}
+
+function uncork (socket: Socket): void {
+  socket.uncork()
 }
 
 /** How many 'error' listeners @fastify/websocket gives an upgraded socket. */

@@ -202,3 +202,26 @@ test('a plain GET of the WebSocket route runs authenticate, so a browser can lea
   const open = await startServer(t, { home: false })
   assert.equal((await fetch(`${open.httpUrl}/ws`)).status, 404, 'without authenticate, nothing to tell')
 })
+
+test('every connection gets an id of its own, across more connections than one fill of the pool of random bytes their ids are cut from serves', async (t) => {
+  const app = Fastify({ logger: false })
+  await app.register(chatRooms, { home: false, authenticate: (request) => (request.query as { as?: string }).as === 'u1' ? { id: 'u1', name: 'alice' } : { name: 'guest' } })
+  await app.ready()
+  t.after(() => app.close())
+  // The pool holds 4096 bytes: 9 per guest id, 4 per suffix of a user's connection, so it refills once or twice.
+  const connections = 1000
+  const welcomes: Array<{ id: string, user: string, name: string }> = []
+  const open = async (query: string): Promise<void> => {
+    let welcomed!: (frame: { id: string, user: string, name: string }) => void
+    const welcome = new Promise<{ id: string, user: string, name: string }>((resolve) => { welcomed = resolve })
+    const socket = await app.injectWS(`/ws${query}`, {}, { onInit: (ws) => ws.once('message', (data) => welcomed(JSON.parse(String(data)) as { id: string, user: string, name: string })) })
+    welcomes.push(await welcome)
+    socket.terminate()
+  }
+  for (let i = 0; i < connections; i++) await open(i % 2 ? '?as=u1' : '')
+  const guests = welcomes.filter((w) => w.user !== 'u1')
+  const tabs = welcomes.filter((w) => w.user === 'u1')
+  assert.equal(new Set(welcomes.map((w) => w.id)).size, connections, 'no two connections share an id')
+  for (const guest of guests) assert.match(guest.id, /^[A-Za-z0-9_-]{12}$/, 'a guest id: 9 random bytes in base64url')
+  for (const tab of tabs) assert.match(tab.id, /^u1\.[A-Za-z0-9_-]{6}$/, 'a user\'s connection: its id and 4 random bytes')
+})

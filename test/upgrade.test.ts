@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import Fastify from 'fastify'
 import websocket from '@fastify/websocket'
 import WebSocket from 'ws'
-import { releaseUpgrade, transportOf } from '../lib/upgrade.js'
+import { coalesceHandshakes, releaseUpgrade, transportOf } from '../lib/upgrade.js'
 import { textFrame } from '../lib/writer.js'
 
 interface Seen {
@@ -82,4 +82,32 @@ test('a socket ws does not write to the request\'s socket (an injected one) has 
   assert.equal(String(data), 'hello')
   assert.equal(found, false)
   client.terminate()
+})
+
+test('ws emits \'headers\' just before it writes the 101 to the request\'s socket: held there, it leaves with what the handler writes at once, and alone when the handler writes nothing', async (t) => {
+  const app = Fastify({ logger: false })
+  await app.register(websocket)
+  coalesceHandshakes(app.websocketServer)
+  const held: Array<{ corked: number, bytes: number }> = []
+  app.get('/ws', { websocket: true }, (socket, request) => {
+    const tcp = request.raw.socket
+    held.push({ corked: tcp.writableCorked, bytes: tcp.writableLength })
+    if ((request.query as { quiet?: string }).quiet === undefined) transportOf(socket, request.raw)?.write(textFrame(Buffer.from('hello')))
+  })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.after(() => app.close())
+  const { port } = app.server.address() as { port: number }
+
+  const client = new WebSocket(`ws://127.0.0.1:${port}/ws`)
+  const first = await new Promise<string>((resolve) => client.once('message', (data) => resolve(String(data))))
+  assert.equal(first, 'hello')
+  client.terminate()
+  const quiet = new WebSocket(`ws://127.0.0.1:${port}/ws?quiet`)
+  await new Promise((resolve, reject) => { quiet.once('open', resolve); quiet.once('error', reject) })
+  quiet.terminate()
+  assert.equal(held.length, 2)
+  for (const { corked, bytes } of held) {
+    assert.equal(corked, 1, 'the socket is corked while the handler runs')
+    assert.ok(bytes > 'HTTP/1.1 101'.length, 'the 101 waits in it')
+  }
 })
