@@ -39,32 +39,6 @@ function newestThatFit<E extends Entry> (messages: E[], budget: number): E[] {
   return first === 0 ? messages : messages.slice(first)
 }
 
-/** JSON's keys and punctuation of a member with its comma: `{"id":"","user":"","name":""},`. */
-const MEMBER_JSON_FRAME_BYTES = 30
-/** What one UTF-16 unit of a string can take in JSON at most: `\u001f`. */
-const MAX_JSON_BYTES_PER_UNIT = 6
-
-/**
- * Whether `member` takes at most MEMBER_REPLY_BYTES in a reply, told from the
- * lengths of its strings alone: so is every member of a usual roster, and a
- * page of such members fits without measuring each one.
- */
-function surelyFits (member: Member): boolean {
-  return MEMBER_JSON_FRAME_BYTES + MAX_JSON_BYTES_PER_UNIT * (member.id.length + member.user.length + member.name.length) <= MEMBER_REPLY_BYTES
-}
-
-/** The first members of `page` whose JSON, each with its comma, adds up to at most `budget` bytes. */
-function fittingMembers (page: Member[], budget: number): Member[] {
-  let used = 0
-  let count = 0
-  for (const member of page) {
-    used += Buffer.byteLength(JSON.stringify(member)) + 1
-    if (used > budget) break
-    count++
-  }
-  return page.slice(0, count)
-}
-
 /** Orders members by id as JavaScript compares strings, the order `members` pages in. */
 function byId (a: Member, b: Member): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
@@ -113,8 +87,13 @@ export class Replies {
     const budget = cap * MEMBER_REPLY_BYTES
     const start = after === undefined ? 0 : roster.findIndex((member) => member.id > after)
     const from = start < 0 ? roster.length : start
-    const page = roster.slice(from, from + cap)
-    const members = page.every(surelyFits) ? page : fittingMembers(page, budget)
+    const members: Member[] = []
+    let used = 0
+    for (const member of roster.slice(from, from + cap)) {
+      used += Buffer.byteLength(JSON.stringify(member)) + 1
+      if (used > budget) break
+      members.push(member)
+    }
     return { members, more: from + members.length < roster.length, total: roster.length }
   }
 
