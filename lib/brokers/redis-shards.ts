@@ -10,7 +10,6 @@ import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import { reconnectDelay, type BrokerLogger } from '../broker.js'
 import { Availability } from './availability.js'
 import { shardOf } from './jump-hash.js'
-import type { PublishCommand } from './redis-lua.js'
 import { scriptCalls, scriptCommands, type ScriptCalls } from './redis-scripts.js'
 
 /** What the broker learns from its shards. */
@@ -79,7 +78,7 @@ function isOutage (error: unknown): boolean {
 }
 
 /** A URL without its password, for logs. */
-export function shardName (url: string): string {
+function shardName (url: string): string {
   try {
     const parsed = new URL(url)
     parsed.password = ''
@@ -194,7 +193,7 @@ class ClusterShard implements RedisShard {
       clusterRetryStrategy: reconnectDelay,
       enableOfflineQueue: false,
       shardedSubscribers: true,
-      scripts: scriptCommands('SPUBLISH' satisfies PublishCommand),
+      scripts: scriptCommands('SPUBLISH'),
       redisOptions: {
         connectionName: `fastify-chat-rooms-cluster-${settings.nodeId}`,
         ...settings.redis,
