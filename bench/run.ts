@@ -15,12 +15,13 @@ import { loadavg } from 'node:os'
 import type { Step, Workload } from './generator.js'
 import { GENERATOR_CORE, POSTGRES_URL, SERVER_CORE, brokerStore, here, pinned, portOf, postgresQuery, type BrokerKind } from './processes.js'
 
-type ServerName = 'ours' | 'ours-metrics' | 'baseline' | 'redis-2node' | 'sqlite' | 'postgres'
+type ServerName = 'ours' | 'ours-metrics' | 'baseline' | 'baseline-presence' | 'redis-2node' | 'sqlite' | 'postgres'
 /** Each server's script, how many nodes of it one run starts, the broker they share (memory when none), and more arguments. */
 const SERVERS: Record<ServerName, { file: string, nodes: number, broker?: BrokerKind, args?: string[] }> = {
   ours: { file: 'server.js', nodes: 1 },
   'ours-metrics': { file: 'server.js', nodes: 1, args: ['--metrics'] },
   baseline: { file: 'baseline.js', nodes: 1 },
+  'baseline-presence': { file: 'baseline.js', nodes: 1, args: ['--presence'] },
   'redis-2node': { file: 'server.js', nodes: 2, broker: 'redis' },
   sqlite: { file: 'server.js', nodes: 1, broker: 'sqlite' },
   postgres: { file: 'server.js', nodes: 1, broker: 'postgres' },
@@ -35,7 +36,8 @@ const WORKLOADS: Record<string, { generator: Workload, servers: ServerName[], re
   'fanout-100': { generator: 'fanout-100', servers: ['ours', 'baseline'] },
   'fanout-1000': { generator: 'fanout-1000', servers: ['ours', 'baseline'] },
   rooms: { generator: 'rooms', servers: ['ours', 'baseline'] },
-  idle: { generator: 'idle', servers: ['ours', 'baseline'] },
+  // The baseline with presence shows what the protocol's presence costs a connect, apart from the rest of ours.
+  idle: { generator: 'idle', servers: ['ours', 'baseline', 'baseline-presence'] },
   'redis-2node': { generator: 'fanout-100', servers: ['redis-2node'], reference: 'fanout-100' },
   'sqlite-fanout-100': { generator: 'fanout-100', servers: ['sqlite'], reference: 'fanout-100' },
   // Ours is run beside ours-metrics, alternating which goes first: the comparison is the metrics' cost, smaller than drift.
@@ -157,6 +159,10 @@ function appendsRows (server: ServerName, floor: number): Metric[] {
     row('server core busy', field('serverCpu')),
   ]
 }
+/** An `idle` row of ours against the baseline that sends the same presence: what ours costs beyond the protocol's writes. */
+function idleBesidePresence (name: string, key: string): Metric {
+  return { workload: 'idle', name, pick: field(key), reference: { server: 'baseline-presence' }, target: () => 'beside ws sending the same presence' }
+}
 const METRICS: Metric[] = [
   { workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), target: atLeast(3) },
   { workload: 'fanout-100', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery') },
@@ -176,6 +182,9 @@ const METRICS: Metric[] = [
   { workload: 'idle', name: 'connections/s', pick: field('connectionsPerSec'), target: atLeast(1) },
   { workload: 'idle', name: 'µs CPU/connection', pick: field('serverUsPerConnection') },
   { workload: 'idle', name: 'connect p99 ms', pick: field('connectP99'), target: (x) => `≤ 1×: ${x <= 1 ? 'met' : 'NOT met'}` },
+  idleBesidePresence('connections/s', 'connectionsPerSec'),
+  idleBesidePresence('µs CPU/connection', 'serverUsPerConnection'),
+  idleBesidePresence('connect p99 ms', 'connectP99'),
   { server: 'redis-2node', workload: 'fanout-100', name: 'deliveries/s', pick: best('offered'), reference: OURS_ON_ONE_NODE, target: () => 'cost of crossing Redis' },
   { server: 'redis-2node', workload: 'fanout-100', name: 'µs CPU/delivery', pick: best('serverUsPerDelivery'), reference: OURS_ON_ONE_NODE, target: () => 'both nodes, Redis not counted' },
   { server: 'redis-2node', workload: 'fixed-50k', name: 'p50 ms', pick: fixed('p50'), reference: OURS_ON_ONE_NODE },
