@@ -21,6 +21,8 @@
  *   updates   (room, seq) → cid, body (the update JSON), created_at: edits,
  *             deletes and reactions, numbered with the room's messages;
  *             a message's body in `messages` is its current state
+ * Version 4 (postgres-schema-v4.ts) changes no table: a send whose cid a
+ * change took is a retry of that change, as on every other broker.
  *
  * The functions do each change in one round trip: they lock the room's row,
  * change it and NOTIFY in the caller's transaction, so an event goes out only
@@ -30,6 +32,7 @@ import type { ClientBase } from 'pg'
 import { SCHEMA_V1 } from './postgres-schema-v1.js'
 import { SCHEMA_V2 } from './postgres-schema-v2.js'
 import { SCHEMA_V3 } from './postgres-schema-v3.js'
+import { SCHEMA_V4 } from './postgres-schema-v4.js'
 
 /**
  * Migrations may wait for another node's: far longer than one runs, short
@@ -52,7 +55,7 @@ interface Migration {
 }
 
 /** In order; a released migration never changes: a change is a new version. */
-const MIGRATIONS: Migration[] = [{ version: 1, sql: SCHEMA_V1 }, { version: 2, sql: SCHEMA_V2 }, { version: 3, sql: SCHEMA_V3 }]
+const MIGRATIONS: Migration[] = [{ version: 1, sql: SCHEMA_V1 }, { version: 2, sql: SCHEMA_V2 }, { version: 3, sql: SCHEMA_V3 }, { version: 4, sql: SCHEMA_V4 }]
 
 /** The schema was migrated by a newer fastify-chat-rooms: upgrading the package helps, waiting does not. */
 export class NewerSchemaError extends Error {}

@@ -19,8 +19,8 @@
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { AppendResult, Broker, BrokerNode, MessageDraft, ModerationEntry, NodeInfo, NodeSignal, PublishOptions, ReadRange, ReadResult, RetentionOptions, RoomInfo, RoomsPage, SharedStoreOptions, UserChange, UserState, UpdateDraft, UpdateResult } from '../broker.js'
-import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, storedEntry, storedMessage } from '../broker.js'
-import type { Entry, Member, Message, Presence, TypingEvent } from '../protocol.js'
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_LEASE_MS, RECONNECT_STEP_MS, keptPerRoom, messageIds, messageJsonAroundSeq, reconnectDelay, restrictionError, retryOfTrimmed, storedEntry, storedMessage } from '../broker.js'
+import type { Entry, Member, Message, Presence, TypingEvent, Update } from '../protocol.js'
 import { Availability } from './availability.js'
 import { GroupCommit, type Pending } from './group-commit.js'
 import { NodeRegistry } from './node-registry.js'
@@ -209,7 +209,11 @@ export class PostgresBroker implements Broker {
       const pending = ordered[row.r_index - 1]!
       // A banned or muted sender's append is refused alone: the rest of the batch is stored.
       if (row.r_outcome === 'banned' || row.r_outcome === 'muted') pending.reject(restrictionError(pending.call.room, row.r_outcome))
-      else pending.resolve({ message: storedMessage(JSON.parse(row.r_body) as Message), duplicate: row.r_outcome === 'stored' })
+      else if (row.r_outcome === 'change') {
+        // A cid a change took makes a retry of that change, as on every broker: its seq and time, nothing stored.
+        const change = JSON.parse(row.r_body) as Update
+        pending.resolve(retryOfTrimmed(pending.call.room, pending.call.draft, change.seq, change.ts))
+      } else pending.resolve({ message: storedMessage(JSON.parse(row.r_body) as Message), duplicate: row.r_outcome === 'stored' })
     }
     // Only if the function broke its promise of a row per append; a settled call ignores this.
     for (const pending of ordered) pending.reject(new Error('PostgresBroker: chat_append_batch returned no row for this append'))

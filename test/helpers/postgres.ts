@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import type { TestContext } from 'node:test'
 import pg from 'pg'
 import { PostgresBroker, type PostgresBrokerOptions } from '../../lib/postgres.js'
+import { SCHEMA_VERSION } from '../../lib/brokers/postgres-schema.js'
 import { RecordingNode } from './recording-node.js'
 
 export const POSTGRES_URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -48,6 +49,15 @@ export async function asAdmin<T> (call: (client: pg.Client) => Promise<T>, url =
   } finally {
     await client.end().catch(() => {})
   }
+}
+
+/** Every migration's version, in order: what a schema lists once a broker of this release opened it. */
+export const EVERY_SCHEMA_VERSION = Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1)
+
+/** The versions of the migrations applied to `schema`, in order. */
+export async function appliedVersions (schema: string): Promise<number[]> {
+  const { rows } = await asAdmin((client) => client.query<{ version: number }>(`SELECT version FROM "${schema}".schema_migrations ORDER BY version`))
+  return rows.map((row) => row.version)
 }
 
 /** Drops `schema` and everything in it. */
