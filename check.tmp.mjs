@@ -4,10 +4,11 @@ import chatRooms from './dist/lib/index.js'
 const kind = process.argv[2]
 async function broker () {
   if (kind === 'redis') return new (await import('./dist/lib/redis.js')).RedisBroker({ url: 'redis://127.0.0.1:6379', prefix: 'chk' + process.pid })
+  if (kind === 'sqlite') return new (await import('./dist/lib/sqlite.js')).SqliteBroker({ file: '/tmp/chk.db' })
   if (kind === 'pg') return new (await import('./dist/lib/postgres.js')).PostgresBroker({ connectionString: 'postgres://postgres@127.0.0.1:5432/test', schema: 'chk' + process.pid })
 }
 const apps = []
-for (let i = 0; i < 2; i++) { const app = Fastify(); await app.register(chatRooms, { home: false, broker: await broker() }); await app.listen({ port: 0, host: '127.0.0.1' }); apps.push(app) }
+for (let i = 0; i < (kind === 'sqlite' || kind === 'memory' ? 1 : 2); i++) { const app = Fastify(); await app.register(chatRooms, { home: false, broker: await broker() }); await app.listen({ port: 0, host: '127.0.0.1' }); apps.push(app) }
 function client (app) {
   const ws = new WebSocket(`ws://127.0.0.1:${app.server.address().port}/ws`)
   const frames = []; let close
@@ -18,7 +19,7 @@ function client (app) {
 const room = 'fresh-' + Date.now()
 const a = client(apps[0]); await a.open; a.ws.send(JSON.stringify({ type: 'join', room }))
 await new Promise(r => setTimeout(r, 300))
-const b = client(apps[1]); await b.open; b.ws.send(JSON.stringify({ type: 'join', room }))
+const b = client(apps.at(-1)); await b.open; b.ws.send(JSON.stringify({ type: 'join', room }))
 await new Promise(r => setTimeout(r, 300))
 b.ws.send(JSON.stringify({ type: 'send', room, text: 'hi', ref: 'r1' }))
 await new Promise(r => setTimeout(r, 800))

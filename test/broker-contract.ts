@@ -209,6 +209,15 @@ export function brokerContract (name: string, makeBroker: BrokerFactory, options
       assert.deepEqual(node.events('r').map((event) => event.type === 'message' && event.text), ['during'])
     })
 
+    it('delivers the first stream of a room subscribed before it had one from seq 1, without calling it out of sync', async (t) => {
+      const { broker, node } = await open(t)
+      await broker.subscribe('new')
+      for (const text of ['m1', 'm2', 'm3']) await broker.append('new', { from: alice, text })
+      await node.until('three messages', () => node.messages('new').length === 3)
+      assert.deepEqual(node.messages('new').map(({ seq, text }) => [seq, text]), [[1, 'm1'], [2, 'm2'], [3, 'm3']])
+      assert.deepEqual(node.outOfSyncs, [], 'a stream that begins is not one that began again')
+    })
+
     it('delivers concurrent appends and presence in seq order, with no gap and no duplicate', async (t) => {
       const { broker, node } = await open(t)
       await broker.subscribe('r')

@@ -187,6 +187,53 @@ describe('RedisBroker on a three-master Redis Cluster', { skip }, () => {
   })
 })
 
+describe('RedisBroker on a Redis Cluster with a replica per master', { skip }, () => {
+  it('carries on when a master dies and its replica takes over: the same streams, nothing acknowledged lost, live delivery resumed', async (t) => {
+    const replicated = await RedisCluster.start(3, 1)
+    t.after(() => replicated.kill())
+    const prefix = uniquePrefix()
+    const [writer, reader] = [new RecordingNode(), new RecordingNode()]
+    const place = { cluster: replicated.urls, prefix, leaseMs: 3000 }
+    const [sending, receiving] = [broker(t, place), broker(t, place)]
+    await Promise.all([sending.open(writer), receiving.open(reader)])
+    const lost = replicated.masters[0]!
+    const slots = await ownedSlots(lost.url)
+    const rooms = Array.from({ length: 30 }, (_, i) => `room-${i}`)
+    const [gone, kept] = [rooms.filter((room) => slots.has(roomSlot(room))), rooms.filter((room) => !slots.has(roomSlot(room)))]
+    assert.ok(gone.length > 0 && kept.length > 0, 'rooms on the lost master and on the others')
+    for (const room of rooms) await receiving.subscribe(room)
+    for (const room of rooms) await sending.append(room, { text: 'before', from: alice })
+    const epochs = await Promise.all(gone.map(async (room) => (await sending.read(room, { limit: 0 })).epoch))
+    // Replication is asynchronous: once the replica has every write, the failover loses nothing acknowledged.
+    assert.equal(await acknowledgedByReplicas(lost), 1, 'the replica has every write')
+
+    await lost.stop()
+    for (const room of kept) await sending.append(room, { text: 'after', from: alice })
+    const deadline = Date.now() + 20_000
+    for (const room of gone) {
+      // Refused until the replica is promoted; retried with its cid, as clients do.
+      while (!await sending.append(room, { text: 'after', from: alice, cid: `after-${room}` }).then(() => true, () => false)) {
+        assert.ok(Date.now() < deadline, `${room} took messages again within 20 s of its master's death`)
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      }
+    }
+    await reader.until('every room delivered its message after the failover', () => rooms.every((room) => reader.messages(room).length === 2), 20_000)
+    for (const room of rooms) assert.deepEqual(reader.messages(room).map(({ seq, text }) => [seq, text]), [[1, 'before'], [2, 'after']], room)
+    assert.deepEqual(await Promise.all(gone.map(async (room) => (await sending.read(room, { limit: 0 })).epoch)), epochs, 'the promoted replica carries the same streams')
+    assert.deepEqual(reader.outOfSyncs, [], 'no reader is sent back to resume')
+  })
+})
+
+/** How many replicas acknowledge every write `master` has taken so far (`WAIT`). */
+async function acknowledgedByReplicas (master: RedisServer): Promise<number> {
+  const client = new Redis(master.url)
+  try {
+    return (await client.call('WAIT', 1, 5000)) as number
+  } finally {
+    client.disconnect()
+  }
+}
+
 /** Moves one slot and its keys between masters, as `redis-cli --cluster reshard` does, and tells every master. */
 async function moveSlot (slot: number, from: RedisServer, to: RedisServer, masters: RedisServer[]): Promise<void> {
   const [source, target] = [new Redis(from.url), new Redis(to.url)]

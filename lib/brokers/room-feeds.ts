@@ -8,7 +8,7 @@
  * What cannot be filled (the history was trimmed past it, or the room's
  * stream began again under a new epoch) is reported to `outOfSync`.
  */
-import type { BrokerEvent, BrokerLogger, BrokerNode, ReadRange, ReadResult } from '../broker.js'
+import { NO_STREAM_YET, type BrokerEvent, type BrokerLogger, type BrokerNode, type ReadRange, type ReadResult } from '../broker.js'
 import { isEntry } from '../protocol.js'
 
 /** What travels on a room's channel (its wire events and user changes); stored messages carry the epoch of their stream. */
@@ -35,6 +35,8 @@ export type FeedToken = object
 
 interface Feed {
   epoch: string | undefined
+  /** The room had a stream while this feed ran: one that begins now begins again, and its readers missed the old one's end. */
+  hadStream: boolean
   lastSeq: number
   /** Events waiting while the feed starts or fills a gap; undefined when it delivers directly. */
   held: Envelope[] | undefined
@@ -61,7 +63,7 @@ export class RoomFeeds {
    * the room had once the subscription was confirmed.
    */
   open (room: string): FeedToken {
-    const feed: Feed = { epoch: undefined, lastSeq: 0, held: [], recheck: false }
+    const feed: Feed = { epoch: undefined, hadStream: false, lastSeq: 0, held: [], recheck: false }
     this.feeds.set(room, feed)
     return feed
   }
@@ -70,6 +72,7 @@ export class RoomFeeds {
     const feed = this.feeds.get(room)
     if (feed !== token || !feed) return
     feed.epoch = epoch
+    feed.hadStream = epoch !== NO_STREAM_YET
     feed.lastSeq = seq
     if (feed.recheck) void this.fill(room, feed)
     else this.release(room, feed)
@@ -167,11 +170,17 @@ export class RoomFeeds {
     for (const envelope of held) this.receive(room, envelope)
   }
 
-  /** The room's stream was lost and began again at seq 1 (expired, or the store lost its data). */
+  /**
+   * The room's stream began at seq 1: again when the feed knew one (it
+   * expired, or the store lost its data), which is reported; or its first,
+   * when the feed started before the room had a stream: nothing was missed.
+   */
   private restart (room: string, feed: Feed, epoch: string | undefined): void {
+    const again = feed.hadStream
+    feed.hadStream = true
     feed.epoch = epoch
     feed.lastSeq = 0
-    this.outOfSync(room, epoch)
+    if (again) this.outOfSync(room, epoch)
   }
 
   private lost (room: string, from: number, to: number): void {

@@ -129,6 +129,20 @@ export class RedisServer {
     this.dir = undefined
   }
 
+  get running (): boolean {
+    return this.child !== undefined
+  }
+
+  /** What `ROLE` says it is: 'master' or 'slave'. */
+  async role (): Promise<string> {
+    const client = new Redis(this.url, { maxRetriesPerRequest: 0 })
+    try {
+      return ((await client.call('ROLE')) as [string])[0]
+    } finally {
+      client.disconnect()
+    }
+  }
+
   /** `CLUSTER INFO`'s cluster_state is ok. */
   async clusterOk (): Promise<boolean> {
     const client = new Redis(this.url, { maxRetriesPerRequest: 0, retryStrategy: () => null })
@@ -143,40 +157,45 @@ export class RedisServer {
   }
 }
 
-/** A Redis Cluster of `masters` masters and no replicas, made by `redis-cli --cluster create`. */
+/**
+ * A Redis Cluster of `masters` masters, each with `replicas` replicas, made by
+ * `redis-cli --cluster create`; `masters` lists the servers that were masters
+ * when it was made, `nodes` every server.
+ */
 export class RedisCluster {
-  private constructor (readonly masters: RedisServer[]) {}
+  private constructor (readonly nodes: RedisServer[], readonly masters: RedisServer[]) {}
 
   get urls (): string[] {
     return this.masters.map((master) => master.url)
   }
 
-  static async start (masters = 3): Promise<RedisCluster> {
-    const servers = await Promise.all(Array.from({ length: masters }, async () => await RedisServer.start({ cluster: true, joinLater: true })))
-    const cluster = new RedisCluster(servers)
+  static async start (masters = 3, replicas = 0): Promise<RedisCluster> {
+    const servers = await Promise.all(Array.from({ length: masters * (1 + replicas) }, async () => await RedisServer.start({ cluster: true, joinLater: true })))
     try {
       await new Promise<void>((resolve, reject) => {
-        execFile(REDIS_CLI, ['--cluster', 'create', ...servers.map((server) => `127.0.0.1:${server.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+        execFile(REDIS_CLI, ['--cluster', 'create', ...servers.map((server) => `127.0.0.1:${server.port}`), '--cluster-replicas', String(replicas), '--cluster-yes'],
           { timeout: START_TIMEOUT_MS }, (error, stdout, stderr) => error ? reject(new Error(`redis-cli --cluster create failed: ${stderr || stdout}`, { cause: error })) : resolve())
       })
+      const roles = await Promise.all(servers.map(async (server) => await server.role()))
+      const cluster = new RedisCluster(servers, servers.filter((_, i) => roles[i] === 'master'))
       await cluster.whenOk()
+      return cluster
     } catch (error) {
-      await cluster.kill()
+      await Promise.all(servers.map(async (server) => await server.kill()))
       throw error
     }
-    return cluster
   }
 
-  /** Resolves once every master says the cluster is ok (they agree on the slots). */
+  /** Resolves once every running node says the cluster is ok (they agree on the slots). */
   async whenOk (): Promise<void> {
     const deadline = Date.now() + START_TIMEOUT_MS
-    while (!(await Promise.all(this.masters.map(async (master) => await master.clusterOk()))).every(Boolean)) {
+    while (!(await Promise.all(this.nodes.filter((node) => node.running).map(async (node) => await node.clusterOk()))).every(Boolean)) {
       if (Date.now() > deadline) throw new Error('the Redis Cluster did not become ok')
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
   }
 
   async kill (): Promise<void> {
-    await Promise.all(this.masters.map(async (master) => await master.kill()))
+    await Promise.all(this.nodes.map(async (node) => await node.kill()))
   }
 }
