@@ -19,6 +19,7 @@ interface Member {
 }
 
 interface Room {
+  readonly name: string
   seq: number
   readonly members: Map<WebSocket, Member>
 }
@@ -42,15 +43,15 @@ function tellOthers (room: Room, except: WebSocket, frame: object): void {
 wss.on('connection', (socket) => {
   const id = String(++connections)
   const from: Member = { id, user: id, name: `b${id}` }
-  const joined = new Map<Room, string>()
+  const joined = new Set<Room>()
   socket.send(JSON.stringify({ type: 'welcome', protocol: 2, ...from }))
   socket.on('message', (data) => {
     const request = JSON.parse(String(data)) as { type: string, room: string, text?: string }
     let room = rooms.get(request.room)
     if (request.type === 'join') {
-      if (!room) rooms.set(request.room, room = { seq: 0, members: new Map() })
+      if (!room) rooms.set(request.room, room = { name: request.room, seq: 0, members: new Map() })
       room.members.set(socket, from)
-      joined.set(room, request.room)
+      joined.add(room)
       socket.send(JSON.stringify({ type: 'joined', room: request.room, seq: room.seq, ...(presence ? { members: [...room.members.values()], memberCount: room.members.size } : {}) }))
       if (presence) tellOthers(room, socket, { type: 'presence', room: request.room, action: 'join', member: from, first: true })
     } else if (request.type === 'send' && room && joined.has(room)) {
@@ -61,9 +62,9 @@ wss.on('connection', (socket) => {
     }
   })
   socket.on('close', () => {
-    for (const [room, name] of joined) {
+    for (const room of joined) {
       room.members.delete(socket)
-      if (presence) tellOthers(room, socket, { type: 'presence', room: name, action: 'leave', member: from, last: true })
+      if (presence) tellOthers(room, socket, { type: 'presence', room: room.name, action: 'leave', member: from, last: true })
     }
   })
 })
